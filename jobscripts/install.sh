@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Install everything slmc-hpc needs into ./.venv (or $VENV). Safe to rerun: each step checks
+# first and skips what is already there.
+#
+#   bash jobscripts/install.sh            # run from the repository root
+#
+# As root on Debian/Ubuntu it apt-installs Open MPI and parallel HDF5 when they are missing.
+# As a user on a cluster, load your site's MPI and parallel-HDF5 modules first (so that
+# `mpicc` is on PATH and HDF5_DIR or pkg-config finds an MPI build of HDF5); without a
+# parallel HDF5 it installs h5py without MPI and runs use the rank-0 gather writer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+log() { printf '[install] %s\n' "$*"; }
+
+apt_pkgs=(openmpi-bin libopenmpi-dev libhdf5-openmpi-dev pkg-config)
+if ! command -v mpicc >/dev/null 2>&1 || ! pkg-config --exists hdf5-openmpi 2>/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing ${apt_pkgs[*]} from apt"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+    else
+        log "mpicc or the hdf5-openmpi pkg-config entry is missing and I am not root:"
+        log "load your cluster's MPI / parallel HDF5 modules (or ask for ${apt_pkgs[*]})."
+    fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating virtual environment $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+pip() { "$PY" -m pip --disable-pip-version-check -q "$@"; }
+
+# Build prerequisites for h5py-with-MPI; must be in the venv because the build runs
+# without isolation (with isolation pip compiles mpi4py from source: >20 GB of RAM).
+if ! "$PY" -c 'import numpy, mpi4py, Cython, pkgconfig, setuptools' 2>/dev/null; then
+    log "installing numpy, mpi4py and build tools"
+    pip install numpy mpi4py 'cython>=3' pkgconfig 'setuptools>=77' wheel
+fi
+
+if ! "$PY" -c 'import h5py, sys; sys.exit(0 if h5py.get_config().mpi else 1)' 2>/dev/null; then
+    if command -v mpicc >/dev/null 2>&1 && { pkg-config --exists hdf5-openmpi 2>/dev/null || [ -n "${HDF5_DIR:-}" ]; }; then
+        log "building h5py with MPI (a few minutes the first time; pip caches the wheel)"
+        pkgname=()
+        pkg-config --exists hdf5-openmpi 2>/dev/null && pkgname=(HDF5_PKGCONFIG_NAME=hdf5-openmpi)
+        env CC=mpicc HDF5_MPI=ON "${pkgname[@]}" "$PY" -m pip --disable-pip-version-check -q \
+            install --no-build-isolation --no-binary=h5py h5py
+    elif ! "$PY" -c 'import h5py' 2>/dev/null; then
+        log "WARNING: no parallel HDF5 found; installing serial h5py (rank-0 writer will be used)"
+        pip install h5py
+    fi
+fi
+
+# The CPU build of this exact version lies on the development machines' disk; any other
+# spec makes pip download several GB of CUDA wheels.
+if ! "$PY" -c 'import torch' 2>/dev/null; then
+    log "installing torch==2.13.0 (CPU)"
+    pip install torch==2.13.0
+fi
+
+log "installing slmc-hpc (editable) with test extras"
+pip install -e '.[test]'
+"$PY" - <<'PY'
+import h5py, mpi4py, numpy, torch
+print(f"[install] ok: numpy {numpy.__version__}, torch {torch.__version__}, "
+      f"mpi4py {mpi4py.__version__}, h5py {h5py.__version__} (mpi={h5py.get_config().mpi})")
+PY

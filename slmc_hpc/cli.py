@@ -1,0 +1,56 @@
+"""Command line: ``slmc-hpc run CONFIG.toml [--output PATH] [--overwrite]``, ``slmc-hpc keys``.
+
+Exit codes: 0 success; 1 an unexpected error (traceback shown); 2 bad input (configuration,
+missing file, output exists): one message naming the problem, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .config import ConfigError, describe, load
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slmc-hpc", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"slmc-hpc {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a simulation described by a TOML configuration")
+    r.add_argument("config", help="TOML configuration file")
+    r.add_argument("--output", help="HDF5 output file (overrides [run] output)")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    c = sub.add_parser("check", help="validate a configuration and print it with defaults filled in")
+    c.add_argument("config")
+    sub.add_parser("keys", help="print every configuration key with its type, default and help")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "keys":
+            print(describe())
+            return EXIT_OK
+        cfg = load(args.config)
+        if args.command == "check":
+            for name, section in cfg.sections.items():
+                print(f"[{name}]", section.as_dict())
+            return EXIT_OK
+        from .driver import run  # heavy imports (h5py, emcee) only when running
+
+        run(cfg, output=args.output, overwrite=args.overwrite)
+        return EXIT_OK
+    except ConfigError as exc:
+        print(f"slmc-hpc: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("slmc-hpc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""Run configuration: a TOML file validated against one schema, every key with its type,
+default and help text in one place (``SCHEMA``). ``slmc-hpc keys`` prints it.
+
+Any problem (unknown section or key, wrong type, value out of range, missing file) raises
+``ConfigError`` with a message that names the key; the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable
+
+REQUIRED = object()
+MAX_MATRIX_DIM = 16384  # 2N beyond this: a 4 GiB complex matrix per diagonalization
+
+
+class ConfigError(ValueError):
+    """A bad configuration or input file; the message names the key and the problem."""
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    kind: str  # "int", "float", "str", "float_list"
+    default: Any
+    help: str
+    check: Callable[[Any], str | None] | None = None
+    choices: tuple | None = None
+
+
+def _positive(v):
+    return None if v > 0 else "must be positive"
+
+
+def _non_negative(v):
+    return None if v >= 0 else "must not be negative"
+
+
+def _at_least(n):
+    return lambda v: None if v >= n else f"must be at least {n}"
+
+
+def _temperatures(values):
+    if not values:
+        return "must list at least one temperature"
+    if any(T <= 0 for T in values):
+        return "temperatures must be positive"
+    if any(b <= a for a, b in zip(values, values[1:])):
+        return "temperatures must be strictly ascending"
+    return None
+
+
+SCHEMA: dict[str, list[Key]] = {
+    "lattice": [
+        Key("kind", "str", "square", "lattice: chain, square or cubic, periodic", choices=("chain", "square", "cubic")),
+        Key("L", "int", REQUIRED, "linear size; N = L**dim sites", _at_least(2)),
+    ],
+    "model": [
+        Key("t", "float", 1.0, "nearest-neighbour hopping; H contains -t Σ_<ij>σ (c†c + h.c.)"),
+        Key("J", "float", 4.0, "spin-fermion coupling; H contains + (J/2) Σ_i S_i·σ_i"),
+        Key("mu", "float", 0.0, "chemical potential; H contains - μ Σ n_iσ"),
+        Key("J_direct", "float", 0.0, "classical superexchange + J_direct Σ_<ij> S_i·S_j (nearest neighbours)"),
+    ],
+    "temperatures": [
+        Key("values", "float_list", REQUIRED, "temperatures T (not β), strictly ascending, one per replica",
+            _temperatures),
+    ],
+    "effective_model": [
+        Key("kind", "str", "linear", "effective model for SLMC proposals", choices=("linear",)),
+        Key("shells", "int", 3, "number of distance shells n_max of the couplings J_n", _at_least(1)),
+    ],
+    "slmc": [
+        Key("local_updates", "int", 0, "single-spin updates per step (SLMC inner chain, or exact moves "
+            "for sampler='exact'); 0 means N", _non_negative),
+    ],
+    "training": [
+        Key("every", "int", 20, "refit the effective model every this many thermalization steps", _at_least(1)),
+        Key("buffer_size", "int", 5000, "most recent proposals kept as training data", _at_least(2)),
+    ],
+    "run": [
+        Key("sampler", "str", "slmc", "slmc, or exact for plain local-update Metropolis on W_β",
+            choices=("slmc", "exact")),
+        Key("thermalize", "int", 200, "steps before measuring; the model is trained only during these",
+            _non_negative),
+        Key("measure", "int", 1000, "measured steps (model frozen)", _at_least(1)),
+        Key("snapshot_every", "int", 50, "store the spins every this many measured steps", _at_least(1)),
+        Key("seed", "int", 1, "master seed; replica streams come from numpy SeedSequence(seed).spawn(R)",
+            _non_negative),
+        Key("output", "str", "run.h5", "HDF5 output file (relative to the working directory)"),
+        Key("step_size", "float", 0.5, "single-spin move S -> normalize(S + step_size·gaussian)", _positive),
+        Key("initial", "str", "random", "initial spins: random or ferro (all along z)", choices=("random", "ferro")),
+        Key("backend", "str", "numpy", "diagonalization backend: numpy (CPU) or cupy (GPU)",
+            choices=("numpy", "cupy")),
+        Key("progress_every", "float", 10.0, "seconds between progress lines", _positive),
+    ],
+}
+
+
+class Section:
+    """Read-only attribute access to one validated section."""
+
+    def __init__(self, name: str, values: dict):
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_values", MappingProxyType(dict(values)))
+
+    def __getattr__(self, key):
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(f"[{self._name}] has no key {key!r}") from None
+
+    def __setattr__(self, key, value):
+        raise AttributeError("configuration is read-only")
+
+    def as_dict(self) -> dict:
+        return dict(self._values)
+
+
+@dataclass(frozen=True)
+class Config:
+    text: str
+    sections: MappingProxyType
+
+    def __getattr__(self, name):
+        try:
+            return self.sections[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def n_sites(self) -> int:
+        dim = {"chain": 1, "square": 2, "cubic": 3}[self.lattice.kind]
+        return self.lattice.L**dim
+
+    @property
+    def local_updates(self) -> int:
+        return self.slmc.local_updates or self.n_sites
+
+
+def _coerce(section: str, key: Key, value):
+    where = f"[{section}] {key.name}"
+    if key.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+    elif key.kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be finite, got {value!r}")
+    elif key.kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+    elif key.kind == "float_list":
+        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+            raise ConfigError(f"{where} must be a list of numbers, got {value!r}")
+        value = [float(v) for v in value]
+        if not all(math.isfinite(v) for v in value):
+            raise ConfigError(f"{where} must contain only finite numbers, got {value!r}")
+    if key.choices is not None and value not in key.choices:
+        raise ConfigError(f"{where} must be one of {', '.join(map(repr, key.choices))}, got {value!r}")
+    if key.check is not None:
+        problem = key.check(value)
+        if problem:
+            raise ConfigError(f"{where} {problem}, got {value!r}")
+    return value
+
+
+def parse(text: str) -> Config:
+    """Validate TOML text against SCHEMA; missing optional keys take their defaults."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration is not valid TOML: {exc}") from None
+    unknown = sorted(set(raw) - set(SCHEMA))
+    if unknown:
+        raise ConfigError(f"unknown section [{unknown[0]}]; known sections: {', '.join(SCHEMA)}")
+    sections = {}
+    for name, keys in SCHEMA.items():
+        given = raw.get(name, {})
+        if not isinstance(given, dict):
+            raise ConfigError(f"[{name}] must be a table (section), got {given!r}")
+        known = {k.name for k in keys}
+        for k in given:
+            if k not in known:
+                raise ConfigError(f"[{name}] unknown key {k!r}; known keys: {', '.join(sorted(known))}")
+        values = {}
+        for key in keys:
+            if key.name not in given:
+                if key.default is REQUIRED:
+                    raise ConfigError(f"[{name}] {key.name} is required ({key.help})")
+                values[key.name] = key.default
+            else:
+                values[key.name] = _coerce(name, key, given[key.name])
+        sections[name] = Section(name, values)
+    cfg = Config(text=text, sections=MappingProxyType(sections))
+    _check_consistency(cfg)
+    return cfg
+
+
+def _check_consistency(cfg: Config) -> None:
+    dim = 2 * cfg.n_sites
+    if dim > MAX_MATRIX_DIM:
+        raise ConfigError(f"[lattice] L = {cfg.lattice.L} gives a {dim}x{dim} Hamiltonian; "
+                          f"at most {MAX_MATRIX_DIM} is supported")
+    n_snap = cfg.run.measure // cfg.run.snapshot_every
+    snap_bytes = len(cfg.temperatures.values) * n_snap * cfg.n_sites * 3 * 8
+    if snap_bytes > 8 * 2**30:
+        raise ConfigError(f"[run] snapshot_every = {cfg.run.snapshot_every} would store "
+                          f"{snap_bytes / 2**30:.1f} GiB of snapshots; raise it")
+
+
+def load(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration file {str(path)!r}: {exc}") from None
+    return parse(text)
+
+
+def describe() -> str:
+    """The configuration reference as text: every section, key, type, default and help."""
+    lines = []
+    for name, keys in SCHEMA.items():
+        lines.append(f"[{name}]")
+        for k in keys:
+            default = "(required)" if k.default is REQUIRED else repr(k.default)
+            lines.append(f"  {k.name:<15} {k.kind:<10} {default:<10} {k.help}")
+    return "\n".join(lines)

@@ -1,0 +1,92 @@
+"""The run loop for one process: every temperature slot is an independent chain, run one
+after the other (MPI parallel tempering is a later layer around the same Replica).
+
+Per slot: thermalize (SLMC: online refits of the effective model), then measure with the
+model frozen, writing measurements, snapshots, the model and a summary to one HDF5 file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config
+from .fermions import DoubleExchange
+from .lattice import Lattice
+from .output import RunOutput
+from .progress import Progress
+from .replica import Replica
+from .stats import estimate
+from .training import n_refits
+
+
+def build_physics(cfg: Config) -> DoubleExchange:
+    m = cfg.model
+    lattice = Lattice.from_kind(cfg.lattice.kind, cfg.lattice.L)
+    return DoubleExchange(lattice, t=m.t, J=m.J, mu=m.mu, J_direct=m.J_direct, backend=cfg.run.backend)
+
+
+def replica_streams(seed: int, n: int) -> list[np.random.Generator]:
+    """Independent generators per replica (SeedSequence.spawn, not seed + rank)."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, log=print) -> Path:
+    physics = build_physics(cfg)
+    lattice = physics.lattice
+    temperatures = cfg.temperatures.values
+    rngs = replica_streams(cfg.run.seed, len(temperatures))
+    replicas = [Replica(cfg, physics, 1.0 / T, rng) for T, rng in zip(temperatures, rngs)]
+    model = replicas[0].model
+    n_params = len(model.parameters()[0]) if model is not None else 0
+    n_fits = n_refits(cfg.run.thermalize, cfg.training.every) if model is not None else 0
+    path = Path(output or cfg.run.output)
+    out = RunOutput(path, cfg, lattice, temperatures, n_params, n_fits, overwrite=overwrite)
+    log(f"slmc-hpc: {cfg.run.sampler} on {lattice.kind} L={lattice.L} (N={lattice.N}), "
+        f"{len(temperatures)} temperature(s), {cfg.local_updates} local updates/step -> {path}")
+    summary = {k: [] for k in ("acceptance", "free_energy_per_site", "free_energy_per_site_error",
+                               "abs_magnetization", "abs_magnetization_error", "tau_free_energy")}
+    try:
+        for slot, (T, rep) in enumerate(zip(temperatures, replicas)):
+            _run_slot(cfg, slot, T, rep, out, log)
+            F = out.file["measure/free_energy"][slot] / lattice.N
+            m = np.linalg.norm(out.file["measure/magnetization"][slot], axis=-1)
+            eF, em = estimate(F), estimate(m)
+            acc = float(out.file["measure/acceptance"][slot].mean())
+            for k, v in zip(summary, (acc, eF.mean, eF.error, em.mean, em.error, eF.tau)):
+                summary[k].append(v)
+            log(f"T={T:<8.4g} acceptance {acc:.3f}  F/N = {eF.mean:.6f} ± {eF.error:.6f}  "
+                f"|m| = {em.mean:.4f} ± {em.error:.4f}  tau_int(F) = {eF.tau:.1f} steps")
+        out.write_summary(summary)
+    finally:
+        out.close()
+    return path
+
+
+def _run_slot(cfg: Config, slot: int, T: float, rep: Replica, out: RunOutput, log) -> None:
+    run = cfg.run
+    label = f"T={T:.4g}"
+    log(f"[slot {slot}] T = {T}: thermalizing {run.thermalize} steps")
+    prog = Progress(f"{label} therm", run.thermalize, run.progress_every)
+    n_acc = n_tests = 0
+    for k in range(run.thermalize):
+        info = rep.step()
+        n_acc, n_tests = n_acc + info.n_accepted, n_tests + info.n_tests
+        prog.update(k + 1, n_acc / n_tests, force=k + 1 == run.thermalize)
+    if rep.model is not None:
+        out.write_model(slot, *rep.model.parameters())
+        out.write_training(slot, rep.fits)
+    prog = Progress(f"{label} meas", run.measure, run.progress_every)
+    records, start, snap = [], 0, 0
+    n_acc = n_tests = 0
+    for k in range(run.measure):
+        info = rep.step()
+        n_acc, n_tests = n_acc + info.n_accepted, n_tests + info.n_tests
+        records.append(rep.record(info))
+        if (k + 1) % run.snapshot_every == 0:
+            out.write_snapshot(slot, snap, rep.state.spins, records[-1]["free_energy"], rep.steps_done)
+            snap += 1
+            out.write_measure(slot, start, records)
+            start, records = start + len(records), []
+        prog.update(k + 1, n_acc / n_tests, force=k + 1 == run.measure)
+    out.write_measure(slot, start, records)

@@ -1,0 +1,110 @@
+"""The double-exchange (spin-fermion) model: one-body Hamiltonian, its spectrum and weights.
+
+Conventions (DESIGN.md §2, fixed for the whole project):
+
+    H[S] = -t Σ_<ij>,σ (c†_iσ c_jσ + h.c.) + (J/2) Σ_i S_i·(c†_i σ c_i) - μ Σ_iσ n_iσ
+
+basis index 2*i + σ (σ = 0 up, 1 down). Energies are in units of t's unit; temperatures
+enter only as β = 1/T. All energies and free energies are for the WHOLE lattice (not per site):
+
+    log W_β[S] = Σ_n log(1 + exp(-β ε_n[S])) - β J_direct Σ_<ij> S_i·S_j
+    F_β[S]     = -(1/β) log W_β[S]           (the weight is P_β[S] ∝ exp(-β F_β[S]) = W_β[S])
+
+log(1 + e^{-x}) is evaluated with ``np.logaddexp(0, -x)`` so that β ε ≫ 1 never overflows.
+Only eigenvalues are ever computed (eigvalsh), never eigenvectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from .backend import array_module, to_numpy
+from .lattice import Lattice
+
+
+def log_fermion_weight(eigenvalues: np.ndarray, beta: float) -> np.ndarray:
+    """Σ_n log(1 + exp(-β ε_n)) over the last axis (the fermion part of log W_β)."""
+    return np.logaddexp(0.0, -beta * np.asarray(eigenvalues)).sum(axis=-1)
+
+
+def fermi(eigenvalues: np.ndarray, beta: float) -> np.ndarray:
+    """Occupation f(ε) = 1/(1 + e^{βε}), written with tanh so it never overflows."""
+    return 0.5 * (1.0 - np.tanh(0.5 * beta * np.asarray(eigenvalues)))
+
+
+def fermion_energy(eigenvalues: np.ndarray, beta: float) -> np.ndarray:
+    """Σ_n ε_n f(ε_n): the electrons' energy, whole lattice, μ included in ε."""
+    eigenvalues = np.asarray(eigenvalues)
+    return (eigenvalues * fermi(eigenvalues, beta)).sum(axis=-1)
+
+
+@dataclass(frozen=True)
+class DoubleExchange:
+    """Parameters of the double-exchange model on a lattice, and the exact weight of spins.
+
+    ``spins`` are float64 arrays of unit vectors, shape (N, 3) or batched (..., N, 3).
+    """
+
+    lattice: Lattice
+    t: float = 1.0
+    J: float = 4.0
+    mu: float = 0.0
+    J_direct: float = 0.0
+    backend: str = field(default="numpy")
+
+    @cached_property
+    def _xp(self):
+        return array_module(self.backend)
+
+    @cached_property
+    def _h0(self):
+        """Spin-independent part: hopping ⊗ 1_spin - μ, shape (2N, 2N) complex128."""
+        N = self.lattice.N
+        hop = np.zeros((N, N))
+        i, j = self.lattice.bonds.T
+        np.add.at(hop, (i, j), -self.t)
+        np.add.at(hop, (j, i), -self.t)
+        h0 = np.kron(hop, np.eye(2)).astype(np.complex128) - self.mu * np.eye(2 * N)
+        return self._xp.asarray(h0)
+
+    def hamiltonian(self, spins):
+        """The 2N x 2N Hermitian matrix H[S] (batched over leading axes), on the backend."""
+        xp = self._xp
+        spins = xp.asarray(spins, dtype=xp.float64)
+        h = xp.broadcast_to(self._h0, spins.shape[:-2] + self._h0.shape).copy()
+        up = 2 * xp.arange(self.lattice.N)
+        dn = up + 1
+        half = 0.5 * self.J
+        sx, sy, sz = spins[..., 0], spins[..., 1], spins[..., 2]
+        h[..., up, up] += half * sz
+        h[..., dn, dn] -= half * sz
+        h[..., up, dn] = half * (sx - 1j * sy)
+        h[..., dn, up] = half * (sx + 1j * sy)
+        return h
+
+    def eigenvalues(self, spins) -> np.ndarray:
+        """Ascending eigenvalues ε_n of H[S] (μ included), float64 on the host, shape (..., 2N)."""
+        return to_numpy(self._xp.linalg.eigvalsh(self.hamiltonian(spins)))
+
+    def classical_energy(self, spins) -> np.ndarray:
+        """J_direct Σ_<ij> S_i·S_j over nearest-neighbour bonds (whole lattice)."""
+        spins = np.asarray(spins)
+        if self.J_direct == 0.0:
+            return np.zeros(spins.shape[:-2])
+        i, j = self.lattice.bonds.T
+        return self.J_direct * np.einsum("...bk,...bk->...", spins[..., i, :], spins[..., j, :])
+
+    def log_weight(self, eigenvalues, classical_energy, beta: float) -> np.ndarray:
+        """log W_β from cached eigenvalues and classical energy, at any β (no diagonalization)."""
+        return log_fermion_weight(eigenvalues, beta) - beta * np.asarray(classical_energy)
+
+    def free_energy(self, eigenvalues, classical_energy, beta: float) -> np.ndarray:
+        """F_β = -(1/β) log W_β, whole lattice."""
+        return -self.log_weight(eigenvalues, classical_energy, beta) / beta
+
+    def free_energy_of(self, spins, beta: float) -> np.ndarray:
+        """F_β[S] straight from spins (one diagonalization per configuration)."""
+        return self.free_energy(self.eigenvalues(spins), self.classical_energy(spins), beta)

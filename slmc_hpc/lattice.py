@@ -1,0 +1,114 @@
+"""Periodic hypercubic lattices: sites, hopping bonds, distance shells and symmetries.
+
+Sites are numbered in C order of their integer coordinates, so a field on the lattice
+reshapes to ``lattice.shape + (...)`` for FFTs. Distances use the minimum-image
+convention. Everything here is pure NumPy and independent of the spins.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+KINDS = {"chain": 1, "square": 2, "cubic": 3}
+
+
+@dataclass(frozen=True)
+class Lattice:
+    """An L x L x ... periodic hypercubic lattice of dimension ``dim``."""
+
+    L: int
+    dim: int
+    kind: str = field(default="square")
+
+    def __post_init__(self):
+        if self.L < 2:
+            raise ValueError(f"lattice size L must be at least 2, got {self.L}")
+
+    @classmethod
+    def from_kind(cls, kind: str, L: int) -> "Lattice":
+        if kind not in KINDS:
+            raise ValueError(f"unknown lattice kind {kind!r}; expected one of {sorted(KINDS)}")
+        return cls(L=L, dim=KINDS[kind], kind=kind)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.L,) * self.dim
+
+    @property
+    def N(self) -> int:
+        return self.L**self.dim
+
+    @cached_property
+    def coords(self) -> np.ndarray:
+        """Integer coordinates, shape (N, dim), C order (last axis fastest)."""
+        grids = np.indices(self.shape).reshape(self.dim, -1)
+        return np.ascontiguousarray(grids.T)
+
+    def index(self, coords: np.ndarray) -> np.ndarray:
+        """Site index of (possibly out-of-box) integer coordinates, periodic wrap."""
+        return np.ravel_multi_index(tuple(np.moveaxis(np.asarray(coords) % self.L, -1, 0)), self.shape)
+
+    @cached_property
+    def bonds(self) -> np.ndarray:
+        """Nearest-neighbour bonds (i, i + e_d) for every site and direction: shape (dim*N, 2).
+
+        For L = 2 the bonds i -> i+e_d and i -> i-e_d join the same pair and both appear,
+        so the hopping matrix carries 2t on that pair and the band is -2t Σ_d cos k_d for
+        every L.
+        """
+        out = []
+        for d in range(self.dim):
+            step = np.zeros(self.dim, dtype=int)
+            step[d] = 1
+            out.append(np.stack([np.arange(self.N), self.index(self.coords + step)], axis=1))
+        return np.concatenate(out)
+
+    @cached_property
+    def _min_image_sqdist(self) -> np.ndarray:
+        diff = self.coords[None, :, :] - self.coords[:, None, :]
+        diff = (diff + self.L // 2) % self.L - self.L // 2
+        return (diff**2).sum(-1)
+
+    @cached_property
+    def shell_distances(self) -> np.ndarray:
+        """Distinct non-zero minimum-image distances, ascending (lattice units)."""
+        d2 = np.unique(self._min_image_sqdist)
+        return np.sqrt(d2[d2 > 0])
+
+    def shell_neighbours(self, n_shells: int) -> list[np.ndarray]:
+        """For shells n = 1..n_shells, an (N, z_n) array of the distinct sites at distance d_n.
+
+        Each unordered pair {i, j} at distance d_n appears once as j in row i and once as i
+        in row j, so Σ_<ij>_n S_i·S_j = (1/2) Σ_i S_i · Σ_{j in row i} S_j.
+        """
+        if n_shells > len(self.shell_distances):
+            raise ValueError(
+                f"{n_shells} distance shells requested but this {self.kind} lattice with L={self.L} "
+                f"has only {len(self.shell_distances)} distinct distances"
+            )
+        d2 = np.rint(self.shell_distances**2).astype(int)
+        out = []
+        for n in range(n_shells):
+            rows = [np.flatnonzero(self._min_image_sqdist[i] == d2[n]) for i in range(self.N)]
+            out.append(np.array(rows, dtype=np.intp))
+        return out
+
+    def translations(self) -> list[np.ndarray]:
+        """Site permutations p for every lattice translation: (T S)_i = S_{p[i]}."""
+        return [self.index(self.coords + np.array(v)) for v in itertools.product(range(self.L), repeat=self.dim)]
+
+    def point_group(self) -> list[np.ndarray]:
+        """Site permutations for the hypercube's point group (signed axis permutations, about site 0)."""
+        perms = []
+        for axes in itertools.permutations(range(self.dim)):
+            for signs in itertools.product((1, -1), repeat=self.dim):
+                perms.append(self.index(self.coords[:, axes] * np.array(signs)))
+        return perms
+
+    def momenta(self) -> np.ndarray:
+        """Momenta k = 2π n / L for every site's n, shape (N, dim), same order as np.fft.fftn."""
+        return 2 * np.pi * self.coords / self.L

@@ -1,0 +1,14 @@
+"""Effective energies E_eff[S] for self-learning Monte Carlo.
+
+Every model is an immutable object with
+    energy(spins) -> float                      whole-lattice E_eff, same units as F_β
+    delta_energy(spins, i, new_spin) -> float   E_eff after setting S_i = new_spin, minus before
+    fit(spins, targets) -> model                a new model fitted to targets ≈ F_β (whole lattice)
+    n_parameters -> int
+The SLMC sampler only uses these, so any model keeps the chain exact; a poor one only lowers
+the acceptance.
+"""
+
+from .linear import LinearModel
+
+__all__ = ["LinearModel"]

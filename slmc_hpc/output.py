@@ -1,0 +1,108 @@
+"""The run's HDF5 file. The layout (README "Output layout") is a contract for analysis:
+row r of every per-temperature dataset is temperature slot r; energies are whole-lattice.
+
+Rows are filled as the run goes; ``/measure/n_written`` and ``/snapshots/n_written`` say how
+many entries of each row are valid, so a file from an interrupted run is still readable.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .config import Config, ConfigError
+from .lattice import Lattice
+
+FORMAT = "slmc-hpc/1"
+
+MEASURE_DTYPES = {
+    "free_energy": ("f8", ()),
+    "magnetization": ("f8", (3,)),
+    "accepted": ("i1", ()),
+    "acceptance": ("f8", ()),
+    "fermion_energy": ("f8", ()),
+    "filling": ("f8", ()),
+    "nn_correlation": ("f8", ()),
+}
+
+
+def open_for_writing(path: Path, overwrite: bool) -> h5py.File:
+    if path.exists() and not overwrite:
+        raise ConfigError(f"output file {str(path)!r} already exists; pass --overwrite to replace it "
+                          f"or set [run] output to another name")
+    try:
+        return h5py.File(path, "w")
+    except OSError as exc:
+        raise ConfigError(f"cannot create output file {str(path)!r}: {exc}") from None
+
+
+class RunOutput:
+    def __init__(self, path: str | Path, cfg: Config, lattice: Lattice, temperatures, n_model_params: int,
+                 n_fits: int, overwrite: bool = False):
+        self.path = Path(path)
+        R, n = len(temperatures), cfg.run.measure
+        m = n // cfg.run.snapshot_every
+        N = lattice.N
+        f = self.file = open_for_writing(self.path, overwrite)
+        f.attrs.update({
+            "format": FORMAT, "version": __version__, "config": cfg.text,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "sampler": cfg.run.sampler, "seed": cfg.run.seed, "lattice_kind": lattice.kind,
+            "L": lattice.L, "N": N, "local_updates": cfg.local_updates,
+        })
+        f.create_dataset("temperatures", data=np.asarray(temperatures, dtype=np.float64))
+        f.create_dataset("lattice/coords", data=lattice.coords)
+        f.create_dataset("lattice/bonds", data=lattice.bonds)
+        chunk = max(1, min(n, 4096))
+        for name, (dtype, tail) in MEASURE_DTYPES.items():
+            fill = -1 if dtype == "i1" else np.nan
+            f.create_dataset(f"measure/{name}", shape=(R, n) + tail, dtype=dtype, fillvalue=fill,
+                             chunks=(1, chunk) + tail)
+        f.create_dataset("measure/n_written", data=np.zeros(R, dtype=np.int64))
+        f.create_dataset("snapshots/spins", shape=(R, m, N, 3), dtype="f8", fillvalue=np.nan,
+                         chunks=(1, 1, N, 3) if m else None)
+        f.create_dataset("snapshots/free_energy", shape=(R, m), dtype="f8", fillvalue=np.nan)
+        f.create_dataset("snapshots/step", shape=(R, m), dtype="i8", fillvalue=-1)
+        f.create_dataset("snapshots/n_written", data=np.zeros(R, dtype=np.int64))
+        g = f.create_group("model")
+        g.attrs["kind"] = cfg.effective_model.kind if cfg.run.sampler == "slmc" else "none"
+        g.create_dataset("parameters", shape=(R, n_model_params), dtype="f8", fillvalue=np.nan)
+        f.create_dataset("training/step", shape=(R, n_fits), dtype="i8", fillvalue=-1)
+        f.create_dataset("training/rms_per_site", shape=(R, n_fits), dtype="f8", fillvalue=np.nan)
+        f.flush()
+
+    def write_measure(self, slot: int, start: int, records: list[dict]) -> None:
+        """Write consecutive measured steps start, start+1, ... of one slot."""
+        if not records:
+            return
+        stop = start + len(records)
+        for name in MEASURE_DTYPES:
+            self.file[f"measure/{name}"][slot, start:stop] = np.array([r[name] for r in records])
+        self.file["measure/n_written"][slot] = stop
+        self.file.flush()
+
+    def write_snapshot(self, slot: int, index: int, spins: np.ndarray, free_energy: float, step: int) -> None:
+        self.file["snapshots/spins"][slot, index] = spins
+        self.file["snapshots/free_energy"][slot, index] = free_energy
+        self.file["snapshots/step"][slot, index] = step
+        self.file["snapshots/n_written"][slot] = index + 1
+
+    def write_model(self, slot: int, parameters: np.ndarray, names: list[str]) -> None:
+        self.file["model/parameters"][slot] = parameters
+        self.file["model"].attrs["parameter_names"] = names
+
+    def write_training(self, slot: int, fits: list[tuple[int, float]]) -> None:
+        for k, (step, rms) in enumerate(fits):
+            self.file["training/step"][slot, k] = step
+            self.file["training/rms_per_site"][slot, k] = rms
+
+    def write_summary(self, summary: dict[str, np.ndarray]) -> None:
+        for name, values in summary.items():
+            self.file.create_dataset(f"summary/{name}", data=np.asarray(values))
+
+    def close(self) -> None:
+        self.file.close()

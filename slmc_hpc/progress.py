@@ -1,0 +1,31 @@
+"""Progress lines for long loops: steps done, rate, ETA, running acceptance."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    def __init__(self, label: str, total: int, every_s: float, stream=None):
+        self.label, self.total, self.every_s = label, total, every_s
+        self.stream = stream or sys.stdout
+        self.start = self._last = time.monotonic()
+
+    def update(self, done: int, acceptance: float, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.every_s:
+            return
+        self._last = now
+        elapsed = now - self.start
+        rate = done / elapsed if elapsed > 0 else float("nan")
+        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        print(f"{self.label:>10} {done:>8d}/{self.total:<8d} {rate:9.1f} steps/s  ETA {_hms(eta)}  "
+              f"acceptance {acceptance:.3f}", file=self.stream, flush=True)
+
+
+def _hms(seconds: float) -> str:
+    if seconds != seconds:  # NaN
+        return "--:--:--"
+    s = int(round(seconds))
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"

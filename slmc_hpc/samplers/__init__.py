@@ -1,0 +1,9 @@
+"""Markov chains over spin configurations. A sampler is immutable configuration; the chain's
+state (spins, eigenvalues, effective energy) is a separate small object each step returns anew;
+the random generator is passed in explicitly."""
+
+from .exact_local import ExactLocalSampler
+from .slmc import SLMCSampler
+from .state import ChainState, StepInfo
+
+__all__ = ["ChainState", "StepInfo", "ExactLocalSampler", "SLMCSampler"]

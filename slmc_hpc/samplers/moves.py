@@ -1,0 +1,24 @@
+"""The single-spin move: S_i -> normalize(S_i + δ g), g a standard Gaussian 3-vector.
+
+The proposal density depends only on the angle between old and new spin (the construction
+is invariant under rotations about S_i), so q(S->S') = q(S'->S): symmetric, and the
+Metropolis test needs no proposal ratio. Large δ approaches the uniform distribution.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def perturb(spin: np.ndarray, noise: np.ndarray, step_size: float) -> np.ndarray:
+    v = spin + step_size * noise
+    return v / np.linalg.norm(v)
+
+
+def draw_moves(rng: np.random.Generator, n_sites: int, n_moves: int):
+    """Random sites, Gaussian noise and uniforms for n_moves local updates, drawn in one go.
+
+    Random site choice (not a fixed sweep order) keeps the local chain reversible, which the
+    SLMC acceptance formula requires.
+    """
+    return rng.integers(n_sites, size=n_moves), rng.standard_normal((n_moves, 3)), rng.random(n_moves)
