@@ -15,7 +15,11 @@ PYTHON=${PYTHON:-python3}
 log() { printf '[install] %s\n' "$*"; }
 
 apt_pkgs=(openmpi-bin libopenmpi-dev libhdf5-openmpi-dev pkg-config)
-if ! command -v mpicc >/dev/null 2>&1 || ! pkg-config --exists hdf5-openmpi 2>/dev/null; then
+# A bare Debian/Ubuntu image may also lack a C compiler (h5py is compiled) or venv support.
+command -v gcc >/dev/null 2>&1 || apt_pkgs+=(build-essential)
+"$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || apt_pkgs+=(python3-venv python3-dev)
+if ! command -v mpicc >/dev/null 2>&1 || ! pkg-config --exists hdf5-openmpi 2>/dev/null \
+        || [ ${#apt_pkgs[@]} -gt 4 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         log "installing ${apt_pkgs[*]} from apt"
         export DEBIAN_FRONTEND=noninteractive
@@ -61,8 +65,15 @@ if ! "$PY" -c 'import torch' 2>/dev/null; then
     pip install torch==2.13.0
 fi
 
-log "installing slmc-hpc (editable) with test extras"
-pip install -e '.[test]'
+# Reinstall the package only when its metadata changed (the install is editable: code
+# changes need nothing).
+stamp="$VENV/.slmc-hpc-installed"
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PY" -c 'import slmc_hpc, pytest_mpi' 2>/dev/null; then
+    log "installing slmc-hpc (editable) with test extras"
+    pip install -e '.[test]'
+    echo "$want" > "$stamp"
+fi
 "$PY" - <<'PY'
 import h5py, mpi4py, numpy, torch
 print(f"[install] ok: numpy {numpy.__version__}, torch {torch.__version__}, "

@@ -14,6 +14,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable
 
+from .lattice import Lattice
+
 REQUIRED = object()
 MAX_MATRIX_DIM = 16384  # 2N beyond this: a 4 GiB complex matrix per diagonalization
 
@@ -207,6 +209,10 @@ def _check_consistency(cfg: Config) -> None:
     if dim > MAX_MATRIX_DIM:
         raise ConfigError(f"[lattice] L = {cfg.lattice.L} gives a {dim}x{dim} Hamiltonian; "
                           f"at most {MAX_MATRIX_DIM} is supported")
+    n_distances = len(Lattice.from_kind(cfg.lattice.kind, cfg.lattice.L).shell_distances)
+    if cfg.effective_model.shells > n_distances:
+        raise ConfigError(f"[effective_model] shells = {cfg.effective_model.shells} exceeds the {n_distances} "
+                          f"distinct distances of a {cfg.lattice.kind} lattice with L = {cfg.lattice.L}")
     n_snap = cfg.run.measure // cfg.run.snapshot_every
     snap_bytes = len(cfg.temperatures.values) * n_snap * cfg.n_sites * 3 * 8
     if snap_bytes > 8 * 2**30:

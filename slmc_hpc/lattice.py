@@ -68,33 +68,34 @@ class Lattice:
         return np.concatenate(out)
 
     @cached_property
-    def _min_image_sqdist(self) -> np.ndarray:
-        diff = self.coords[None, :, :] - self.coords[:, None, :]
-        diff = (diff + self.L // 2) % self.L - self.L // 2
-        return (diff**2).sum(-1)
+    def _displacements(self) -> np.ndarray:
+        """Minimum-image displacement of every site from site 0, shape (N, dim)."""
+        return (self.coords + self.L // 2) % self.L - self.L // 2
 
     @cached_property
     def shell_distances(self) -> np.ndarray:
         """Distinct non-zero minimum-image distances, ascending (lattice units)."""
-        d2 = np.unique(self._min_image_sqdist)
+        d2 = np.unique((self._displacements**2).sum(axis=1))
         return np.sqrt(d2[d2 > 0])
 
     def shell_neighbours(self, n_shells: int) -> list[np.ndarray]:
         """For shells n = 1..n_shells, an (N, z_n) array of the distinct sites at distance d_n.
 
         Each unordered pair {i, j} at distance d_n appears once as j in row i and once as i
-        in row j, so Σ_<ij>_n S_i·S_j = (1/2) Σ_i S_i · Σ_{j in row i} S_j.
+        in row j, so Σ_<ij>_n S_i·S_j = (1/2) Σ_i S_i · Σ_{j in row i} S_j. Built from the
+        displacements of site 0 (translation invariance), O(N z_n) per shell.
         """
         if n_shells > len(self.shell_distances):
             raise ValueError(
                 f"{n_shells} distance shells requested but this {self.kind} lattice with L={self.L} "
                 f"has only {len(self.shell_distances)} distinct distances"
             )
+        sq = (self._displacements**2).sum(axis=1)
         d2 = np.rint(self.shell_distances**2).astype(int)
         out = []
         for n in range(n_shells):
-            rows = [np.flatnonzero(self._min_image_sqdist[i] == d2[n]) for i in range(self.N)]
-            out.append(np.array(rows, dtype=np.intp))
+            vectors = self._displacements[sq == d2[n]]  # distinct modulo L
+            out.append(self.index(self.coords[:, None, :] + vectors[None, :, :]))
         return out
 
     def translations(self) -> list[np.ndarray]:

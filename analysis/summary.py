@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Per-temperature summary of a run file: acceptance, F/N, |m|, filling, nearest-neighbour
+S_i·S_j and the peak of the structure factor from the snapshots, with binned errors and τ_int.
+
+    python analysis/summary.py runs/example.h5
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import h5py
+import numpy as np
+
+from slmc_hpc.lattice import Lattice
+from slmc_hpc.observables import structure_factor
+from slmc_hpc.stats import estimate
+
+
+def summarize(path: str) -> list[dict]:
+    rows = []
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != "slmc-hpc/1":
+            raise SystemExit(f"{path}: not an slmc-hpc/1 file (format = {f.attrs.get('format')!r})")
+        N = int(f.attrs["N"])
+        lattice = Lattice.from_kind(str(f.attrs["lattice_kind"]), int(f.attrs["L"]))
+        for r, T in enumerate(f["temperatures"][:]):
+            n = int(f["measure/n_written"][r])
+            m_snap = int(f["snapshots/n_written"][r])
+            F = estimate(f["measure/free_energy"][r, :n] / N)
+            m = estimate(np.linalg.norm(f["measure/magnetization"][r, :n], axis=-1))
+            row = {"T": T, "steps": n, "acceptance": float(f["measure/acceptance"][r, :n].mean()),
+                   "F/N": F, "|m|": m, "filling": estimate(f["measure/filling"][r, :n]),
+                   "nn S.S": estimate(f["measure/nn_correlation"][r, :n])}
+            if m_snap:
+                sq = structure_factor(f["snapshots/spins"][r, :m_snap], lattice).mean(axis=0)
+                k = int(np.argmax(sq))
+                row["S(q) peak"] = (lattice.momenta()[k] / np.pi, float(sq.flat[k]))
+            rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("file")
+    args = p.parse_args(argv)
+    for row in summarize(args.file):
+        F, m = row["F/N"], row["|m|"]
+        print(f"T = {row['T']:.5g}  ({row['steps']} measured steps)")
+        print(f"  acceptance      {row['acceptance']:.3f}")
+        print(f"  F/N             {F.mean:.6f} ± {F.error:.6f}   tau_int {F.tau:.1f} steps")
+        print(f"  |m|             {m.mean:.4f} ± {m.error:.4f}     tau_int {m.tau:.1f} steps")
+        for key in ("filling", "nn S.S"):
+            e = row[key]
+            print(f"  {key:<15} {e.mean:.4f} ± {e.error:.4f}")
+        if "S(q) peak" in row:
+            q, val = row["S(q) peak"]
+            print(f"  S(q) peak       S = {val:.3f} at q = {np.array2string(q, precision=3)} π  (from snapshots)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

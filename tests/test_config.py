@@ -1,0 +1,120 @@
+"""Bad input gives one clear message naming the key, exit code 2, no traceback."""
+
+import pytest
+
+from slmc_hpc.cli import main
+from slmc_hpc.config import ConfigError, describe, parse
+
+GOOD = """
+[lattice]
+kind = "square"
+L = 4
+[model]
+t = 1.0
+J = 4.0
+mu = -2.5
+J_direct = 0.0
+[temperatures]
+values = [0.1]
+[effective_model]
+kind = "linear"
+shells = 3
+[slmc]
+local_updates = 16
+[run]
+sampler = "slmc"
+thermalize = 20
+measure = 30
+snapshot_every = 10
+seed = 1
+output = "run.h5"
+"""
+
+
+def test_good_config_parses_with_exact_keys():
+    cfg = parse(GOOD)
+    assert cfg.lattice.L == 4 and cfg.model.J == 4.0 and cfg.temperatures.values == [0.1]
+    assert cfg.local_updates == 16 and cfg.run.sampler == "slmc" and cfg.run.output == "run.h5"
+    assert cfg.training.every == 20  # default filled in
+
+
+def test_local_updates_zero_means_n_sites():
+    assert parse(GOOD.replace("local_updates = 16", "local_updates = 0")).local_updates == 16
+
+
+BAD = [
+    ("L = 4", "L = 0", r"\[lattice\] L must be at least 2"),
+    ("L = 4", "L = -3", r"\[lattice\] L must be at least 2"),
+    ("L = 4", 'L = "4"', r"\[lattice\] L must be an integer"),
+    ("L = 4", "L = 4.0", r"\[lattice\] L must be an integer"),
+    ("L = 4", "L = 200", r"\[lattice\] L = 200 gives a 80000x80000"),
+    ("values = [0.1]", "values = [-0.1]", r"\[temperatures\] values temperatures must be positive"),
+    ("values = [0.1]", "values = [0.0]", r"\[temperatures\] values temperatures must be positive"),
+    ("values = [0.1]", "values = [0.2, 0.1]", r"strictly ascending"),
+    ("values = [0.1]", "values = []", r"at least one temperature"),
+    ("values = [0.1]", "values = [nan]", r"\[temperatures\] values must contain only finite"),
+    ("values = [0.1]", 'values = "hot"', r"\[temperatures\] values must be a list of numbers"),
+    ("J = 4.0", "J = inf", r"\[model\] J must be finite"),
+    ("J = 4.0", "J = true", r"\[model\] J must be a number"),
+    ("J = 4.0", "Jay = 4.0", r"\[model\] unknown key 'Jay'"),
+    ('sampler = "slmc"', 'sampler = "hmc"', r"\[run\] sampler must be one of 'slmc', 'exact'"),
+    ('kind = "linear"', 'kind = "mlp"', r"\[effective_model\] kind must be one of"),
+    ("shells = 3", "shells = 0", r"\[effective_model\] shells must be at least 1"),
+    ("measure = 30", "measure = 0", r"\[run\] measure must be at least 1"),
+    ("thermalize = 20", "thermalize = -1", r"\[run\] thermalize must not be negative"),
+    ("[slmc]", "[slmcc]", r"unknown section \[slmcc\]"),
+    ("L = 4\n", "", r"\[lattice\] L is required"),
+    ("[temperatures]\nvalues = [0.1]\n", "", r"\[temperatures\] values is required"),
+    ("[lattice]", "lattice = 3\n[lattic]", r"unknown section \[lattic\]"),
+    ("L = 4", "L = 4 =", r"not valid TOML"),
+]
+
+
+@pytest.mark.parametrize("old,new,message", BAD)
+def test_bad_config_names_the_problem(old, new, message):
+    assert old in GOOD
+    with pytest.raises(ConfigError, match=message):
+        parse(GOOD.replace(old, new, 1))
+
+
+def test_too_many_shells_for_the_lattice_is_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text(GOOD.replace("shells = 3", "shells = 6"))
+    assert main(["run", str(path), "--output", str(tmp_path / "o.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "[effective_model] shells" in err and "Traceback" not in err
+    assert not (tmp_path / "o.h5").exists()
+
+
+@pytest.mark.parametrize("old,new,message", BAD[:6])
+def test_cli_exits_2_without_traceback(tmp_path, capsys, old, new, message):
+    path = tmp_path / "c.toml"
+    path.write_text(GOOD.replace(old, new, 1))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("slmc-hpc: error: ") and "Traceback" not in err
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.toml")]) == 2
+    assert "nope.toml' does not exist" in capsys.readouterr().err
+
+
+def test_existing_output_is_not_overwritten_unless_asked(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text(GOOD)
+    out = tmp_path / "run.h5"
+    out.write_bytes(b"precious results")
+    assert main(["run", str(path), "--output", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert out.read_bytes() == b"precious results"
+    assert main(["run", str(path), "--output", str(out), "--overwrite"]) == 0
+    assert out.read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"
+
+
+def test_keys_reference_lists_every_key(capsys):
+    assert main(["keys"]) == 0
+    text = capsys.readouterr().out
+    for key in ("L", "J_direct", "values", "shells", "local_updates", "snapshot_every", "step_size"):
+        assert f"  {key} " in text
+    assert text.strip() == describe()
