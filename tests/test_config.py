@@ -118,3 +118,11 @@ def test_keys_reference_lists_every_key(capsys):
     for key in ("L", "J_direct", "values", "shells", "local_updates", "snapshot_every", "step_size"):
         assert f"  {key} " in text
     assert text.strip() == describe()
+
+
+def test_replace_revalidates_and_rewrites_the_text():
+    cfg = parse(GOOD).replace("run", sampler="exact", output='we"ird\\name.h5')
+    assert cfg.run.sampler == "exact" and cfg.run.output == 'we"ird\\name.h5' and cfg.lattice.L == 4
+    assert parse(cfg.text).run.output == cfg.run.output and parse(cfg.text).temperatures.values == [0.1]
+    with pytest.raises(ConfigError, match=r"\[run\] measure must be at least 1"):
+        parse(GOOD).replace("run", measure=0)

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Benchmarks of the physics core; prints ratios, asserts nothing (speed is not a test).
+
+1. One F_β evaluation (build H, eigvalsh, softplus sum) vs numpy.linalg.eigvalsh alone on
+   the same matrix, L = 6, 12, 16.
+2. Linear-model local updates per second (the SLMC inner chain), L = 6 and 12.
+3. On a config (default: the shipped example), SLMC and the exact local sampler side by side:
+   acceptance, seconds per step, τ_int of F, and cost per independent sample.
+
+    OMP_NUM_THREADS=1 python analysis/benchmark_core.py [--config jobscripts/example.toml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import timeit
+
+import numpy as np
+
+from slmc_hpc.config import load
+from slmc_hpc.driver import build_physics
+from slmc_hpc.fermions import DoubleExchange
+from slmc_hpc.lattice import Lattice
+from slmc_hpc.models import LinearModel
+from slmc_hpc.observables import random_spins
+from slmc_hpc.replica import Replica
+from slmc_hpc.samplers.slmc import effective_chain
+from slmc_hpc.stats import tau_int
+
+
+def best_time(func, number: int) -> float:
+    return min(timeit.repeat(func, number=number, repeat=7)) / number
+
+
+def free_energy_vs_eigvalsh(rng):
+    print("1. one F evaluation vs numpy.linalg.eigvalsh alone (same matrix)")
+    print(f"   {'L':>3} {'2N':>5} {'F [ms]':>10} {'eigvalsh [ms]':>14} {'ratio':>7}")
+    for L in (6, 12, 16):
+        phys = DoubleExchange(Lattice.from_kind("square", L), J=4.0, mu=-2.5)
+        spins = random_spins(L * L, rng)
+        h = phys.hamiltonian(spins)
+        n = max(3, 3000 // L**3)
+        t_f = best_time(lambda: phys.free_energy_of(spins, 33.3), n)
+        t_e = best_time(lambda: np.linalg.eigvalsh(h), n)
+        print(f"   {L:>3} {2 * L * L:>5} {t_f * 1e3:>10.3f} {t_e * 1e3:>14.3f} {t_f / t_e:>7.3f}")
+
+
+def local_updates_per_second(rng):
+    print("2. linear-model local updates (inner chain, 6 shells, random sites)")
+    for L in (6, 12):
+        lat = Lattice.from_kind("square", L)
+        model = LinearModel(lat, couplings=rng.normal(size=6) * 0.1, e0=0.0)
+        spins = random_spins(lat.N, rng)
+        n = 20000
+        t = best_time(lambda: effective_chain(model, spins, 30.0, n, 0.5, rng), 1)
+        print(f"   L = {L:>2}: {n / t:,.0f} updates/s")
+
+
+def samplers_side_by_side(path: str, seed: int):
+    cfg = load(path)
+    T = cfg.temperatures.values[0]
+    print(f"3. {path}: L = {cfg.lattice.L}, T = {T}, {cfg.local_updates} local updates/step, "
+          f"thermalize {cfg.run.thermalize}, measure {cfg.run.measure}")
+    rows = {}
+    for sampler in ("slmc", "exact"):
+        run_cfg = cfg.replace("run", sampler=sampler)
+        rep = Replica(run_cfg, build_physics(run_cfg), 1.0 / T, np.random.default_rng(seed))
+        for _ in range(cfg.run.thermalize):
+            rep.step()
+        F, acc = [], []
+        t0 = time.perf_counter()
+        for _ in range(cfg.run.measure):
+            rec = rep.record(rep.step())
+            F.append(rec["free_energy"])
+            acc.append(rec["acceptance"])
+        sec = (time.perf_counter() - t0) / cfg.run.measure
+        tau = tau_int(np.array(F))
+        rows[sampler] = (np.mean(acc), sec, tau, sec * max(tau, 0.5) * 2)
+        print(f"   {sampler:>5}: acceptance {np.mean(acc):.3f}  {sec * 1e3:8.3f} ms/step  tau_int(F) {tau:6.1f} "
+              f"steps  cost per independent sample (2 tau x time/step) {rows[sampler][3] * 1e3:8.2f} ms")
+    print(f"   exact/SLMC cost per independent sample: {rows['exact'][3] / rows['slmc'][3]:.1f}x")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="jobscripts/example.toml")
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args()
+    rng = np.random.default_rng(args.seed)
+    free_energy_vs_eigvalsh(rng)
+    local_updates_per_second(rng)
+    samplers_side_by_side(args.config, args.seed)
+
+
+if __name__ == "__main__":
+    main()
