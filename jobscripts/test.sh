@@ -14,5 +14,23 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM
 echo "== serial tests"
 "$PY" -m pytest -q -m "not mpi" "$@"
 
-echo "== MPI tests (mpirun -n 2)"
-mpirun -n 2 --oversubscribe "$PY" -m pytest -q --with-mpi -m mpi tests/mpi
+# Each rank writes its own log; rank 0's is printed (so the summary line is not interleaved)
+# and the others' too when the run failed.
+run_mpi_tests() {
+    local n=$1 logs
+    logs=$(mktemp -d)
+    echo "== MPI tests (mpirun -n $n)"
+    set +e
+    mpirun -n "$n" --oversubscribe bash -c \
+        '"$0" -m pytest -q --color=no --with-mpi -m mpi tests/mpi > "$1/rank$OMPI_COMM_WORLD_RANK.log" 2>&1' \
+        "$PY" "$logs"
+    local rc=$?
+    set -e
+    if [ "$rc" -ne 0 ]; then
+        for f in "$logs"/rank*.log; do [ "$f" = "$logs/rank0.log" ] || { echo "-- $f"; cat "$f"; }; done
+    fi
+    cat "$logs/rank0.log"
+    rm -rf "$logs"
+    return "$rc"
+}
+run_mpi_tests 2
