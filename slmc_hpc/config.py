@@ -18,6 +18,9 @@ from .lattice import Lattice
 
 REQUIRED = object()
 MAX_MATRIX_DIM = 16384  # 2N beyond this: a 4 GiB complex matrix per diagonalization
+MAX_LOCAL_UPDATES = 10**6
+MAX_BUFFER_BYTES = 4 * 2**30
+MIN_TEMPERATURE = 1e-6
 
 
 class ConfigError(ValueError):
@@ -51,6 +54,8 @@ def _temperatures(values):
         return "must list at least one temperature"
     if any(T <= 0 for T in values):
         return "temperatures must be positive"
+    if any(T < MIN_TEMPERATURE for T in values):
+        return f"temperatures below {MIN_TEMPERATURE:g} are not supported (β = 1/T would overflow the weights)"
     if any(b <= a for a, b in zip(values, values[1:])):
         return "temperatures must be strictly ascending"
     return None
@@ -77,7 +82,8 @@ SCHEMA: dict[str, list[Key]] = {
     ],
     "slmc": [
         Key("local_updates", "int", 0, "single-spin updates per step (SLMC inner chain, or exact moves "
-            "for sampler='exact'); 0 means N", _non_negative),
+            "for sampler='exact'); 0 means N", lambda v: _non_negative(v) or (
+                None if v <= MAX_LOCAL_UPDATES else f"must be at most {MAX_LOCAL_UPDATES}")),
     ],
     "training": [
         Key("every", "int", 20, "refit the effective model every this many thermalization steps", _at_least(1)),
@@ -91,7 +97,7 @@ SCHEMA: dict[str, list[Key]] = {
         Key("measure", "int", 1000, "measured steps (model frozen)", _at_least(1)),
         Key("snapshot_every", "int", 50, "store the spins every this many measured steps", _at_least(1)),
         Key("seed", "int", 1, "master seed; replica streams come from numpy SeedSequence(seed).spawn(R)",
-            _non_negative),
+            lambda v: _non_negative(v) or (None if v < 2**63 else "must be below 2**63")),
         Key("output", "str", "run.h5", "HDF5 output file (relative to the working directory)"),
         Key("step_size", "float", 0.5, "single-spin move S -> normalize(S + step_size·gaussian)", _positive),
         Key("initial", "str", "random", "initial spins: random or ferro (all along z)", choices=("random", "ferro")),
@@ -219,9 +225,14 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError(f"[lattice] L = {cfg.lattice.L} gives a {dim}x{dim} Hamiltonian; "
                           f"at most {MAX_MATRIX_DIM} is supported")
     n_distances = len(Lattice.from_kind(cfg.lattice.kind, cfg.lattice.L).shell_distances)
-    if cfg.effective_model.shells > n_distances:
+    if cfg.run.sampler == "slmc" and cfg.effective_model.shells > n_distances:
         raise ConfigError(f"[effective_model] shells = {cfg.effective_model.shells} exceeds the {n_distances} "
                           f"distinct distances of a {cfg.lattice.kind} lattice with L = {cfg.lattice.L}")
+    buffer_bytes = cfg.training.buffer_size * cfg.n_sites * 3 * 8
+    if buffer_bytes > MAX_BUFFER_BYTES:
+        raise ConfigError(f"[training] buffer_size = {cfg.training.buffer_size} would hold "
+                          f"{buffer_bytes / 2**30:.1f} GiB of spins per replica; at most "
+                          f"{MAX_BUFFER_BYTES / 2**30:.0f} GiB is allowed")
     n_snap = cfg.run.measure // cfg.run.snapshot_every
     snap_bytes = len(cfg.temperatures.values) * n_snap * cfg.n_sites * 3 * 8
     if snap_bytes > 8 * 2**30:

@@ -21,6 +21,9 @@ from .stats import estimate
 from .training import n_refits
 
 
+WRITE_BLOCK = 100  # measured steps held in memory at most before they go to the file
+
+
 def build_physics(cfg: Config) -> DoubleExchange:
     try:
         array_module(cfg.run.backend)
@@ -91,6 +94,7 @@ def _run_slot(cfg: Config, slot: int, T: float, rep: Replica, out: RunOutput, lo
         if (k + 1) % run.snapshot_every == 0:
             out.write_snapshot(slot, snap, rep.state.spins, records[-1]["free_energy"], rep.steps_done)
             snap += 1
+        if len(records) == WRITE_BLOCK or (k + 1) % run.snapshot_every == 0:
             out.write_measure(slot, start, records)
             start, records = start + len(records), []
         prog.update(k + 1, n_acc / n_tests, force=k + 1 == run.measure)

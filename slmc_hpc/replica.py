@@ -32,16 +32,22 @@ def make_model(cfg, lattice):
 
 class Replica:
     def __init__(self, cfg, physics: DoubleExchange, beta: float, rng: np.random.Generator):
-        self.cfg, self.physics, self.beta, self.rng = cfg, physics, beta, rng
+        self.cfg, self.physics, self.rng = cfg, physics, rng
         n_local, step_size = cfg.local_updates, cfg.run.step_size
         if cfg.run.sampler == "slmc":
             self.sampler = SLMCSampler(physics, make_model(cfg, physics.lattice), beta, n_local, step_size)
         else:
             self.sampler = ExactLocalSampler(physics, beta, n_local, step_size)
         self.state = self.sampler.init_state(initial_spins(cfg.run.initial, physics.lattice.N, rng))
-        self.buffer = ReplayBuffer(cfg.training.buffer_size, physics.lattice.N)
+        # training data exists only while an SLMC replica thermalizes
+        self.buffer = (ReplayBuffer(cfg.training.buffer_size, physics.lattice.N)
+                       if self.model is not None and cfg.run.thermalize > 0 else None)
         self.steps_done = 0
-        self.fits: list[tuple[int, float]] = []  # (step, training rms error of E_eff - F per site)
+        self.fits: list[tuple[int, float]] = []  # (steps done at the refit, rms of (E_eff - F)/N on the buffer)
+
+    @property
+    def beta(self) -> float:
+        return self.sampler.beta
 
     @property
     def model(self):
@@ -56,6 +62,8 @@ class Replica:
             if is_refit_step(self.steps_done, thermalize, self.cfg.training.every):
                 self._refit()
         self.steps_done += 1
+        if self.steps_done == thermalize:
+            self.buffer = None  # the model is frozen from here on
         return info
 
     def _refit(self) -> None:
@@ -65,7 +73,7 @@ class Replica:
         model = self.model.fit(spins, targets)
         self.sampler, self.state = self.sampler.with_model(model, self.state)
         rms = float(np.sqrt(np.mean((model.energy(spins) - targets) ** 2)) / self.physics.lattice.N)
-        self.fits.append((self.steps_done, rms))
+        self.fits.append((self.steps_done + 1, rms))
 
     def record(self, info: StepInfo) -> dict:
         """Measurements of the current configuration after a step (whole-lattice energies)."""

@@ -9,6 +9,9 @@ import numpy as np
 from emcee.autocorr import integrated_time
 
 
+MIN_SERIES = 32  # shorter series get no τ estimate (emcee returns 0 for a handful of points)
+
+
 @dataclass(frozen=True)
 class Estimate:
     mean: float
@@ -29,9 +32,10 @@ def binned_error(x: np.ndarray, n_bins: int = 32) -> float:
 
 
 def tau_int(x: np.ndarray) -> float:
-    """Integrated autocorrelation time (steps) with emcee's automatic window; NaN if x is constant."""
+    """Integrated autocorrelation time (steps) with emcee's automatic window; NaN if x is constant
+    or shorter than MIN_SERIES. Reliable only for series much longer (≳ 50×) than τ itself."""
     x = np.asarray(x, dtype=np.float64)
-    if len(x) < 2 or np.ptp(x) == 0:
+    if len(x) < MIN_SERIES or np.ptp(x) == 0:
         return float("nan")
     # quiet=True makes emcee log a warning for short series instead of raising; the caller
     # judges the length, so keep the log quiet too.

@@ -126,3 +126,22 @@ def test_replace_revalidates_and_rewrites_the_text():
     assert parse(cfg.text).run.output == cfg.run.output and parse(cfg.text).temperatures.values == [0.1]
     with pytest.raises(ConfigError, match=r"\[run\] measure must be at least 1"):
         parse(GOOD).replace("run", measure=0)
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("values = [0.1]", "values = [1e-320]", r"below 1e-06 are not supported"),
+    ("seed = 1", "seed = 18446744073709551616", r"\[run\] seed must be below 2\*\*63"),
+    ("[run]", "[training]\nbuffer_size = 1000000000000\n[run]",
+     r"\[training\] buffer_size = 1000000000000 would hold"),
+    ("local_updates = 16", "local_updates = 100000000", r"\[slmc\] local_updates must be at most"),
+])
+def test_absurd_values_are_clear_errors(old, new, message):
+    with pytest.raises(ConfigError, match=message):
+        parse(GOOD.replace(old, new, 1))
+
+
+def test_shell_limit_only_applies_to_slmc():
+    text = GOOD.replace("L = 4", "L = 3").replace("shells = 3", "shells = 4")
+    with pytest.raises(ConfigError, match="shells = 4 exceeds"):
+        parse(text)
+    assert parse(text.replace('sampler = "slmc"', 'sampler = "exact"')).run.sampler == "exact"

@@ -64,7 +64,7 @@ def test_layout_is_complete(run_file):
         if sampler == "slmc":
             assert np.all(np.isfinite(f["model/parameters"][:]))
             assert list(f["model"].attrs["parameter_names"]) == ["E0", "J1", "J2", "J3", "J4"]
-            assert list(f["training/step"][0]) == [9, 19, 29, 39]
+            assert list(f["training/step"][0]) == [10, 20, 30, 40]
         assert f["summary/acceptance"].shape == (R,)
     assert "steps/s" in printed and "ETA" in printed and "acceptance" in printed
 

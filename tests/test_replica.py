@@ -1,0 +1,70 @@
+"""Online training: the data are exact F at the replica's β, and the model is frozen while
+measuring. (A mistake here would only lower the acceptance, so the exactness tests would
+not see it.)"""
+
+import numpy as np
+
+from slmc_hpc.config import parse
+from slmc_hpc.driver import build_physics
+from slmc_hpc.replica import Replica
+from slmc_hpc.training import ReplayBuffer, is_refit_step
+
+CFG = parse("""
+[lattice]
+L = 3
+[model]
+mu = -1.0
+J_direct = 0.1
+[temperatures]
+values = [0.25]
+[effective_model]
+shells = 2
+[training]
+every = 7
+[run]
+thermalize = 30
+measure = 10
+""")
+
+
+def test_training_targets_are_exact_free_energies_at_the_replica_beta():
+    rep = Replica(CFG, build_physics(CFG), 4.0, np.random.default_rng(0))
+    for _ in range(12):
+        rep.step()
+    spins, targets = rep.buffer.data()
+    assert len(targets) == 12
+    assert np.allclose(targets, rep.physics.free_energy_of(spins, 4.0), atol=1e-12, rtol=0)
+    assert not np.allclose(targets, rep.physics.free_energy_of(spins, 2.0), atol=1e-6, rtol=0)
+
+
+def test_model_is_refitted_while_thermalizing_and_frozen_while_measuring():
+    rep = Replica(CFG, build_physics(CFG), 4.0, np.random.default_rng(1))
+    seen = []
+    for _ in range(CFG.run.thermalize):
+        rep.step()
+        seen.append(rep.model.parameters()[0].copy())
+    assert [s for s, _ in rep.fits] == [7, 14, 21, 28]
+    assert not np.array_equal(seen[5], seen[-1])  # it learned
+    frozen = rep.model.parameters()[0].copy()
+    for _ in range(CFG.run.measure):
+        rep.step()
+        assert np.array_equal(rep.model.parameters()[0], frozen)
+    assert rep.buffer is None
+
+
+def test_refit_schedule():
+    assert [s for s in range(40) if is_refit_step(s, 30, 10)] == [9, 19, 29]
+    assert not any(is_refit_step(s, 0, 1) for s in range(5))
+
+
+def test_buffer_keeps_the_most_recent_samples_and_rejects_nan():
+    buf = ReplayBuffer(3, 2)
+    for k in range(5):
+        buf.add(np.full((2, 3), float(k)), float(k))
+    assert sorted(buf.data()[1]) == [2.0, 3.0, 4.0]
+    try:
+        buf.add(np.zeros((2, 3)), float("nan"))
+    except ValueError as exc:
+        assert "non-finite" in str(exc)
+    else:
+        raise AssertionError("NaN accepted")
