@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Key:
     name: str
-    kind: str  # "int", "float", "str", "float_list"
+    kind: str  # "int", "float", "str", "bool", "int_or_global", "float_list"
     default: Any
     help: str
     check: Callable[[Any], str | None] | None = None
@@ -77,17 +77,37 @@ SCHEMA: dict[str, list[Key]] = {
             _temperatures),
     ],
     "effective_model": [
-        Key("kind", "str", "linear", "effective model for SLMC proposals", choices=("linear",)),
-        Key("shells", "int", 3, "number of distance shells n_max of the couplings J_n", _at_least(1)),
+        Key("kind", "str", "linear", "effective model for SLMC proposals: linear or transformer",
+            choices=("linear", "transformer")),
+        Key("shells", "int", 3, "distance shells n_max of the couplings J_n (the energy head)", _at_least(1)),
+        Key("layers", "int", 1, "transformer: attention layers", _non_negative),
+        Key("heads", "int", 1, "transformer: attention heads per layer", _at_least(1)),
+        Key("block_shells", "int", 1, "transformer: Q, K, V are block spins over shells 0..block_shells",
+            _non_negative),
+        Key("attention_shells", "int_or_global", "global", "transformer: attend to sites within this many "
+            "shells, or \"global\" for all sites", lambda v: None if v == "global" or v >= 1 else
+            "must be \"global\" or at least 1"),
+        Key("normalize", "bool", False, "transformer: rescale each effective spin to unit length after a layer"),
+        Key("dtype", "str", "float64", "transformer arithmetic", choices=("float64", "float32")),
     ],
     "slmc": [
         Key("local_updates", "int", 0, "single-spin updates per step (SLMC inner chain, or exact moves "
             "for sampler='exact'); 0 means N", lambda v: _non_negative(v) or (
                 None if v <= MAX_LOCAL_UPDATES else f"must be at most {MAX_LOCAL_UPDATES}")),
+        Key("scheme", "str", "nested", "transformer only: nested (inner chain on a linear model, middle "
+            "test on the transformer, outer exact test) or plain (transformer in the inner chain)",
+            choices=("nested", "plain")),
+        Key("middle_steps", "int", 1, "nested: inner chains + transformer tests per exact test", _at_least(1)),
     ],
     "training": [
-        Key("every", "int", 20, "refit the effective model every this many thermalization steps", _at_least(1)),
+        Key("every", "int", 20, "a training round every this many thermalization steps", _at_least(1)),
         Key("buffer_size", "int", 5000, "most recent proposals kept as training data", _at_least(2)),
+        Key("validation_fraction", "float", 0.2, "share of proposals held out for the validation loss",
+            lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),
+        Key("epochs", "int", 30, "transformer: passes over the training data per round", _at_least(1)),
+        Key("learning_rate", "float", 1e-3, "transformer: AdamW learning rate", _positive),
+        Key("weight_decay", "float", 0.0, "transformer: AdamW weight decay", _non_negative),
+        Key("batch_size", "int", 128, "transformer: minibatch size", _at_least(1)),
     ],
     "run": [
         Key("sampler", "str", "slmc", "slmc, or exact for plain local-update Metropolis on W_β",
@@ -172,6 +192,12 @@ def _coerce(section: str, key: Key, value):
     elif key.kind == "str":
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {value!r}")
+    elif key.kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+    elif key.kind == "int_or_global":
+        if value != "global" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{where} must be an integer or \"global\", got {value!r}")
     elif key.kind == "float_list":
         if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
             raise ConfigError(f"{where} must be a list of numbers, got {value!r}")
@@ -225,9 +251,13 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError(f"[lattice] L = {cfg.lattice.L} gives a {dim}x{dim} Hamiltonian; "
                           f"at most {MAX_MATRIX_DIM} is supported")
     n_distances = len(Lattice.from_kind(cfg.lattice.kind, cfg.lattice.L).shell_distances)
-    if cfg.run.sampler == "slmc" and cfg.effective_model.shells > n_distances:
-        raise ConfigError(f"[effective_model] shells = {cfg.effective_model.shells} exceeds the {n_distances} "
-                          f"distinct distances of a {cfg.lattice.kind} lattice with L = {cfg.lattice.L}")
+    em = cfg.effective_model
+    shell_keys = ["shells"] + (["block_shells", "attention_shells"] if em.kind == "transformer" else [])
+    for key in shell_keys if cfg.run.sampler == "slmc" else []:
+        value = getattr(em, key)
+        if value != "global" and value > n_distances:
+            raise ConfigError(f"[effective_model] {key} = {value} exceeds the {n_distances} "
+                              f"distinct distances of a {cfg.lattice.kind} lattice with L = {cfg.lattice.L}")
     buffer_bytes = cfg.training.buffer_size * cfg.n_sites * 3 * 8
     if buffer_bytes > MAX_BUFFER_BYTES:
         raise ConfigError(f"[training] buffer_size = {cfg.training.buffer_size} would hold "
@@ -241,6 +271,8 @@ def _check_consistency(cfg: Config) -> None:
 
 
 def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, str):

@@ -34,6 +34,11 @@ def build_physics(cfg: Config) -> DoubleExchange:
     return DoubleExchange(lattice, t=m.t, J=m.J, mu=m.mu, J_direct=m.J_direct, backend=cfg.run.backend)
 
 
+def geometric_mean_beta(temperatures) -> float:
+    """β_ref of the Transformer's β-conditioning: the geometric mean of the run's β."""
+    return float(np.exp(-np.mean(np.log(temperatures))))
+
+
 def replica_streams(seed: int, n: int) -> list[np.random.Generator]:
     """Independent generators per replica (SeedSequence.spawn, not seed + rank)."""
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
@@ -44,12 +49,14 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
     lattice = physics.lattice
     temperatures = cfg.temperatures.values
     rngs = replica_streams(cfg.run.seed, len(temperatures))
-    replicas = [Replica(cfg, physics, 1.0 / T, rng) for T, rng in zip(temperatures, rngs)]
-    model = replicas[0].model
-    n_params = len(model.parameters()[0]) if model is not None else 0
-    n_fits = n_refits(cfg.run.thermalize, cfg.training.every) if model is not None else 0
+    beta_ref = geometric_mean_beta(temperatures)
+    replicas = [Replica(cfg, physics, 1.0 / T, rng, beta_ref) for T, rng in zip(temperatures, rngs)]
+    n_rounds = n_refits(cfg.run.thermalize, cfg.training.every) if replicas[0].model is not None else 0
     path = Path(output or cfg.run.output)
-    out = RunOutput(path, cfg, lattice, temperatures, n_params, n_fits, overwrite=overwrite)
+    out = RunOutput(path, cfg, lattice, temperatures, replicas[0].n_model_parameters, n_rounds,
+                    overwrite=overwrite)
+    if replicas[0].model is not None:
+        log(f"effective model: {cfg.effective_model.kind}, {replicas[0].model.n_parameters} parameters")
     log(f"slmc-hpc: {cfg.run.sampler} on {lattice.kind} L={lattice.L} (N={lattice.N}), "
         f"{len(temperatures)} temperature(s), {cfg.local_updates} local updates/step -> {path}")
     summary = {k: [] for k in ("acceptance", "free_energy_per_site", "free_energy_per_site_error",
@@ -60,7 +67,7 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
             F = out.file["measure/free_energy"][slot] / lattice.N
             m = np.linalg.norm(out.file["measure/magnetization"][slot], axis=-1)
             eF, em = estimate(F), estimate(m)
-            acc = float(out.file["measure/acceptance"][slot].mean())
+            acc = float(np.nanmean(out.file["measure/acceptance"][slot]))
             for k, v in zip(summary, (acc, eF.mean, eF.error, em.mean, em.error, eF.tau)):
                 summary[k].append(v)
             log(f"T={T:<8.4g} acceptance {acc:.3f}  F/N = {eF.mean:.6f} ± {eF.error:.6f}  "
@@ -80,10 +87,10 @@ def _run_slot(cfg: Config, slot: int, T: float, rep: Replica, out: RunOutput, lo
     for k in range(run.thermalize):
         info = rep.step()
         n_acc, n_tests = n_acc + info.n_accepted, n_tests + info.n_tests
-        prog.update(k + 1, n_acc / n_tests, force=k + 1 == run.thermalize)
+        prog.update(k + 1, n_acc / max(n_tests, 1), force=k + 1 == run.thermalize)
     if rep.model is not None:
         out.write_model(slot, *rep.model.parameters())
-        out.write_training(slot, rep.fits)
+        out.write_training(slot, rep.rounds)
     prog = Progress(f"{label} meas", run.measure, run.progress_every)
     records, start, snap = [], 0, 0
     n_acc = n_tests = 0
@@ -97,5 +104,5 @@ def _run_slot(cfg: Config, slot: int, T: float, rep: Replica, out: RunOutput, lo
         if len(records) == WRITE_BLOCK or (k + 1) % run.snapshot_every == 0:
             out.write_measure(slot, start, records)
             start, records = start + len(records), []
-        prog.update(k + 1, n_acc / n_tests, force=k + 1 == run.measure)
+        prog.update(k + 1, n_acc / max(n_tests, 1), force=k + 1 == run.measure)
     out.write_measure(slot, start, records)

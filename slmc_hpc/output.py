@@ -16,6 +16,7 @@ import numpy as np
 from . import __version__
 from .config import Config, ConfigError
 from .lattice import Lattice
+from .replica import ROUND_FIELDS
 
 FORMAT = "slmc-hpc/1"
 
@@ -42,7 +43,7 @@ def open_for_writing(path: Path, overwrite: bool) -> h5py.File:
 
 class RunOutput:
     def __init__(self, path: str | Path, cfg: Config, lattice: Lattice, temperatures, n_model_params: int,
-                 n_fits: int, overwrite: bool = False):
+                 n_rounds: int, overwrite: bool = False):
         self.path = Path(path)
         R, n = len(temperatures), cfg.run.measure
         m = n // cfg.run.snapshot_every
@@ -71,8 +72,10 @@ class RunOutput:
         g = f.create_group("model")
         g.attrs["kind"] = cfg.effective_model.kind if cfg.run.sampler == "slmc" else "none"
         g.create_dataset("parameters", shape=(R, n_model_params), dtype="f8", fillvalue=np.nan)
-        f.create_dataset("training/step", shape=(R, n_fits), dtype="i8", fillvalue=-1)
-        f.create_dataset("training/rms_per_site", shape=(R, n_fits), dtype="f8", fillvalue=np.nan)
+        for name in ROUND_FIELDS:
+            integer = name in ("step", "n_train")
+            f.create_dataset(f"training/{name}", shape=(R, n_rounds), dtype="i8" if integer else "f8",
+                             fillvalue=-1 if integer else np.nan)
         f.flush()
 
     def write_measure(self, slot: int, start: int, records: list[dict]) -> None:
@@ -95,10 +98,10 @@ class RunOutput:
         self.file["model/parameters"][slot] = parameters
         self.file["model"].attrs["parameter_names"] = names
 
-    def write_training(self, slot: int, fits: list[tuple[int, float]]) -> None:
-        for k, (step, rms) in enumerate(fits):
-            self.file["training/step"][slot, k] = step
-            self.file["training/rms_per_site"][slot, k] = rms
+    def write_training(self, slot: int, rounds: list[dict]) -> None:
+        for name in ROUND_FIELDS:
+            if rounds:
+                self.file[f"training/{name}"][slot, : len(rounds)] = [r[name] for r in rounds]
 
     def write_summary(self, summary: dict[str, np.ndarray]) -> None:
         for name, values in summary.items():
@@ -106,3 +109,32 @@ class RunOutput:
 
     def close(self) -> None:
         self.file.close()
+
+
+def read_model(path: str | Path, slot: int = 0):
+    """The frozen effective model of a slot from a run file, rebuilt from the stored
+    configuration and parameter vector: a LinearModel, or a TransformerModel at that slot's β."""
+    import torch
+
+    from .config import parse
+    from .driver import build_physics, geometric_mean_beta
+    from .models import LinearModel
+    from .models.transformer import TransformerModel
+    from .replica import build_network
+
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != FORMAT:
+            raise ConfigError(f"{str(path)!r} is not an {FORMAT} file")
+        kind = f["model"].attrs["kind"]
+        cfg = parse(f.attrs["config"])
+        params = f["model/parameters"][slot]
+        T = float(f["temperatures"][slot])
+    lattice = build_physics(cfg).lattice
+    if kind == "linear":
+        return LinearModel(lattice, couplings=params[1:].copy(), e0=float(params[0]))
+    if kind == "transformer":
+        net = build_network(cfg, lattice, geometric_mean_beta(cfg.temperatures.values))
+        with torch.no_grad():
+            torch.nn.utils.vector_to_parameters(torch.as_tensor(params, dtype=net.wq.dtype), net.parameters())
+        return TransformerModel.frozen(net, 1.0 / T)
+    raise ConfigError(f"{str(path)!r} holds no effective model (model kind {kind!r})")

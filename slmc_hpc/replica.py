@@ -1,19 +1,21 @@
-"""One temperature's serial simulation: a chain (SLMC or exact local), its random stream,
-and its online training. Knows nothing of MPI or files; a driver (serial now, parallel
-tempering later) calls ``step`` and ``record``."""
+"""One temperature's serial simulation: a chain (exact local, SLMC, or nested SLMC), its
+random stream, and its online training. Knows nothing of MPI or files; a driver (serial now,
+parallel tempering later) calls ``step`` and ``record``."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from .fermions import DoubleExchange, fermion_energy, fermi
+from .fermions import DoubleExchange, fermi, fermion_energy
 from .models import LinearModel
+from .models.transformer import EquivariantTransformer, TransformerModel
 from .observables import magnetization, nn_correlation, random_spins
 from .samplers import ExactLocalSampler, SLMCSampler, StepInfo
-from .training import ReplayBuffer, is_refit_step
+from .samplers.nested import NestedSLMCSampler
+from .training import LinearTrainer, ReplayBuffer, TorchTrainer, is_refit_step
 
-RECORD_FIELDS = ("free_energy", "magnetization", "accepted", "acceptance", "fermion_energy", "filling",
-                 "nn_correlation")
+ROUND_FIELDS = ("step", "n_train", "train_loss", "validation_loss", "acceptance")
 
 
 def initial_spins(kind: str, n_sites: int, rng: np.random.Generator) -> np.ndarray:
@@ -24,26 +26,47 @@ def initial_spins(kind: str, n_sites: int, rng: np.random.Generator) -> np.ndarr
     return random_spins(n_sites, rng)
 
 
-def make_model(cfg, lattice):
-    if cfg.effective_model.kind == "linear":
-        return LinearModel.zeros(lattice, cfg.effective_model.shells)
-    raise ValueError(f"unknown effective model {cfg.effective_model.kind!r}")
+def build_network(cfg, lattice, beta_ref: float) -> EquivariantTransformer:
+    """The Transformer of ``[effective_model]``; its initial weights depend only on [run] seed,
+    so every replica (and every MPI rank) builds the same network."""
+    em = cfg.effective_model
+    return EquivariantTransformer(
+        lattice, layers=em.layers, heads=em.heads, block_shells=em.block_shells,
+        attention_shells=None if em.attention_shells == "global" else em.attention_shells,
+        shells=em.shells, normalize=em.normalize, beta_ref=beta_ref,
+        dtype=getattr(torch, em.dtype), seed=cfg.run.seed)
 
 
 class Replica:
-    def __init__(self, cfg, physics: DoubleExchange, beta: float, rng: np.random.Generator):
+    def __init__(self, cfg, physics: DoubleExchange, beta: float, rng: np.random.Generator,
+                 beta_ref: float | None = None):
         self.cfg, self.physics, self.rng = cfg, physics, rng
-        n_local, step_size = cfg.local_updates, cfg.run.step_size
-        if cfg.run.sampler == "slmc":
-            self.sampler = SLMCSampler(physics, make_model(cfg, physics.lattice), beta, n_local, step_size)
-        else:
+        lattice, run, tr = physics.lattice, cfg.run, cfg.training
+        n_local, step_size = cfg.local_updates, run.step_size
+        self.trainer = self.inner_trainer = None
+        if run.sampler == "exact":
             self.sampler = ExactLocalSampler(physics, beta, n_local, step_size)
-        self.state = self.sampler.init_state(initial_spins(cfg.run.initial, physics.lattice.N, rng))
-        # training data exists only while an SLMC replica thermalizes
-        self.buffer = (ReplayBuffer(cfg.training.buffer_size, physics.lattice.N)
-                       if self.model is not None and cfg.run.thermalize > 0 else None)
+        elif cfg.effective_model.kind == "linear":
+            self.trainer = LinearTrainer(LinearModel.zeros(lattice, cfg.effective_model.shells))
+            self.sampler = SLMCSampler(physics, self.trainer.model, beta, n_local, step_size)
+        else:
+            net = build_network(cfg, lattice, beta if beta_ref is None else beta_ref)
+            self.trainer = TorchTrainer(net, tr.epochs, tr.learning_rate, tr.weight_decay, tr.batch_size,
+                                        seed=int(rng.integers(2**63)))
+            model = TransformerModel.frozen(net, beta)
+            if cfg.slmc.scheme == "plain":
+                self.sampler = SLMCSampler(physics, model, beta, n_local, step_size)
+            else:
+                self.inner_trainer = LinearTrainer(LinearModel.zeros(lattice, cfg.effective_model.shells))
+                self.sampler = NestedSLMCSampler(physics, self.inner_trainer.model, model, beta, n_local,
+                                                 step_size, cfg.slmc.middle_steps)
+        self.state = self.sampler.init_state(initial_spins(run.initial, lattice.N, rng))
+        # training data exist only while an SLMC replica thermalizes
+        self.buffer = (ReplayBuffer(tr.buffer_size, lattice.N)
+                       if self.trainer is not None and run.thermalize > 0 else None)
         self.steps_done = 0
-        self.fits: list[tuple[int, float]] = []  # (steps done at the refit, rms of (E_eff - F)/N on the buffer)
+        self.rounds: list[dict] = []  # one per training round, keys ROUND_FIELDS
+        self.counts = np.zeros(2, dtype=np.int64)  # exact tests, accepted, since the last round
 
     @property
     def beta(self) -> float:
@@ -53,27 +76,44 @@ class Replica:
     def model(self):
         return getattr(self.sampler, "model", None)
 
+    @property
+    def n_model_parameters(self) -> int:
+        return 0 if self.model is None else len(self.model.parameters()[0])
+
     def step(self) -> StepInfo:
-        """One step; during thermalization an SLMC replica also learns from its proposal."""
+        """One step; during thermalization an SLMC replica also learns from its proposals."""
         self.state, info = self.sampler.step(self.state, self.rng)
+        self.counts += (info.n_tests, info.n_accepted)
         thermalize = self.cfg.run.thermalize
-        if self.model is not None and self.steps_done < thermalize:
-            self.buffer.add(info.proposal, info.proposal_free_energy)
+        if self.buffer is not None and self.steps_done < thermalize:
+            if info.proposal is not None:
+                self.buffer.add(info.proposal, info.proposal_free_energy)
             if is_refit_step(self.steps_done, thermalize, self.cfg.training.every):
-                self._refit()
+                self._train_round()
         self.steps_done += 1
         if self.steps_done == thermalize:
             self.buffer = None  # the model is frozen from here on
         return info
 
-    def _refit(self) -> None:
-        spins, targets = self.buffer.data()
-        if len(targets) < 2 * self.model.n_parameters:
-            return
-        model = self.model.fit(spins, targets)
-        self.sampler, self.state = self.sampler.with_model(model, self.state)
-        rms = float(np.sqrt(np.mean((model.energy(spins) - targets) ** 2)) / self.physics.lattice.N)
-        self.fits.append((self.steps_done + 1, rms))
+    def _train_round(self) -> None:
+        train, validation = self.buffer.split(self.cfg.training.validation_fraction)
+        if len(train[1]) < 2 * (self.cfg.effective_model.shells + 1):
+            return  # too few exact samples yet for even the linear head
+        result = self.trainer.train(train, validation, self.beta)
+        if isinstance(self.trainer, LinearTrainer):
+            self.sampler, self.state = self.sampler.with_model(self.trainer.model, self.state)
+        else:
+            model = TransformerModel.frozen(self.trainer.net, self.beta)
+            if self.inner_trainer is not None:
+                self.inner_trainer.train(train, validation, self.beta)
+                self.sampler, self.state = self.sampler.with_model(model, self.state, self.inner_trainer.model)
+            else:
+                self.sampler, self.state = self.sampler.with_model(model, self.state)
+        tests, accepted = self.counts
+        self.rounds.append({"step": self.steps_done + 1, "n_train": len(train[1]),
+                            "train_loss": result.train_loss, "validation_loss": result.validation_loss,
+                            "acceptance": accepted / tests if tests else float("nan")})
+        self.counts[:] = 0
 
     def record(self, info: StepInfo) -> dict:
         """Measurements of the current configuration after a step (whole-lattice energies)."""
@@ -82,7 +122,7 @@ class Replica:
             "free_energy": self.sampler.free_energy(s),
             "magnetization": magnetization(s.spins),
             "accepted": int(info.accepted),
-            "acceptance": info.n_accepted / info.n_tests,
+            "acceptance": info.n_accepted / info.n_tests if info.n_tests else float("nan"),
             "fermion_energy": float(fermion_energy(s.eigenvalues, self.beta)),
             "filling": float(fermi(s.eigenvalues, self.beta).sum() / self.physics.lattice.N),
             "nn_correlation": float(nn_correlation(s.spins, self.physics.lattice)),

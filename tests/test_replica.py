@@ -7,7 +7,7 @@ import numpy as np
 from slmc_hpc.config import parse
 from slmc_hpc.driver import build_physics
 from slmc_hpc.replica import Replica
-from slmc_hpc.training import ReplayBuffer, is_refit_step
+from slmc_hpc.training import ReplayBuffer, is_refit_step, is_validation
 
 CFG = parse("""
 [lattice]
@@ -20,9 +20,9 @@ values = [0.25]
 [effective_model]
 shells = 2
 [training]
-every = 7
+every = 10
 [run]
-thermalize = 30
+thermalize = 40
 measure = 10
 """)
 
@@ -43,7 +43,7 @@ def test_model_is_refitted_while_thermalizing_and_frozen_while_measuring():
     for _ in range(CFG.run.thermalize):
         rep.step()
         seen.append(rep.model.parameters()[0].copy())
-    assert [s for s, _ in rep.fits] == [7, 14, 21, 28]
+    assert [r["step"] for r in rep.rounds] == [10, 20, 30, 40]
     assert not np.array_equal(seen[5], seen[-1])  # it learned
     frozen = rep.model.parameters()[0].copy()
     for _ in range(CFG.run.measure):

@@ -138,7 +138,7 @@ def run_replica(sampler, n_measure, seed):
     rep = Replica(cfg, build_physics(cfg), 10.0, np.random.default_rng(seed))
     for _ in range(cfg.run.thermalize):
         rep.step()
-    assert rep.model is None or len(rep.fits) == cfg.run.thermalize // cfg.training.every
+    assert rep.model is None or len(rep.rounds) == cfg.run.thermalize // cfg.training.every
     records = [rep.record(rep.step()) for _ in range(n_measure)]
     F = np.array([r["free_energy"] for r in records]) / 16
     m = np.linalg.norm([r["magnetization"] for r in records], axis=1)

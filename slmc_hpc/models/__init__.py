@@ -12,3 +12,4 @@ the acceptance.
 from .linear import LinearModel
 
 __all__ = ["LinearModel"]
+# models.transformer (PyTorch) is imported where it is used, so the linear path needs no torch.

@@ -1,0 +1,160 @@
+"""The SO(3)/O(3)-equivariant Transformer effective model (Nagai & Tomiya, JPSJ 93, 114007 (2024)).
+
+Layers map the spins S (N, 3) to effective spins that rotate with the input; the energy is
+the linear shell form on the effective spins (whole lattice, same units as F_β):
+
+    E_eff[S] = E_0(β) - Σ_n J_n(β) Σ_<ij>_n S^eff_i · S^eff_j
+
+One layer, for each head h (block spins: weights depend only on the distance shell d(i,k),
+shell 0 being the site itself):
+
+    Q_i = Σ_k wQ[h, d(i,k)] S_k,   K_i, V_i likewise          (linear in spins: equivariant)
+    a_ij = softmax_j(Q_i · K_j)    over j within attention_shells of i, or all j ("global")
+    S_i <- S_i + Σ_h Σ_j a^h_ij V^h_j,   then optionally S_i <- S_i / |S_i|
+
+Scores are dot products (O(3) invariant) and all site maps are functions of lattice distance
+only, so translations and the point group permute the effective spins. Value weights start
+at zero, so an untrained network is exactly the linear model of its head; the head starts at
+the least-squares linear fit (see training.py).
+
+β-conditioning (one network for all temperatures): J_n(β) = J_n + J'_n x and
+E_0(β) = E_0 + E'_0 x with x = log(β / β_ref); the attention layers are shared.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..lattice import Lattice
+
+
+def shell_index(lattice: Lattice) -> np.ndarray:
+    """(N, N) int: 0 on the diagonal, n for pairs at the n-th distance, from the lattice's shells."""
+    n_dist = len(lattice.shell_distances)
+    index = np.zeros((lattice.N, lattice.N), dtype=np.int64)
+    for n, nbrs in enumerate(lattice.shell_neighbours(n_dist), start=1):
+        rows = np.repeat(np.arange(lattice.N), nbrs.shape[1])
+        index[rows, nbrs.ravel()] = n
+    return index
+
+
+class EquivariantTransformer(torch.nn.Module):
+    def __init__(self, lattice: Lattice, layers: int, heads: int, block_shells: int,
+                 attention_shells: int | None, shells: int, normalize: bool = False,
+                 beta_ref: float = 1.0, dtype: torch.dtype = torch.float64, seed: int = 0):
+        super().__init__()
+        self.lattice, self.normalize, self.beta_ref = lattice, normalize, beta_ref
+        idx = torch.as_tensor(shell_index(lattice))
+        n_dist = int(idx.max())
+        if max(block_shells, shells) > n_dist or (attention_shells is not None and attention_shells > n_dist):
+            raise ValueError(f"shell counts exceed the {n_dist} distinct distances of this lattice")
+        # M_s for s = 0..block_shells (block spins) and 1..shells (head), as dense (., N, N)
+        self.register_buffer("block", torch.stack([(idx == s).to(dtype) for s in range(block_shells + 1)]))
+        self.register_buffer("pairs", torch.stack([(idx == s).to(dtype) for s in range(1, shells + 1)]))
+        allowed = torch.ones_like(idx, dtype=torch.bool) if attention_shells is None else idx <= attention_shells
+        self.register_buffer("mask", torch.where(allowed, 0.0, float("-inf")).to(dtype))
+        gen = torch.Generator().manual_seed(seed)
+        shape = (layers, heads, block_shells + 1)
+        self.wq = torch.nn.Parameter(0.5 * torch.randn(shape, generator=gen, dtype=dtype))
+        self.wk = torch.nn.Parameter(0.5 * torch.randn(shape, generator=gen, dtype=dtype))
+        self.wv = torch.nn.Parameter(torch.zeros(shape, dtype=dtype))
+        self.couplings = torch.nn.Parameter(torch.zeros(2, shells, dtype=dtype))  # J_n, J'_n
+        self.e0 = torch.nn.Parameter(torch.zeros(2, dtype=dtype))  # E_0, E'_0
+
+    @property
+    def n_layers(self) -> int:
+        return self.wq.shape[0]
+
+    def effective_spins(self, spins: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3) -> (B, N, 3) effective spins."""
+        s = spins
+        for layer in range(self.n_layers):
+            # block maps for every head at once: (H, N, N) = Σ_s w[h, s] M_s
+            maps = [torch.einsum("hs,sij->hij", w[layer], self.block) for w in (self.wq, self.wk, self.wv)]
+            q, k, v = (m.unsqueeze(0) @ s.unsqueeze(1) for m in maps)  # (B, H, N, 3)
+            scores = q @ k.transpose(-1, -2) + self.mask  # (B, H, N, N), invariant
+            s = s + (torch.softmax(scores, dim=-1) @ v).sum(dim=1)
+            if self.normalize:
+                s = s / s.norm(dim=-1, keepdim=True)
+        return s
+
+    def head_features(self, spins: torch.Tensor, beta: torch.Tensor | float) -> torch.Tensor:
+        """D (B, 2 + 2 n_shells) with E_eff = D @ head_vector(): columns 1, x, -φ_n, -x φ_n,
+        φ_n = Σ_<ij>_n Se_i·Se_j on the effective spins, x = log(β/β_ref). The energy is
+        linear in the head, which training exploits (see training.TorchTrainer)."""
+        x = torch.log(torch.as_tensor(beta, dtype=spins.dtype) / self.beta_ref).expand(spins.shape[0])
+        se = self.effective_spins(spins)
+        phi = 0.5 * torch.einsum("bic,nij,bjc->bn", se, self.pairs, se)
+        return torch.cat([torch.ones_like(x)[:, None], x[:, None], -phi, -x[:, None] * phi], dim=1)
+
+    def head_vector(self) -> torch.Tensor:
+        """(E_0, E'_0, J_1.., J'_1..) in the column order of head_features."""
+        return torch.cat([self.e0, self.couplings[0], self.couplings[1]])
+
+    def set_head(self, vector: torch.Tensor) -> None:
+        n = self.couplings.shape[1]
+        with torch.no_grad():
+            self.e0.copy_(vector[:2])
+            self.couplings.copy_(vector[2:].reshape(2, n))
+
+    def forward(self, spins: torch.Tensor, beta: torch.Tensor | float) -> torch.Tensor:
+        """Whole-lattice E_eff for a batch of spins (B, N, 3) at β (scalar or (B,))."""
+        return self.head_features(spins, beta) @ self.head_vector()
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+@dataclass(frozen=True, eq=False)
+class TransformerModel:
+    """The effective-model interface (see models/__init__.py) around a frozen copy of the
+    network at one β. NumPy in, NumPy out; no gradients."""
+
+    net: EquivariantTransformer
+    beta: float
+
+    @classmethod
+    def frozen(cls, net: EquivariantTransformer, beta: float) -> "TransformerModel":
+        return cls(copy.deepcopy(net).requires_grad_(False), beta)
+
+    @property
+    def lattice(self) -> Lattice:
+        return self.net.lattice
+
+    @property
+    def n_parameters(self) -> int:
+        return self.net.n_parameters()
+
+    def _dtype(self):
+        return self.net.wq.dtype
+
+    def energy(self, spins: np.ndarray) -> np.ndarray:
+        spins = np.asarray(spins)
+        batch = torch.as_tensor(spins.reshape((-1,) + spins.shape[-2:]), dtype=self._dtype())
+        with torch.no_grad():
+            e = self.net(batch, self.beta).to(torch.float64).numpy()
+        return e.reshape(spins.shape[:-2]) if spins.ndim > 2 else float(e[0])
+
+    def delta_energy(self, spins: np.ndarray, i: int, new_spin: np.ndarray) -> float:
+        # global attention: one changed spin moves every effective spin, so evaluate both
+        # configurations in one batch (O(N^2) per call; see the nested sampler for the cure)
+        moved = np.stack([spins, spins])
+        moved[1, i] = new_spin
+        e = self.energy(moved)
+        return float(e[1] - e[0])
+
+    def effective_spins(self, spins: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.net.effective_spins(torch.as_tensor(spins, dtype=self._dtype())[None])[0].numpy()
+
+    def parameters(self) -> tuple[np.ndarray, list[str]]:
+        names, values = [], []
+        for name, p in self.net.named_parameters():
+            flat = p.detach().to(torch.float64).numpy().ravel()
+            values.append(flat)
+            names += [f"{name}[{k}]" for k in range(flat.size)]
+        return np.concatenate(values), names

@@ -1,0 +1,64 @@
+"""Nested (multilevel) SLMC: keeps the O(N^2) Transformer off the innermost loop.
+
+  inner:  n_local single-spin Metropolis updates on a cheap model E_in (linear, O(1) each),
+  middle: accept the inner chain's end with min(1, exp(-β[ΔE_mid - ΔE_in]))  (Transformer),
+          repeated middle_steps times,
+  outer:  accept the middle chain's end with min(1, exp(-β[ΔF - ΔE_mid]))     (exact).
+
+The inner chain is reversible for exp(-β E_in); the middle level is then an SLMC chain that
+is reversible for exp(-β E_mid); the outer test makes the whole exact for exp(-β F) (each
+level corrects the one below). If the middle level rejected everything the proposal is the
+current state, which the outer level accepts without a diagonalization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..fermions import DoubleExchange
+from .slmc import effective_chain
+from .state import ChainState, StepInfo
+
+
+@dataclass(frozen=True)
+class NestedSLMCSampler:
+    physics: DoubleExchange
+    inner: object  # cheap effective model (linear)
+    model: object  # the middle model (Transformer); state.e_eff is its energy
+    beta: float
+    n_local: int
+    step_size: float
+    middle_steps: int = 1
+
+    def init_state(self, spins: np.ndarray) -> ChainState:
+        spins = np.array(spins, dtype=np.float64)
+        return ChainState(spins, self.physics.eigenvalues(spins), float(self.physics.classical_energy(spins)),
+                          float(self.model.energy(spins)))
+
+    def with_model(self, model, state: ChainState, inner=None):
+        sampler = replace(self, model=model, inner=self.inner if inner is None else inner)
+        return sampler, replace(state, e_eff=float(model.energy(state.spins)))
+
+    def free_energy(self, state: ChainState) -> float:
+        return float(self.physics.free_energy(state.eigenvalues, state.classical_energy, self.beta))
+
+    def step(self, state: ChainState, rng: np.random.Generator) -> tuple[ChainState, StepInfo]:
+        spins, e_mid, e_in = state.spins, state.e_eff, float(self.inner.energy(state.spins))
+        moved = False
+        for _ in range(self.middle_steps):
+            proposal = effective_chain(self.inner, spins, self.beta, self.n_local, self.step_size, rng)
+            p_in, p_mid = float(self.inner.energy(proposal)), float(self.model.energy(proposal))
+            if np.log(rng.random()) < -self.beta * ((p_mid - e_mid) - (p_in - e_in)):
+                spins, e_mid, e_in, moved = proposal, p_mid, p_in, True
+        if not moved:
+            return state, StepInfo(accepted=False, n_tests=0, n_accepted=0)
+        eig = self.physics.eigenvalues(spins)
+        ecl = float(self.physics.classical_energy(spins))
+        f_new = float(self.physics.free_energy(eig, ecl, self.beta))
+        log_ratio = -self.beta * ((f_new - self.free_energy(state)) - (e_mid - state.e_eff))
+        accepted = bool(np.log(rng.random()) < log_ratio)
+        info = StepInfo(accepted=accepted, n_tests=1, n_accepted=int(accepted), proposal=spins,
+                        proposal_free_energy=f_new)
+        return (ChainState(spins, eig, ecl, e_mid) if accepted else state), info

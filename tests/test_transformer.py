@@ -1,0 +1,142 @@
+"""The equivariant Transformer: symmetries to round-off, its relation to the linear model,
+training (beats linear, NaN guard) and reloading from a run file."""
+
+import numpy as np
+import pytest
+import torch
+
+from slmc_hpc.fermions import DoubleExchange
+from slmc_hpc.lattice import Lattice
+from slmc_hpc.models import LinearModel
+from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
+from slmc_hpc.observables import random_spins
+from slmc_hpc.testing import assert_equivariant, assert_invariant, permutations, rotations
+from slmc_hpc.training import LinearTrainer, TorchTrainer, TrainingError
+
+
+def random_net(lattice, seed=0, **kw):
+    args = dict(layers=2, heads=2, block_shells=2, attention_shells=None, shells=3)
+    args.update(kw)
+    net = EquivariantTransformer(lattice, seed=seed, **args)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():  # value weights and head away from their zero start
+        for p in (net.wv, net.couplings, net.e0):
+            p.copy_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    return net
+
+
+@pytest.mark.parametrize("kw", [{}, {"attention_shells": 2}, {"normalize": True}, {"layers": 3, "heads": 1}])
+def test_equivariance_to_round_off(kw, rng):
+    lat = Lattice.from_kind("square", 4)
+    model = TransformerModel.frozen(random_net(lat, **kw), beta=7.0)
+    spins = random_spins(lat.N, rng)
+    for proper in (True, False):
+        g = rotations(rng, 4, proper)
+        assert_equivariant(model.effective_spins, spins, g)
+        assert_invariant(model.energy, spins, g)
+    g = permutations(lat.translations() + lat.point_group())
+    assert_equivariant(model.effective_spins, spins, g)
+    assert_invariant(model.energy, spins, g)
+
+
+def test_equivariance_helper_fails_for_a_non_equivariant_map(rng):
+    """Negative control: adding a fixed vector to every effective spin breaks rotations."""
+    lat = Lattice.from_kind("square", 4)
+    model = TransformerModel.frozen(random_net(lat), beta=2.0)
+    spins = random_spins(lat.N, rng)
+    with pytest.raises(AssertionError, match="not equivariant"):
+        assert_equivariant(lambda s: model.effective_spins(s) + [0.0, 0.0, 0.1], spins, rotations(rng, 1, True))
+
+
+def test_untrained_value_weights_make_it_the_linear_model(rng):
+    lat = Lattice.from_kind("square", 4)
+    net = EquivariantTransformer(lat, layers=3, heads=2, block_shells=2, attention_shells=None, shells=4)
+    linear = LinearModel(lat, couplings=np.array([0.4, -0.1, 0.05, 0.02]), e0=-3.0)
+    with torch.no_grad():
+        net.couplings[0] = torch.as_tensor(linear.couplings)
+        net.e0[0] = linear.e0
+    spins = random_spins(lat.N, rng, size=(5,))
+    assert np.allclose(TransformerModel.frozen(net, 3.0).energy(spins), linear.energy(spins), atol=1e-12)
+
+
+def test_delta_energy_and_parameter_count(rng):
+    lat = Lattice.from_kind("square", 4)
+    model = TransformerModel.frozen(random_net(lat), beta=1.5)
+    spins = random_spins(lat.N, rng)
+    new = random_spins(1, rng)[0]
+    moved = spins.copy()
+    moved[5] = new
+    assert model.delta_energy(spins, 5, new) == pytest.approx(model.energy(moved) - model.energy(spins), abs=1e-12)
+    # 2 layers x 2 heads x 3 block shells x (Q, K, V) + 2 x 3 head couplings + 2 for E0
+    assert model.n_parameters == 2 * 2 * 3 * 3 + 6 + 2 == len(model.parameters()[0])
+
+
+def test_beta_conditioning_changes_the_head_only_through_log_beta(rng):
+    lat = Lattice.from_kind("square", 3)
+    net = random_net(lat, shells=2, beta_ref=2.0)
+    spins = random_spins(lat.N, rng)
+    e = [TransformerModel.frozen(net, b).energy(spins) for b in (2.0, 4.0, 8.0)]
+    assert e[2] - e[1] == pytest.approx(e[1] - e[0], abs=1e-12)  # affine in log β
+
+
+@pytest.fixture(scope="module")
+def data_4x4():
+    """Exact F of perturbed ordered and random 4x4 configurations at T = 0.1."""
+    rng = np.random.default_rng(5)
+    lat = Lattice.from_kind("square", 4)
+    phys = DoubleExchange(lat, J=4.0, mu=-2.5)
+    base = np.zeros((lat.N, 3))
+    base[:, 2] = np.where(lat.coords[:, 0] % 2 == 0, 1.0, -1.0)  # stripes
+    spins = base + 0.3 * rng.standard_normal((2500, lat.N, 3))
+    spins /= np.linalg.norm(spins, axis=-1, keepdims=True)
+    beta = 10.0
+    targets = phys.free_energy_of(spins, beta)
+    return lat, spins[:2000], targets[:2000], spins[2000:], targets[2000:], beta
+
+
+def test_brief_training_beats_the_linear_model(data_4x4):
+    lat, xs, ys, xv, yv, beta = data_4x4
+    linear = LinearTrainer(LinearModel.zeros(lat, 4)).train((xs, ys), (xv, yv), beta)
+    net = EquivariantTransformer(lat, layers=1, heads=2, block_shells=2, attention_shells=None, shells=4,
+                                 beta_ref=beta)
+    trainer = TorchTrainer(net, epochs=15, learning_rate=1e-2, weight_decay=0.0, batch_size=128, seed=0)
+    result = trainer.train((xs, ys), (xv, yv), beta)
+    assert result.validation_loss < 0.9 * linear.validation_loss, (result, linear)
+
+
+def test_zero_layer_network_trains_to_the_least_squares_linear_model(data_4x4):
+    """With no attention layers the closed-form head is exactly the linear least-squares fit."""
+    lat, xs, ys, xv, yv, beta = data_4x4
+    linear = LinearTrainer(LinearModel.zeros(lat, 4))
+    expected = linear.train((xs, ys), (xv, yv), beta)
+    net = EquivariantTransformer(lat, layers=0, heads=1, block_shells=1, attention_shells=None, shells=4,
+                                 beta_ref=beta)
+    result = TorchTrainer(net, epochs=5, learning_rate=1e-2, weight_decay=0.0, batch_size=128, seed=0).train(
+        (xs, ys), (xv, yv), beta)
+    assert result.validation_loss == pytest.approx(expected.validation_loss, rel=1e-8)
+    assert np.allclose(net.couplings[0].detach().numpy(), linear.model.couplings, rtol=1e-6, atol=1e-12)  # normal equations vs SVD
+
+
+def test_nan_in_training_data_is_a_clear_error_and_keeps_the_model(data_4x4):
+    lat, xs, ys, xv, yv, beta = data_4x4
+    net = EquivariantTransformer(lat, layers=1, heads=1, block_shells=1, attention_shells=None, shells=2)
+    trainer = TorchTrainer(net, epochs=2, learning_rate=1e-3, weight_decay=0.0, batch_size=64, seed=0)
+    trainer.train((xs, ys), (xv, yv), beta)
+    before = torch.nn.utils.parameters_to_vector(net.parameters()).clone()
+    bad = ys.copy()
+    bad[7] = np.nan
+    with pytest.raises(TrainingError, match="NaN or inf"):
+        trainer.train((xs, bad), (xv, yv), beta)
+    assert torch.equal(torch.nn.utils.parameters_to_vector(net.parameters()), before)
+
+
+def test_diverging_training_restores_the_last_good_parameters(data_4x4):
+    lat, xs, ys, xv, yv, beta = data_4x4
+    net = EquivariantTransformer(lat, layers=1, heads=1, block_shells=1, attention_shells=None, shells=2)
+    trainer = TorchTrainer(net, epochs=1, learning_rate=1e-3, weight_decay=0.0, batch_size=64, seed=0)
+    trainer.train((xs, ys), (xv, yv), beta)
+    before = torch.nn.utils.parameters_to_vector(net.parameters()).clone()
+    huge = ys * 1e300  # squares overflow to inf in the loss
+    with pytest.raises(TrainingError, match="last good parameters are kept"):
+        trainer.train((xs, huge), (xv, yv), beta)
+    assert torch.equal(torch.nn.utils.parameters_to_vector(net.parameters()), before)
