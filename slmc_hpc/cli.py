@@ -1,7 +1,9 @@
 """Command line: ``slmc-hpc run CONFIG.toml [--output PATH] [--overwrite]``, ``slmc-hpc keys``.
 
 Exit codes: 0 success; 1 an unexpected error (traceback shown); 2 bad input (configuration,
-missing file, output exists): one message naming the problem, no traceback.
+missing file, output exists): one message naming the problem, no traceback; 3 the run
+stopped on a numerical failure (training diverged): one message, the output file closed
+with everything written so far.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 from . import __version__
 from .config import ConfigError, describe, load
+from .training import TrainingError
 
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NUMERICAL = 0, 1, 2, 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +57,9 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"slmc-hpc: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except TrainingError as exc:
+        print(f"slmc-hpc: error: training failed: {exc}", file=sys.stderr)
+        return EXIT_NUMERICAL
     except KeyboardInterrupt:
         print("slmc-hpc: interrupted", file=sys.stderr)
         return 130

@@ -102,6 +102,9 @@ SCHEMA: dict[str, list[Key]] = {
     "training": [
         Key("every", "int", 20, "a training round every this many thermalization steps", _at_least(1)),
         Key("buffer_size", "int", 5000, "most recent proposals kept as training data", _at_least(2)),
+        Key("loss", "str", "energy", "energy: MSE of E_eff - F on proposals; pair: MSE of the difference "
+            "(E_eff - F)[proposal] - (E_eff - F)[current], which is what the acceptance depends on",
+            choices=("energy", "pair")),
         Key("validation_fraction", "float", 0.2, "share of proposals held out for the validation loss",
             lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),
         Key("epochs", "int", 30, "transformer: passes over the training data per round", _at_least(1)),
@@ -258,7 +261,7 @@ def _check_consistency(cfg: Config) -> None:
         if value != "global" and value > n_distances:
             raise ConfigError(f"[effective_model] {key} = {value} exceeds the {n_distances} "
                               f"distinct distances of a {cfg.lattice.kind} lattice with L = {cfg.lattice.L}")
-    buffer_bytes = cfg.training.buffer_size * cfg.n_sites * 3 * 8
+    buffer_bytes = cfg.training.buffer_size * cfg.n_sites * 3 * 8 * (2 if cfg.training.loss == "pair" else 1)
     if buffer_bytes > MAX_BUFFER_BYTES:
         raise ConfigError(f"[training] buffer_size = {cfg.training.buffer_size} would hold "
                           f"{buffer_bytes / 2**30:.1f} GiB of spins per replica; at most "

@@ -6,6 +6,7 @@ model frozen, writing measurements, snapshots, the model and a summary to one HD
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,15 +61,16 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
     log(f"slmc-hpc: {cfg.run.sampler} on {lattice.kind} L={lattice.L} (N={lattice.N}), "
         f"{len(temperatures)} temperature(s), {cfg.local_updates} local updates/step -> {path}")
     summary = {k: [] for k in ("acceptance", "free_energy_per_site", "free_energy_per_site_error",
-                               "abs_magnetization", "abs_magnetization_error", "tau_free_energy")}
+                               "abs_magnetization", "abs_magnetization_error", "tau_free_energy",
+                               "seconds_per_step")}
     try:
         for slot, (T, rep) in enumerate(zip(temperatures, replicas)):
-            _run_slot(cfg, slot, T, rep, out, log)
+            seconds_per_step = _run_slot(cfg, slot, T, rep, out, log)
             F = out.file["measure/free_energy"][slot] / lattice.N
             m = np.linalg.norm(out.file["measure/magnetization"][slot], axis=-1)
             eF, em = estimate(F), estimate(m)
             acc = float(np.nanmean(out.file["measure/acceptance"][slot]))
-            for k, v in zip(summary, (acc, eF.mean, eF.error, em.mean, em.error, eF.tau)):
+            for k, v in zip(summary, (acc, eF.mean, eF.error, em.mean, em.error, eF.tau, seconds_per_step)):
                 summary[k].append(v)
             log(f"T={T:<8.4g} acceptance {acc:.3f}  F/N = {eF.mean:.6f} ± {eF.error:.6f}  "
                 f"|m| = {em.mean:.4f} ± {em.error:.4f}  tau_int(F) = {eF.tau:.1f} steps")
@@ -78,7 +80,8 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
     return path
 
 
-def _run_slot(cfg: Config, slot: int, T: float, rep: Replica, out: RunOutput, log) -> None:
+def _run_slot(cfg: Config, slot: int, T: float, rep: Replica, out: RunOutput, log) -> float:
+    """Thermalize and measure one slot; returns the wall seconds per measured step."""
     run = cfg.run
     label = f"T={T:.4g}"
     log(f"[slot {slot}] T = {T}: thermalizing {run.thermalize} steps")
@@ -94,6 +97,7 @@ def _run_slot(cfg: Config, slot: int, T: float, rep: Replica, out: RunOutput, lo
     prog = Progress(f"{label} meas", run.measure, run.progress_every)
     records, start, snap = [], 0, 0
     n_acc = n_tests = 0
+    t0 = time.perf_counter()
     for k in range(run.measure):
         info = rep.step()
         n_acc, n_tests = n_acc + info.n_accepted, n_tests + info.n_tests
@@ -106,3 +110,4 @@ def _run_slot(cfg: Config, slot: int, T: float, rep: Replica, out: RunOutput, lo
             start, records = start + len(records), []
         prog.update(k + 1, n_acc / max(n_tests, 1), force=k + 1 == run.measure)
     out.write_measure(slot, start, records)
+    return (time.perf_counter() - t0) / run.measure

@@ -47,22 +47,22 @@ class Replica:
         if run.sampler == "exact":
             self.sampler = ExactLocalSampler(physics, beta, n_local, step_size)
         elif cfg.effective_model.kind == "linear":
-            self.trainer = LinearTrainer(LinearModel.zeros(lattice, cfg.effective_model.shells))
+            self.trainer = LinearTrainer(LinearModel.zeros(lattice, cfg.effective_model.shells), tr.loss)
             self.sampler = SLMCSampler(physics, self.trainer.model, beta, n_local, step_size)
         else:
             net = build_network(cfg, lattice, beta if beta_ref is None else beta_ref)
             self.trainer = TorchTrainer(net, tr.epochs, tr.learning_rate, tr.weight_decay, tr.batch_size,
-                                        seed=int(rng.integers(2**63)))
+                                        seed=int(rng.integers(2**63)), loss=tr.loss)
             model = TransformerModel.frozen(net, beta)
             if cfg.slmc.scheme == "plain":
                 self.sampler = SLMCSampler(physics, model, beta, n_local, step_size)
             else:
-                self.inner_trainer = LinearTrainer(LinearModel.zeros(lattice, cfg.effective_model.shells))
+                self.inner_trainer = LinearTrainer(LinearModel.zeros(lattice, cfg.effective_model.shells), tr.loss)
                 self.sampler = NestedSLMCSampler(physics, self.inner_trainer.model, model, beta, n_local,
                                                  step_size, cfg.slmc.middle_steps)
         self.state = self.sampler.init_state(initial_spins(run.initial, lattice.N, rng))
         # training data exist only while an SLMC replica thermalizes
-        self.buffer = (ReplayBuffer(tr.buffer_size, lattice.N)
+        self.buffer = (ReplayBuffer(tr.buffer_size, lattice.N, pairs=tr.loss == "pair")
                        if self.trainer is not None and run.thermalize > 0 else None)
         self.steps_done = 0
         self.rounds: list[dict] = []  # one per training round, keys ROUND_FIELDS
@@ -82,12 +82,14 @@ class Replica:
 
     def step(self) -> StepInfo:
         """One step; during thermalization an SLMC replica also learns from its proposals."""
+        before = self.state
         self.state, info = self.sampler.step(self.state, self.rng)
         self.counts += (info.n_tests, info.n_accepted)
         thermalize = self.cfg.run.thermalize
         if self.buffer is not None and self.steps_done < thermalize:
             if info.proposal is not None:
-                self.buffer.add(info.proposal, info.proposal_free_energy)
+                self.buffer.add(info.proposal, info.proposal_free_energy, before.spins,
+                                self.sampler.free_energy(before))
             if is_refit_step(self.steps_done, thermalize, self.cfg.training.every):
                 self._train_round()
         self.steps_done += 1
@@ -97,7 +99,7 @@ class Replica:
 
     def _train_round(self) -> None:
         train, validation = self.buffer.split(self.cfg.training.validation_fraction)
-        if len(train[1]) < 2 * (self.cfg.effective_model.shells + 1):
+        if len(train) < 2 * (self.cfg.effective_model.shells + 1):
             return  # too few exact samples yet for even the linear head
         result = self.trainer.train(train, validation, self.beta)
         if isinstance(self.trainer, LinearTrainer):
@@ -110,7 +112,7 @@ class Replica:
             else:
                 self.sampler, self.state = self.sampler.with_model(model, self.state)
         tests, accepted = self.counts
-        self.rounds.append({"step": self.steps_done + 1, "n_train": len(train[1]),
+        self.rounds.append({"step": self.steps_done + 1, "n_train": len(train),
                             "train_loss": result.train_loss, "validation_loss": result.validation_loss,
                             "acceptance": accepted / tests if tests else float("nan")})
         self.counts[:] = 0

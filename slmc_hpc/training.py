@@ -39,33 +39,68 @@ def is_validation(sample_ids: np.ndarray, fraction: float) -> np.ndarray:
     return np.mod(np.asarray(sample_ids) * GOLDEN, 1.0) < fraction
 
 
-class ReplayBuffer:
-    """The most recent ``capacity`` (spins, F_β) pairs, F whole-lattice at the chain's β.
-    Each sample keeps its running index, which decides its train/validation side for good."""
+@dataclass(frozen=True, eq=False)
+class Samples:
+    """Training data: proposals (spins, F_β) and, for the pair loss, the configuration each
+    proposal was made from (ref_spins, ref_targets = F_β of the current state)."""
 
-    def __init__(self, capacity: int, n_sites: int):
+    spins: np.ndarray
+    targets: np.ndarray
+    ref_spins: np.ndarray | None = None
+    ref_targets: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def subset(self, mask) -> "Samples":
+        pick = (lambda a: None if a is None else a[mask])
+        return Samples(self.spins[mask], self.targets[mask], pick(self.ref_spins), pick(self.ref_targets))
+
+    def check_finite(self) -> None:
+        for a in (self.spins, self.targets, self.ref_spins, self.ref_targets):
+            if a is not None and not np.all(np.isfinite(a)):
+                raise TrainingError("training data contain NaN or inf; the model was not changed")
+
+
+class ReplayBuffer:
+    """The most recent ``capacity`` proposals (spins, F_β), F whole-lattice at the chain's β,
+    with the current configuration they were proposed from when ``pairs`` is set. Each
+    sample keeps its running index, which decides its train/validation side for good."""
+
+    def __init__(self, capacity: int, n_sites: int, pairs: bool = False):
         self.spins = np.empty((capacity, n_sites, 3))
         self.targets = np.empty(capacity)
+        self.ref_spins = np.empty((capacity, n_sites, 3)) if pairs else None
+        self.ref_targets = np.empty(capacity) if pairs else None
         self.ids = np.empty(capacity, dtype=np.int64)
         self.size = 0
         self.added = 0
 
-    def add(self, spins: np.ndarray, target: float) -> None:
-        if not np.isfinite(target) or not np.all(np.isfinite(spins)):
+    def add(self, spins: np.ndarray, target: float, ref_spins=None, ref_target=None) -> None:
+        values = [spins, target] + ([ref_spins, ref_target] if self.ref_spins is not None else [])
+        if not all(np.all(np.isfinite(v)) for v in values):
             raise ValueError(f"non-finite training sample (F = {target!r})")
         k = self.added % len(self.targets)
         self.spins[k], self.targets[k], self.ids[k] = spins, target, self.added
+        if self.ref_spins is not None:
+            self.ref_spins[k], self.ref_targets[k] = ref_spins, ref_target
         self.added += 1
         self.size = min(self.size + 1, len(self.targets))
 
     def data(self) -> tuple[np.ndarray, np.ndarray]:
         return self.spins[: self.size], self.targets[: self.size]
 
-    def split(self, fraction: float):
-        """((train spins, targets), (validation spins, targets))."""
-        spins, targets = self.data()
+    def samples(self) -> Samples:
+        n = self.size
+        pairs = self.ref_spins is not None
+        return Samples(self.spins[:n], self.targets[:n], self.ref_spins[:n] if pairs else None,
+                       self.ref_targets[:n] if pairs else None)
+
+    def split(self, fraction: float) -> tuple[Samples, Samples]:
+        """(training, validation) samples."""
         val = is_validation(self.ids[: self.size], fraction)
-        return (spins[~val], targets[~val]), (spins[val], targets[val])
+        everything = self.samples()
+        return everything.subset(~val), everything.subset(val)
 
 
 def per_site_mse(energies: np.ndarray, targets: np.ndarray, n_sites: int) -> float:
@@ -78,25 +113,30 @@ class RoundResult:
     validation_loss: float
 
 
-def _check_finite(spins, targets):
-    if not (np.all(np.isfinite(spins)) and np.all(np.isfinite(targets))):
-        raise TrainingError("training data contain NaN or inf; the model was not changed")
-
-
 class LinearTrainer:
-    """Least-squares fit of the linear model on the training side of the buffer."""
+    """Least-squares fit of the linear model on the training samples: on F (energy loss) or
+    on F differences over (proposal, current) pairs (pair loss)."""
 
-    def __init__(self, model: LinearModel):
-        self.model = model
+    def __init__(self, model: LinearModel, loss: str = "energy"):
+        self.model, self.loss = model, loss
 
-    def train(self, train, validation, beta: float) -> RoundResult:
-        _check_finite(*train)
-        _check_finite(*validation)
-        self.model = self.model.fit(*train)
+    def _mse(self, data: Samples) -> float:
+        if not len(data):
+            return float("nan")
         n = self.model.lattice.N
-        return RoundResult(per_site_mse(self.model.energy(train[0]), train[1], n),
-                           per_site_mse(self.model.energy(validation[0]), validation[1], n) if len(validation[1])
-                           else float("nan"))
+        if self.loss == "pair":
+            return per_site_mse(self.model.energy(data.spins) - self.model.energy(data.ref_spins),
+                                data.targets - data.ref_targets, n)
+        return per_site_mse(self.model.energy(data.spins), data.targets, n)
+
+    def train(self, train: Samples, validation: Samples, beta: float) -> RoundResult:
+        train.check_finite()
+        validation.check_finite()
+        if self.loss == "pair":
+            self.model = self.model.fit_pairs(train.spins, train.targets, train.ref_spins, train.ref_targets)
+        else:
+            self.model = self.model.fit(train.spins, train.targets)
+        return RoundResult(self._mse(train), self._mse(validation))
 
 
 def solve_head(design: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -126,36 +166,48 @@ class TorchTrainer:
     """
 
     def __init__(self, net: torch.nn.Module, epochs: int, learning_rate: float, weight_decay: float,
-                 batch_size: int, seed: int):
-        self.net, self.epochs, self.batch_size = net, epochs, batch_size
+                 batch_size: int, seed: int, loss: str = "energy"):
+        self.net, self.epochs, self.batch_size, self.loss = net, epochs, batch_size, loss
         self.layer_params = [net.wq, net.wk, net.wv]
         self.optimizer = torch.optim.AdamW(self.layer_params, lr=learning_rate, weight_decay=weight_decay)
         self.generator = torch.Generator().manual_seed(seed)
         self.rounds = 0
 
-    def _loss(self, spins, targets, beta, head=None):
-        design = self.net.head_features(spins, beta)
-        head = solve_head(design, targets) if head is None else head
-        return torch.mean(((design @ head - targets) / spins.shape[-2]) ** 2)
+    def _design(self, x, y, xr, yr, beta):
+        """(design, target) of the least-squares problem: energies, or pair differences."""
+        design = self.net.head_features(x, beta)
+        if self.loss == "pair":
+            return design - self.net.head_features(xr, beta), y - yr
+        return design, y
+
+    def _loss(self, x, y, xr, yr, beta, head=None):
+        design, target = self._design(x, y, xr, yr, beta)
+        head = solve_head(design, target) if head is None else head
+        return torch.mean(((design @ head - target) / x.shape[-2]) ** 2)
+
+    def _tensors(self, data: Samples):
+        dtype = self.net.wq.dtype
+        pairs = self.loss == "pair"
+        return tuple(torch.as_tensor(a, dtype=dtype) if a is not None else None for a in
+                     (data.spins, data.targets, data.ref_spins if pairs else None, data.ref_targets if pairs else None))
 
     def _restore(self, good, message):
         self.net.load_state_dict(good[0])
         self.optimizer.load_state_dict(good[1])
         raise TrainingError(message + "; the last good parameters are kept (lower [training] learning_rate?)")
 
-    def train(self, train, validation, beta: float) -> RoundResult:
-        _check_finite(*train)
-        _check_finite(*validation)
+    def train(self, train: Samples, validation: Samples, beta: float) -> RoundResult:
+        train.check_finite()
+        validation.check_finite()
         good = (copy.deepcopy(self.net.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
-        dtype = self.net.wq.dtype
-        x, y = (torch.as_tensor(a, dtype=dtype) for a in train)
-        n = len(y)
+        data = self._tensors(train)
+        n = len(train)
         trainable = self.net.wq.numel() > 0
         for epoch in range(self.epochs if trainable else 0):
             order = torch.randperm(n, generator=self.generator)
             for start in range(0, n, self.batch_size):
                 idx = order[start: start + self.batch_size]
-                loss = self._loss(x[idx], y[idx], beta)
+                loss = self._loss(*(None if a is None else a[idx] for a in data), beta)
                 if not torch.isfinite(loss):
                     self._restore(good, f"training loss became {loss.item()} in round {self.rounds + 1}, "
                                         f"epoch {epoch + 1}")
@@ -163,11 +215,15 @@ class TorchTrainer:
                 loss.backward()
                 self.optimizer.step()
         with torch.no_grad():
-            head = solve_head(self.net.head_features(x, beta), y)
+            head = solve_head(*self._design(*data, beta))
+            if self.loss == "pair":  # differences do not see E_0: match the mean energy instead
+                x, y = data[0], data[1]
+                head[0] = 0.0
+                head[0] = torch.mean(y - self.net.head_features(x, beta) @ head)
             if not torch.all(torch.isfinite(head)):
                 self._restore(good, f"the head fit became non-finite in round {self.rounds + 1}")
             self.net.set_head(head)
-            losses = [self._loss(*(torch.as_tensor(a, dtype=dtype) for a in part), beta, head=head).item()
-                      if len(part[1]) else float("nan") for part in (train, validation)]
+            losses = [self._loss(*self._tensors(part), beta, head=head).item() if len(part) else float("nan")
+                      for part in (train, validation)]
         self.rounds += 1
         return RoundResult(*losses)

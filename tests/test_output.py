@@ -80,3 +80,41 @@ def test_snapshot_free_energy_recomputes_from_spins(run_file):
     for r, T in enumerate(temps):
         recomputed = physics.free_energy_of(spins[r], 1.0 / T)
         assert np.max(np.abs(recomputed - stored[r])) < 1e-10
+
+
+TRANSFORMER = CONFIG.format(sampler="slmc", output="{output}").replace(
+    "[effective_model]\nshells = 4", '[effective_model]\nkind = "transformer"\nshells = 4\nlayers = 2\nheads = 2\n'
+    'block_shells = 2\nattention_shells = 3').replace("[training]\nevery = 20", "[training]\nevery = 20\nepochs = 3")
+
+
+def test_transformer_run_stores_rounds_and_a_reloadable_model(tmp_path):
+    out = tmp_path / "t.h5"
+    (tmp_path / "t.toml").write_text(TRANSFORMER.format(output=out))
+    assert main(["run", str(tmp_path / "t.toml")]) == 0
+    from slmc_hpc.output import read_model
+
+    with h5py.File(out, "r") as f:
+        assert f["model"].attrs["kind"] == "transformer"
+        assert list(f["training/step"][0]) == [20, 40]
+        for name in ("train_loss", "validation_loss", "acceptance"):
+            assert np.all(np.isfinite(f[f"training/{name}"][:])), name
+        spins = f["snapshots/spins"][1, 0]
+        T = f["temperatures"][1]
+    model = read_model(out, slot=1)
+    assert model.beta == 1.0 / T and model.n_parameters == 2 * 2 * 3 * 3 + 2 * 4 + 2
+    assert np.isfinite(model.energy(spins))
+
+
+def test_training_failure_exits_3_and_keeps_the_file(tmp_path, capsys, monkeypatch):
+    from slmc_hpc import training
+
+    def diverge(self, train, validation, beta):
+        raise training.TrainingError("training loss became nan in round 1, epoch 1")
+
+    monkeypatch.setattr(training.TorchTrainer, "train", diverge)
+    out = tmp_path / "t.h5"
+    (tmp_path / "t.toml").write_text(TRANSFORMER.format(output=out))
+    assert main(["run", str(tmp_path / "t.toml")]) == 3
+    assert "training failed: training loss became nan" in capsys.readouterr().err
+    with h5py.File(out, "r") as f:  # closed cleanly, still a valid file
+        assert f.attrs["format"] == "slmc-hpc/1"

@@ -6,6 +6,7 @@ rate it would have for a correct sampler with a random seed."""
 import functools
 
 import numpy as np
+import torch
 import pytest
 from scipy import integrate, stats
 
@@ -17,7 +18,9 @@ from slmc_hpc.models import LinearModel
 from slmc_hpc.observables import random_spins
 from slmc_hpc.replica import Replica
 from slmc_hpc.samplers import ExactLocalSampler, SLMCSampler
+from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
 from slmc_hpc.samplers.moves import draw_moves
+from slmc_hpc.samplers.nested import NestedSLMCSampler
 from slmc_hpc.samplers.slmc import effective_chain
 from slmc_hpc.stats import binned_error, tau_int
 
@@ -118,8 +121,10 @@ def test_inner_chain_sites_are_independent_and_uniform():
     assert stats.chisquare(np.bincount(sweep[:-1] * n_sites + sweep[1:], minlength=n_sites**2)).pvalue < 1e-10
 
 
-def run_replica(sampler, n_measure, seed):
-    """Thermalize (SLMC: with online refits of the linear model), then measure F/N and |m|."""
+@functools.cache
+def run_replica(sampler, n_measure, seed, transformer_scheme=None):
+    """Thermalize (SLMC: with online training of the effective model), then measure F/N and |m|.
+    With transformer_scheme ("plain" or "nested") the effective model is a 1-layer Transformer."""
     cfg = parse(f"""
         [lattice]
         L = 4
@@ -135,6 +140,9 @@ def run_replica(sampler, n_measure, seed):
         measure = {n_measure}
         step_size = 0.8
     """)
+    if transformer_scheme:
+        cfg = cfg.replace("effective_model", kind="transformer", layers=1, heads=2, block_shells=2)
+        cfg = cfg.replace("slmc", scheme=transformer_scheme).replace("training", every=250, epochs=10)
     rep = Replica(cfg, build_physics(cfg), 10.0, np.random.default_rng(seed))
     for _ in range(cfg.run.thermalize):
         rep.step()
@@ -160,3 +168,33 @@ def test_slmc_agrees_with_exact_sampler_on_4x4():
     for name, a, b in (("F/N", F_s, F_e), ("|m|", m_s, m_e)):
         err = np.hypot(error_with_long_bins(a), error_with_long_bins(b))
         assert abs(a.mean() - b.mean()) < 3 * err, f"{name}: {a.mean():.5f} vs {b.mean():.5f} ± {err:.5f}"
+
+
+@pytest.mark.parametrize("scheme,n_measure", [("nested", 6000), ("plain", 3000)])
+def test_transformer_slmc_agrees_with_exact_sampler_on_4x4(scheme, n_measure):
+    F_t, m_t = run_replica("slmc", n_measure, 13, transformer_scheme=scheme)
+    F_e, m_e = run_replica("exact", 5000, seed=12)
+    for name, a, b in (("F/N", F_t, F_e), ("|m|", m_t, m_e)):
+        err = np.hypot(error_with_long_bins(a), error_with_long_bins(b))
+        assert abs(a.mean() - b.mean()) < 3 * err, f"{name}: {a.mean():.5f} vs {b.mean():.5f} ± {err:.5f}"
+
+
+def random_two_site_transformer(seed):
+    net = EquivariantTransformer(TWO_SITE.lattice, layers=2, heads=2, block_shells=1, attention_shells=None,
+                                 shells=1, seed=seed)
+    with torch.no_grad():  # deliberately poor: random values and head
+        net.wv.copy_(0.5 * torch.randn(net.wv.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+        net.couplings[0, 0] = 1.0
+    return TransformerModel.frozen(net, BETA)
+
+
+@pytest.mark.parametrize("name,sampler,n_steps", [
+    ("plain-transformer", SLMCSampler(TWO_SITE, random_two_site_transformer(1), BETA, n_local=2, step_size=1.0),
+     20000),
+    ("nested", NestedSLMCSampler(TWO_SITE, POOR_MODEL, random_two_site_transformer(2), BETA, n_local=3,
+                                 step_size=1.0, middle_steps=2), 30000),
+])
+def test_two_site_distribution_with_transformer_models(name, sampler, n_steps):
+    cos = sample_cos(sampler, n_steps, seed=9)
+    p = chi_square_p_value(cos, BETA)
+    assert p > P_VALUE_THRESHOLD, f"{name}: χ² p-value {p:.2e}"

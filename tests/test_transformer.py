@@ -11,7 +11,7 @@ from slmc_hpc.models import LinearModel
 from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
 from slmc_hpc.observables import random_spins
 from slmc_hpc.testing import assert_equivariant, assert_invariant, permutations, rotations
-from slmc_hpc.training import LinearTrainer, TorchTrainer, TrainingError
+from slmc_hpc.training import LinearTrainer, Samples, TorchTrainer, TrainingError
 
 
 def random_net(lattice, seed=0, **kw):
@@ -96,11 +96,11 @@ def data_4x4():
 
 def test_brief_training_beats_the_linear_model(data_4x4):
     lat, xs, ys, xv, yv, beta = data_4x4
-    linear = LinearTrainer(LinearModel.zeros(lat, 4)).train((xs, ys), (xv, yv), beta)
+    linear = LinearTrainer(LinearModel.zeros(lat, 4)).train(Samples(xs, ys), Samples(xv, yv), beta)
     net = EquivariantTransformer(lat, layers=1, heads=2, block_shells=2, attention_shells=None, shells=4,
                                  beta_ref=beta)
     trainer = TorchTrainer(net, epochs=15, learning_rate=1e-2, weight_decay=0.0, batch_size=128, seed=0)
-    result = trainer.train((xs, ys), (xv, yv), beta)
+    result = trainer.train(Samples(xs, ys), Samples(xv, yv), beta)
     assert result.validation_loss < 0.9 * linear.validation_loss, (result, linear)
 
 
@@ -108,11 +108,11 @@ def test_zero_layer_network_trains_to_the_least_squares_linear_model(data_4x4):
     """With no attention layers the closed-form head is exactly the linear least-squares fit."""
     lat, xs, ys, xv, yv, beta = data_4x4
     linear = LinearTrainer(LinearModel.zeros(lat, 4))
-    expected = linear.train((xs, ys), (xv, yv), beta)
+    expected = linear.train(Samples(xs, ys), Samples(xv, yv), beta)
     net = EquivariantTransformer(lat, layers=0, heads=1, block_shells=1, attention_shells=None, shells=4,
                                  beta_ref=beta)
     result = TorchTrainer(net, epochs=5, learning_rate=1e-2, weight_decay=0.0, batch_size=128, seed=0).train(
-        (xs, ys), (xv, yv), beta)
+        Samples(xs, ys), Samples(xv, yv), beta)
     assert result.validation_loss == pytest.approx(expected.validation_loss, rel=1e-8)
     assert np.allclose(net.couplings[0].detach().numpy(), linear.model.couplings, rtol=1e-6, atol=1e-12)  # normal equations vs SVD
 
@@ -121,12 +121,12 @@ def test_nan_in_training_data_is_a_clear_error_and_keeps_the_model(data_4x4):
     lat, xs, ys, xv, yv, beta = data_4x4
     net = EquivariantTransformer(lat, layers=1, heads=1, block_shells=1, attention_shells=None, shells=2)
     trainer = TorchTrainer(net, epochs=2, learning_rate=1e-3, weight_decay=0.0, batch_size=64, seed=0)
-    trainer.train((xs, ys), (xv, yv), beta)
+    trainer.train(Samples(xs, ys), Samples(xv, yv), beta)
     before = torch.nn.utils.parameters_to_vector(net.parameters()).clone()
     bad = ys.copy()
     bad[7] = np.nan
     with pytest.raises(TrainingError, match="NaN or inf"):
-        trainer.train((xs, bad), (xv, yv), beta)
+        trainer.train(Samples(xs, bad), Samples(xv, yv), beta)
     assert torch.equal(torch.nn.utils.parameters_to_vector(net.parameters()), before)
 
 
@@ -134,9 +134,9 @@ def test_diverging_training_restores_the_last_good_parameters(data_4x4):
     lat, xs, ys, xv, yv, beta = data_4x4
     net = EquivariantTransformer(lat, layers=1, heads=1, block_shells=1, attention_shells=None, shells=2)
     trainer = TorchTrainer(net, epochs=1, learning_rate=1e-3, weight_decay=0.0, batch_size=64, seed=0)
-    trainer.train((xs, ys), (xv, yv), beta)
+    trainer.train(Samples(xs, ys), Samples(xv, yv), beta)
     before = torch.nn.utils.parameters_to_vector(net.parameters()).clone()
     huge = ys * 1e300  # squares overflow to inf in the loss
     with pytest.raises(TrainingError, match="last good parameters are kept"):
-        trainer.train((xs, huge), (xv, yv), beta)
+        trainer.train(Samples(xs, huge), Samples(xv, yv), beta)
     assert torch.equal(torch.nn.utils.parameters_to_vector(net.parameters()), before)

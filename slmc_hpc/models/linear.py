@@ -81,3 +81,14 @@ class LinearModel:
         design = np.column_stack([np.ones(len(targets)), -self.features(spins)])
         coef, *_ = np.linalg.lstsq(design, targets, rcond=None)
         return replace(self, e0=float(coef[0]), couplings=coef[1:].copy())
+
+    def fit_pairs(self, spins, targets, ref_spins, ref_targets) -> "LinearModel":
+        """Least-squares J_n so that E_eff[S] - E_eff[S_ref] ≈ F[S] - F[S_ref] over (proposal,
+        current) pairs, the quantity the SLMC acceptance depends on; E_0 then matches the mean."""
+        arrays = [np.asarray(a, dtype=np.float64) for a in (spins, targets, ref_spins, ref_targets)]
+        if not all(np.all(np.isfinite(a)) for a in arrays):
+            raise ValueError("training data for the linear model contains NaN or inf")
+        spins, targets, ref_spins, ref_targets = arrays
+        phi = self.features(spins)
+        couplings, *_ = np.linalg.lstsq(-(phi - self.features(ref_spins)), targets - ref_targets, rcond=None)
+        return replace(self, e0=float(np.mean(targets + phi @ couplings)), couplings=couplings)

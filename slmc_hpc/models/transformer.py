@@ -69,26 +69,35 @@ class EquivariantTransformer(torch.nn.Module):
     def n_layers(self) -> int:
         return self.wq.shape[0]
 
-    def effective_spins(self, spins: torch.Tensor) -> torch.Tensor:
-        """(B, N, 3) -> (B, N, 3) effective spins."""
+    def block_maps(self) -> torch.Tensor:
+        """(layers, 3 H, N, N): rows Σ_s w[h, s] M_s for Q (heads 0..H-1), K, then V."""
+        w = torch.cat([self.wq, self.wk, self.wv], dim=1)  # (layers, 3H, S)
+        n_sites = self.block.shape[-1]
+        return (w @ self.block.reshape(self.block.shape[0], -1)).reshape(w.shape[:2] + (n_sites, n_sites))
+
+    def effective_spins(self, spins: torch.Tensor, maps: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, 3) -> (B, N, 3) effective spins. ``maps`` = block_maps(), if already known."""
+        maps = self.block_maps() if maps is None else maps
+        heads = self.wq.shape[1]
         s = spins
         for layer in range(self.n_layers):
-            # block maps for every head at once: (H, N, N) = Σ_s w[h, s] M_s
-            maps = [torch.einsum("hs,sij->hij", w[layer], self.block) for w in (self.wq, self.wk, self.wv)]
-            q, k, v = (m.unsqueeze(0) @ s.unsqueeze(1) for m in maps)  # (B, H, N, 3)
+            q, k, v = (maps[layer] @ s.unsqueeze(1)).split(heads, dim=1)  # each (B, H, N, 3)
             scores = q @ k.transpose(-1, -2) + self.mask  # (B, H, N, N), invariant
             s = s + (torch.softmax(scores, dim=-1) @ v).sum(dim=1)
             if self.normalize:
                 s = s / s.norm(dim=-1, keepdim=True)
         return s
 
-    def head_features(self, spins: torch.Tensor, beta: torch.Tensor | float) -> torch.Tensor:
+    def head_features(self, spins: torch.Tensor, beta: torch.Tensor | float,
+                      maps: torch.Tensor | None = None) -> torch.Tensor:
         """D (B, 2 + 2 n_shells) with E_eff = D @ head_vector(): columns 1, x, -φ_n, -x φ_n,
         φ_n = Σ_<ij>_n Se_i·Se_j on the effective spins, x = log(β/β_ref). The energy is
         linear in the head, which training exploits (see training.TorchTrainer)."""
         x = torch.log(torch.as_tensor(beta, dtype=spins.dtype) / self.beta_ref).expand(spins.shape[0])
-        se = self.effective_spins(spins)
-        phi = 0.5 * torch.einsum("bic,nij,bjc->bn", se, self.pairs, se)
+        se = self.effective_spins(spins, maps)
+        n_sites = se.shape[1]
+        gram = (se @ se.transpose(-1, -2)).reshape(-1, n_sites * n_sites)  # Se_i·Se_j
+        phi = 0.5 * gram @ self.pairs.reshape(-1, n_sites * n_sites).T
         return torch.cat([torch.ones_like(x)[:, None], x[:, None], -phi, -x[:, None] * phi], dim=1)
 
     def head_vector(self) -> torch.Tensor:
@@ -101,9 +110,10 @@ class EquivariantTransformer(torch.nn.Module):
             self.e0.copy_(vector[:2])
             self.couplings.copy_(vector[2:].reshape(2, n))
 
-    def forward(self, spins: torch.Tensor, beta: torch.Tensor | float) -> torch.Tensor:
+    def forward(self, spins: torch.Tensor, beta: torch.Tensor | float,
+                maps: torch.Tensor | None = None) -> torch.Tensor:
         """Whole-lattice E_eff for a batch of spins (B, N, 3) at β (scalar or (B,))."""
-        return self.head_features(spins, beta) @ self.head_vector()
+        return self.head_features(spins, beta, maps) @ self.head_vector()
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -116,10 +126,13 @@ class TransformerModel:
 
     net: EquivariantTransformer
     beta: float
+    maps: torch.Tensor  # the network's block maps, computed once (the weights never change)
 
     @classmethod
     def frozen(cls, net: EquivariantTransformer, beta: float) -> "TransformerModel":
-        return cls(copy.deepcopy(net).requires_grad_(False), beta)
+        net = copy.deepcopy(net).requires_grad_(False)
+        with torch.no_grad():
+            return cls(net, beta, net.block_maps())
 
     @property
     def lattice(self) -> Lattice:
@@ -135,8 +148,8 @@ class TransformerModel:
     def energy(self, spins: np.ndarray) -> np.ndarray:
         spins = np.asarray(spins)
         batch = torch.as_tensor(spins.reshape((-1,) + spins.shape[-2:]), dtype=self._dtype())
-        with torch.no_grad():
-            e = self.net(batch, self.beta).to(torch.float64).numpy()
+        with torch.inference_mode():
+            e = self.net(batch, self.beta, self.maps).to(torch.float64).numpy()
         return e.reshape(spins.shape[:-2]) if spins.ndim > 2 else float(e[0])
 
     def delta_energy(self, spins: np.ndarray, i: int, new_spin: np.ndarray) -> float:
@@ -148,8 +161,8 @@ class TransformerModel:
         return float(e[1] - e[0])
 
     def effective_spins(self, spins: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return self.net.effective_spins(torch.as_tensor(spins, dtype=self._dtype())[None])[0].numpy()
+        with torch.inference_mode():
+            return self.net.effective_spins(torch.as_tensor(spins, dtype=self._dtype())[None], self.maps)[0].numpy()
 
     def parameters(self) -> tuple[np.ndarray, list[str]]:
         names, values = [], []

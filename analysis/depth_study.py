@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Scaling-law (depth) study: the same problem with the linear model and with 1, 2, 3, 4
+Transformer layers, each run from the same seed with the same thermalization, training
+schedule and so the same budget of exact diagonalizations for training data.
+
+Writes DIR/<variant>.h5 for each model, DIR/depth_study.txt (the table) and
+DIR/depth_study.png (validation loss and rejection rate vs parameter count, with power laws
+fitted to the Transformer points).
+
+    python analysis/depth_study.py analysis/reference.toml --layers 1 2 3 4 --outdir runs/depth
+
+Columns: parameters; validation loss (per-site MSE of the last training round, held-out
+proposals); acceptance of the exact test; moved = fraction of steps that changed the
+configuration; tau_int of F (steps); seconds per measured step; cost = seconds per
+effectively independent sample = 2 tau_int x seconds per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from slmc_hpc.config import load
+from slmc_hpc.driver import run
+
+
+def variants(cfg, layers):
+    yield "linear", cfg.replace("effective_model", kind="linear")
+    for n in layers:
+        yield f"transformer-{n}", cfg.replace("effective_model", kind="transformer", layers=n)
+
+
+def read_row(path: Path) -> dict:
+    with h5py.File(path, "r") as f:
+        val = f["training/validation_loss"][0]
+        val = val[np.isfinite(val)]
+        return {
+            "parameters": f["model/parameters"].shape[1],
+            "validation_loss": float(val[-1]) if len(val) else float("nan"),
+            "acceptance": float(np.nanmean(f["measure/acceptance"][0])),
+            "moved": float(np.mean(f["measure/accepted"][0])),
+            "tau": float(f["summary/tau_free_energy"][0]),
+            "seconds_per_step": float(f["summary/seconds_per_step"][0]),
+        }
+
+
+def power_law(x, y):
+    """(prefactor, exponent) of y = a x^b by least squares in log-log; NaN if < 2 points."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = (x > 0) & (y > 0) & np.isfinite(y)
+    if ok.sum() < 2:
+        return float("nan"), float("nan")
+    b, log_a = np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)
+    return float(np.exp(log_a)), float(b)
+
+
+def plot(rows: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    names = list(rows)
+    trans = [n for n in names if n != "linear"]
+    params = np.array([rows[n]["parameters"] for n in trans])
+    for ax, key, label in ((axes[0], "validation_loss", "validation loss (per-site MSE)"),
+                           (axes[1], "rejection", "rejection rate 1 - acceptance")):
+        values = {n: (1 - rows[n]["acceptance"]) if key == "rejection" else rows[n][key] for n in names}
+        ax.loglog(params, [values[n] for n in trans], "o-", label="Transformer (1, 2, ... layers)")
+        ax.axhline(values["linear"], color="gray", ls="--", label="linear model")
+        a, b = power_law(params, [values[n] for n in trans])
+        if np.isfinite(b):
+            xs = np.geomspace(params.min(), params.max(), 50)
+            ax.loglog(xs, a * xs**b, ":", label=f"fit ∝ P^{b:.2f}")
+        ax.set_xlabel("parameters P")
+        ax.set_ylabel(label)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("config")
+    p.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3, 4])
+    p.add_argument("--outdir", default="runs/depth")
+    p.add_argument("--overwrite", action="store_true", help="rerun variants whose file exists")
+    args = p.parse_args(argv)
+    cfg = load(args.config)
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for name, variant in variants(cfg, args.layers):
+        path = outdir / f"{name}.h5"
+        if args.overwrite or not path.exists():
+            print(f"== {name}", flush=True)
+            run(variant, output=path, overwrite=args.overwrite)
+        rows[name] = read_row(path)
+    header = (f"{'model':<15} {'params':>6} {'val loss':>10} {'accept':>7} {'moved':>6} {'tau_F':>7} "
+              f"{'ms/step':>8} {'cost ms':>8}")
+    lines = [header]
+    for name, r in rows.items():
+        cost = 2 * r["tau"] * r["seconds_per_step"]
+        lines.append(f"{name:<15} {r['parameters']:>6d} {r['validation_loss']:>10.3e} {r['acceptance']:>7.3f} "
+                     f"{r['moved']:>6.3f} {r['tau']:>7.1f} {r['seconds_per_step'] * 1e3:>8.3f} {cost * 1e3:>8.2f}")
+    lin = rows["linear"]
+    for name, r in rows.items():
+        if name != "linear":
+            lines.append(f"{name}: rejection / linear rejection = {(1 - r['acceptance']) / (1 - lin['acceptance']):.3f}, "
+                         f"cost / linear cost = {r['tau'] * r['seconds_per_step'] / (lin['tau'] * lin['seconds_per_step']):.2f}")
+    trans = [n for n in rows if n != "linear"]
+    _, b_loss = power_law([rows[n]["parameters"] for n in trans], [rows[n]["validation_loss"] for n in trans])
+    _, b_rej = power_law([rows[n]["parameters"] for n in trans], [1 - rows[n]["acceptance"] for n in trans])
+    lines.append(f"power-law exponents vs parameters: validation loss {b_loss:.3f}, rejection rate {b_rej:.3f}")
+    text = "\n".join(lines)
+    print(text)
+    (outdir / "depth_study.txt").write_text(text + "\n")
+    plot(rows, outdir / "depth_study.png")
+    print(f"wrote {outdir / 'depth_study.txt'} and {outdir / 'depth_study.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
