@@ -56,10 +56,10 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
     path = Path(output or cfg.run.output)
     out = RunOutput(path, cfg, lattice, temperatures, replicas[0].n_model_parameters, n_rounds,
                     overwrite=overwrite)
-    if replicas[0].model is not None:
-        log(f"effective model: {cfg.effective_model.kind}, {replicas[0].model.n_parameters} parameters")
     log(f"slmc-hpc: {cfg.run.sampler} on {lattice.kind} L={lattice.L} (N={lattice.N}), "
         f"{len(temperatures)} temperature(s), {cfg.local_updates} local updates/step -> {path}")
+    if replicas[0].model is not None:
+        log(f"effective model: {cfg.effective_model.kind}, {replicas[0].model.n_parameters} parameters")
     summary = {k: [] for k in ("acceptance", "free_energy_per_site", "free_energy_per_site_error",
                                "abs_magnetization", "abs_magnetization_error", "tau_free_energy",
                                "seconds_per_step")}

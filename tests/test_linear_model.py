@@ -63,3 +63,12 @@ def test_fit_rejects_non_finite_data(model, rng):
     targets[3] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         model.fit(spins, targets)
+
+
+def test_pair_fit_recovers_couplings_and_matches_the_mean_energy(model, rng):
+    spins = random_spins(model.lattice.N, rng, size=(40,))
+    ref = random_spins(model.lattice.N, rng, size=(40,))
+    fitted = LinearModel.zeros(model.lattice, model.n_shells).fit_pairs(
+        spins, model.energy(spins), ref, model.energy(ref))
+    assert np.allclose(fitted.couplings, model.couplings, atol=1e-10)
+    assert fitted.e0 == pytest.approx(model.e0, abs=1e-10)

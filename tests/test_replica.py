@@ -68,3 +68,19 @@ def test_buffer_keeps_the_most_recent_samples_and_rejects_nan():
         assert "non-finite" in str(exc)
     else:
         raise AssertionError("NaN accepted")
+
+
+def test_pair_buffer_holds_the_current_configuration_and_its_exact_free_energy():
+    cfg = CFG.replace("training", loss="pair")
+    rep = Replica(cfg, build_physics(cfg), 4.0, np.random.default_rng(2))
+    for _ in range(9):
+        rep.step()
+    data = rep.buffer.samples()
+    assert len(data) == 9
+    assert np.allclose(data.ref_targets, rep.physics.free_energy_of(data.ref_spins, 4.0), atol=1e-12, rtol=0)
+    # the reference of step k+1 is the chain's state after step k: the proposal of step k if
+    # it was accepted, otherwise the same reference again
+    for k in range(8):
+        nxt = data.ref_spins[k + 1]
+        assert np.array_equal(nxt, data.spins[k]) or np.array_equal(nxt, data.ref_spins[k])
+    assert any(np.array_equal(data.ref_spins[k + 1], data.spins[k]) for k in range(8))  # some accepted

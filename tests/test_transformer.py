@@ -140,3 +140,20 @@ def test_diverging_training_restores_the_last_good_parameters(data_4x4):
     with pytest.raises(TrainingError, match="last good parameters are kept"):
         trainer.train(Samples(xs, huge), Samples(xv, yv), beta)
     assert torch.equal(torch.nn.utils.parameters_to_vector(net.parameters()), before)
+
+
+def test_pair_loss_zero_layers_equals_the_linear_pair_fit(data_4x4):
+    lat, xs, ys, xv, yv, beta = data_4x4
+    # pairs: each configuration against the next one
+    train = Samples(xs[1:], ys[1:], xs[:-1], ys[:-1])
+    valid = Samples(xv[1:], yv[1:], xv[:-1], yv[:-1])
+    linear = LinearTrainer(LinearModel.zeros(lat, 4), loss="pair")
+    expected = linear.train(train, valid, beta)
+    net = EquivariantTransformer(lat, layers=0, heads=1, block_shells=1, attention_shells=None, shells=4,
+                                 beta_ref=beta)
+    result = TorchTrainer(net, epochs=1, learning_rate=1e-2, weight_decay=0.0, batch_size=128, seed=0,
+                          loss="pair").train(train, valid, beta)
+    assert result.validation_loss == pytest.approx(expected.validation_loss, rel=1e-6)
+    assert net.e0[0].item() == pytest.approx(linear.model.e0, rel=1e-8)
+    energies = TransformerModel.frozen(net, beta).energy(xv[:5])
+    assert np.allclose(energies, linear.model.energy(xv[:5]), rtol=0, atol=1e-8 * lat.N)
