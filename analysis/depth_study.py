@@ -72,7 +72,8 @@ def plot(rows: dict, path: Path) -> None:
                            (axes[1], "rejection", "rejection rate 1 - acceptance")):
         values = {n: (1 - rows[n]["acceptance"]) if key == "rejection" else rows[n][key] for n in names}
         ax.loglog(params, [values[n] for n in trans], "o-", label="Transformer (1, 2, ... layers)")
-        ax.axhline(values["linear"], color="gray", ls="--", label="linear model")
+        ax.axhline(values["linear"], color="gray", ls="--")
+        ax.loglog([rows["linear"]["parameters"]], [values["linear"]], "s", color="gray", label="linear model")
         a, b = power_law(params, [values[n] for n in trans])
         if np.isfinite(b):
             xs = np.geomspace(params.min(), params.max(), 50)

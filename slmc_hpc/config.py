@@ -261,6 +261,9 @@ def _check_consistency(cfg: Config) -> None:
         if value != "global" and value > n_distances:
             raise ConfigError(f"[effective_model] {key} = {value} exceeds the {n_distances} "
                               f"distinct distances of a {cfg.lattice.kind} lattice with L = {cfg.lattice.L}")
+    if cfg.run.sampler == "slmc" and cfg.run.thermalize < cfg.training.every:
+        raise ConfigError(f"[run] thermalize = {cfg.run.thermalize} is shorter than [training] every = "
+                          f"{cfg.training.every}: the effective model would never be trained")
     buffer_bytes = cfg.training.buffer_size * cfg.n_sites * 3 * 8 * (2 if cfg.training.loss == "pair" else 1)
     if buffer_bytes > MAX_BUFFER_BYTES:
         raise ConfigError(f"[training] buffer_size = {cfg.training.buffer_size} would hold "

@@ -60,17 +60,19 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
         f"{len(temperatures)} temperature(s), {cfg.local_updates} local updates/step -> {path}")
     if replicas[0].model is not None:
         log(f"effective model: {cfg.effective_model.kind}, {replicas[0].model.n_parameters} parameters")
-    summary = {k: [] for k in ("acceptance", "free_energy_per_site", "free_energy_per_site_error",
-                               "abs_magnetization", "abs_magnetization_error", "tau_free_energy",
-                               "seconds_per_step")}
+    summary = {k: [] for k in ("acceptance", "middle_acceptance", "moved", "free_energy_per_site",
+                               "free_energy_per_site_error", "abs_magnetization", "abs_magnetization_error",
+                               "tau_free_energy", "seconds_per_step")}
     try:
         for slot, (T, rep) in enumerate(zip(temperatures, replicas)):
-            seconds_per_step = _run_slot(cfg, slot, T, rep, out, log)
+            seconds_per_step, mid = _run_slot(cfg, slot, T, rep, out, log)
             F = out.file["measure/free_energy"][slot] / lattice.N
             m = np.linalg.norm(out.file["measure/magnetization"][slot], axis=-1)
             eF, em = estimate(F), estimate(m)
             acc = float(np.nanmean(out.file["measure/acceptance"][slot]))
-            for k, v in zip(summary, (acc, eF.mean, eF.error, em.mean, em.error, eF.tau, seconds_per_step)):
+            moved = float(np.mean(out.file["measure/accepted"][slot]))
+            for k, v in zip(summary, (acc, mid, moved, eF.mean, eF.error, em.mean, em.error, eF.tau,
+                                      seconds_per_step)):
                 summary[k].append(v)
             log(f"T={T:<8.4g} acceptance {acc:.3f}  F/N = {eF.mean:.6f} ± {eF.error:.6f}  "
                 f"|m| = {em.mean:.4f} ± {em.error:.4f}  tau_int(F) = {eF.tau:.1f} steps")
@@ -80,8 +82,9 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
     return path
 
 
-def _run_slot(cfg: Config, slot: int, T: float, rep: Replica, out: RunOutput, log) -> float:
-    """Thermalize and measure one slot; returns the wall seconds per measured step."""
+def _run_slot(cfg: Config, slot: int, T: float, rep: Replica, out: RunOutput, log) -> tuple[float, float]:
+    """Thermalize and measure one slot; returns the wall seconds per measured step and the
+    middle-level acceptance while measuring (NaN unless nested SLMC)."""
     run = cfg.run
     label = f"T={T:.4g}"
     log(f"[slot {slot}] T = {T}: thermalizing {run.thermalize} steps")
@@ -92,15 +95,17 @@ def _run_slot(cfg: Config, slot: int, T: float, rep: Replica, out: RunOutput, lo
         n_acc, n_tests = n_acc + info.n_accepted, n_tests + info.n_tests
         prog.update(k + 1, n_acc / max(n_tests, 1), force=k + 1 == run.thermalize)
     if rep.model is not None:
-        out.write_model(slot, *rep.model.parameters())
+        out.write_model(slot, *rep.model.parameters(), getattr(getattr(rep.model, "net", None), "beta_ref", None))
         out.write_training(slot, rep.rounds)
     prog = Progress(f"{label} meas", run.measure, run.progress_every)
     records, start, snap = [], 0, 0
     n_acc = n_tests = 0
+    mid_tests = mid_acc = 0
     t0 = time.perf_counter()
     for k in range(run.measure):
         info = rep.step()
         n_acc, n_tests = n_acc + info.n_accepted, n_tests + info.n_tests
+        mid_acc, mid_tests = mid_acc + info.n_middle_accepted, mid_tests + info.n_middle_tests
         records.append(rep.record(info))
         if (k + 1) % run.snapshot_every == 0:
             out.write_snapshot(slot, snap, rep.state.spins, records[-1]["free_energy"], rep.steps_done)
@@ -110,4 +115,4 @@ def _run_slot(cfg: Config, slot: int, T: float, rep: Replica, out: RunOutput, lo
             start, records = start + len(records), []
         prog.update(k + 1, n_acc / max(n_tests, 1), force=k + 1 == run.measure)
     out.write_measure(slot, start, records)
-    return (time.perf_counter() - t0) / run.measure
+    return (time.perf_counter() - t0) / run.measure, (mid_acc / mid_tests if mid_tests else float("nan"))

@@ -22,6 +22,7 @@ FORMAT = "slmc-hpc/1"
 
 MEASURE_DTYPES = {
     "free_energy": ("f8", ()),
+    "effective_energy": ("f8", ()),
     "magnetization": ("f8", (3,)),
     "accepted": ("i1", ()),
     "acceptance": ("f8", ()),
@@ -94,9 +95,11 @@ class RunOutput:
         self.file["snapshots/step"][slot, index] = step
         self.file["snapshots/n_written"][slot] = index + 1
 
-    def write_model(self, slot: int, parameters: np.ndarray, names: list[str]) -> None:
+    def write_model(self, slot: int, parameters: np.ndarray, names: list[str], beta_ref: float | None) -> None:
         self.file["model/parameters"][slot] = parameters
         self.file["model"].attrs["parameter_names"] = names
+        if beta_ref is not None:
+            self.file["model"].attrs["beta_ref"] = beta_ref
 
     def write_training(self, slot: int, rounds: list[dict]) -> None:
         for name in ROUND_FIELDS:
@@ -117,7 +120,7 @@ def read_model(path: str | Path, slot: int = 0):
     import torch
 
     from .config import parse
-    from .driver import build_physics, geometric_mean_beta
+    from .driver import build_physics
     from .models import LinearModel
     from .models.transformer import TransformerModel
     from .replica import build_network
@@ -129,11 +132,12 @@ def read_model(path: str | Path, slot: int = 0):
         cfg = parse(f.attrs["config"])
         params = f["model/parameters"][slot]
         T = float(f["temperatures"][slot])
+        beta_ref = f["model"].attrs.get("beta_ref")
     lattice = build_physics(cfg).lattice
     if kind == "linear":
         return LinearModel(lattice, couplings=params[1:].copy(), e0=float(params[0]))
     if kind == "transformer":
-        net = build_network(cfg, lattice, geometric_mean_beta(cfg.temperatures.values))
+        net = build_network(cfg, lattice, float(beta_ref))
         with torch.no_grad():
             torch.nn.utils.vector_to_parameters(torch.as_tensor(params, dtype=net.wq.dtype), net.parameters())
         return TransformerModel.frozen(net, 1.0 / T)

@@ -15,7 +15,7 @@ from .samplers import ExactLocalSampler, SLMCSampler, StepInfo
 from .samplers.nested import NestedSLMCSampler
 from .training import LinearTrainer, ReplayBuffer, TorchTrainer, is_refit_step
 
-ROUND_FIELDS = ("step", "n_train", "train_loss", "validation_loss", "acceptance")
+ROUND_FIELDS = ("step", "n_train", "train_loss", "validation_loss", "acceptance", "middle_acceptance")
 
 
 def initial_spins(kind: str, n_sites: int, rng: np.random.Generator) -> np.ndarray:
@@ -66,7 +66,7 @@ class Replica:
                        if self.trainer is not None and run.thermalize > 0 else None)
         self.steps_done = 0
         self.rounds: list[dict] = []  # one per training round, keys ROUND_FIELDS
-        self.counts = np.zeros(2, dtype=np.int64)  # exact tests, accepted, since the last round
+        self.counts = np.zeros(4, dtype=np.int64)  # exact tests, accepted, middle tests, accepted; per round
 
     @property
     def beta(self) -> float:
@@ -84,7 +84,7 @@ class Replica:
         """One step; during thermalization an SLMC replica also learns from its proposals."""
         before = self.state
         self.state, info = self.sampler.step(self.state, self.rng)
-        self.counts += (info.n_tests, info.n_accepted)
+        self.counts += (info.n_tests, info.n_accepted, info.n_middle_tests, info.n_middle_accepted)
         thermalize = self.cfg.run.thermalize
         if self.buffer is not None and self.steps_done < thermalize:
             if info.proposal is not None:
@@ -111,10 +111,11 @@ class Replica:
                 self.sampler, self.state = self.sampler.with_model(model, self.state, self.inner_trainer.model)
             else:
                 self.sampler, self.state = self.sampler.with_model(model, self.state)
-        tests, accepted = self.counts
+        tests, accepted, mid_tests, mid_accepted = self.counts
         self.rounds.append({"step": self.steps_done + 1, "n_train": len(train),
                             "train_loss": result.train_loss, "validation_loss": result.validation_loss,
-                            "acceptance": accepted / tests if tests else float("nan")})
+                            "acceptance": accepted / tests if tests else float("nan"),
+                            "middle_acceptance": mid_accepted / mid_tests if mid_tests else float("nan")})
         self.counts[:] = 0
 
     def record(self, info: StepInfo) -> dict:
@@ -122,6 +123,7 @@ class Replica:
         s = self.state
         return {
             "free_energy": self.sampler.free_energy(s),
+            "effective_energy": s.e_eff,
             "magnetization": magnetization(s.spins),
             "accepted": int(info.accepted),
             "acceptance": info.n_accepted / info.n_tests if info.n_tests else float("nan"),

@@ -139,12 +139,15 @@ class LinearTrainer:
         return RoundResult(self._mse(train), self._mse(validation))
 
 
-def solve_head(design: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def solve_head(design: torch.Tensor, targets: torch.Tensor, use: torch.Tensor | None = None) -> torch.Tensor:
     """Least-squares head θ minimizing |design @ θ - targets|², differentiable in ``design``.
-    Columns that are identically zero (e.g. the β-slope columns when all data share one β)
-    get θ = 0; the others are scaled to unit norm before solving the normal equations."""
+    Only the columns in ``use`` (default all) are fitted, the others get θ = 0, and so do
+    identically zero columns (E_0 in pair differences); the fitted columns are scaled to unit
+    norm before solving the normal equations."""
     norms = design.norm(dim=0)
     active = norms > 0
+    if use is not None:
+        active = active & use
     d = design[:, active] / norms[active]
     gram = d.T @ d
     ridge = 1e-12 * torch.trace(gram) * torch.eye(gram.shape[0], dtype=gram.dtype)
@@ -173,6 +176,16 @@ class TorchTrainer:
         self.generator = torch.Generator().manual_seed(seed)
         self.rounds = 0
 
+    def _fitted_columns(self) -> torch.Tensor:
+        """Head columns to fit: all but the β-slopes, since this trainer sees one β per round
+        (with a single β the slope columns are multiples of the others, so E_0/E'_0 and
+        J_n/J'_n could not be told apart). Slopes need data at several β (shared model)."""
+        n = self.net.couplings.shape[1]
+        use = torch.ones(2 + 2 * n, dtype=torch.bool)
+        use[1] = False
+        use[2 + n:] = False
+        return use
+
     def _design(self, x, y, xr, yr, beta):
         """(design, target) of the least-squares problem: energies, or pair differences."""
         design = self.net.head_features(x, beta)
@@ -182,7 +195,7 @@ class TorchTrainer:
 
     def _loss(self, x, y, xr, yr, beta, head=None):
         design, target = self._design(x, y, xr, yr, beta)
-        head = solve_head(design, target) if head is None else head
+        head = solve_head(design, target, self._fitted_columns()) if head is None else head
         return torch.mean(((design @ head - target) / x.shape[-2]) ** 2)
 
     def _tensors(self, data: Samples):
@@ -203,10 +216,14 @@ class TorchTrainer:
         data = self._tensors(train)
         n = len(train)
         trainable = self.net.wq.numel() > 0
+        # a last minibatch smaller than this would make its head fit nearly singular: it is
+        # merged into the one before
+        min_batch = 2 * len(self._fitted_columns())
+        starts = [s for s in range(0, n, self.batch_size) if s == 0 or n - s >= min_batch]
         for epoch in range(self.epochs if trainable else 0):
             order = torch.randperm(n, generator=self.generator)
-            for start in range(0, n, self.batch_size):
-                idx = order[start: start + self.batch_size]
+            for k, start in enumerate(starts):
+                idx = order[start: starts[k + 1] if k + 1 < len(starts) else n]
                 loss = self._loss(*(None if a is None else a[idx] for a in data), beta)
                 if not torch.isfinite(loss):
                     self._restore(good, f"training loss became {loss.item()} in round {self.rounds + 1}, "
@@ -215,15 +232,16 @@ class TorchTrainer:
                 loss.backward()
                 self.optimizer.step()
         with torch.no_grad():
-            head = solve_head(*self._design(*data, beta))
+            head = solve_head(*self._design(*data, beta), self._fitted_columns())
             if self.loss == "pair":  # differences do not see E_0: match the mean energy instead
                 x, y = data[0], data[1]
                 head[0] = 0.0
                 head[0] = torch.mean(y - self.net.head_features(x, beta) @ head)
-            if not torch.all(torch.isfinite(head)):
-                self._restore(good, f"the head fit became non-finite in round {self.rounds + 1}")
             self.net.set_head(head)
             losses = [self._loss(*self._tensors(part), beta, head=head).item() if len(part) else float("nan")
                       for part in (train, validation)]
+            finite = all(torch.all(torch.isfinite(p)) for p in self.net.parameters())
+            if not finite or not np.isfinite(losses[0]) or (len(validation) and not np.isfinite(losses[1])):
+                self._restore(good, f"parameters or losses became non-finite at the end of round {self.rounds + 1}")
         self.rounds += 1
         return RoundResult(*losses)

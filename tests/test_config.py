@@ -62,6 +62,7 @@ BAD = [
     ("shells = 3", "shells = 0", r"\[effective_model\] shells must be at least 1"),
     ("measure = 30", "measure = 0", r"\[run\] measure must be at least 1"),
     ("thermalize = 20", "thermalize = -1", r"\[run\] thermalize must not be negative"),
+    ("thermalize = 20", "thermalize = 10", r"\[run\] thermalize = 10 is shorter than \[training\] every = 20"),
     ("[slmc]", "[slmcc]", r"unknown section \[slmcc\]"),
     ("L = 4\n", "", r"\[lattice\] L is required"),
     ("[temperatures]\nvalues = [0.1]\n", "", r"\[temperatures\] values is required"),

@@ -98,11 +98,14 @@ def test_transformer_run_stores_rounds_and_a_reloadable_model(tmp_path):
         assert list(f["training/step"][0]) == [20, 40]
         for name in ("train_loss", "validation_loss", "acceptance"):
             assert np.all(np.isfinite(f[f"training/{name}"][:])), name
-        spins = f["snapshots/spins"][1, 0]
+        spins = f["snapshots/spins"][1]
         T = f["temperatures"][1]
+        # the snapshot after measured step 20k is the configuration whose E_eff was recorded then
+        e_eff = f["measure/effective_energy"][1, 19::20]
+        assert f["model"].attrs["beta_ref"] == pytest.approx(np.sqrt(10 * 2))  # geometric mean of β
     model = read_model(out, slot=1)
     assert model.beta == 1.0 / T and model.n_parameters == 2 * 2 * 3 * 3 + 2 * 4 + 2
-    assert np.isfinite(model.energy(spins))
+    assert np.allclose(model.energy(spins), e_eff, rtol=0, atol=1e-10)
 
 
 def test_training_failure_exits_3_and_keeps_the_file(tmp_path, capsys, monkeypatch):

@@ -3,6 +3,7 @@ measuring. (A mistake here would only lower the acceptance, so the exactness tes
 not see it.)"""
 
 import numpy as np
+import pytest
 
 from slmc_hpc.config import parse
 from slmc_hpc.driver import build_physics
@@ -84,3 +85,26 @@ def test_pair_buffer_holds_the_current_configuration_and_its_exact_free_energy()
         nxt = data.ref_spins[k + 1]
         assert np.array_equal(nxt, data.spins[k]) or np.array_equal(nxt, data.ref_spins[k])
     assert any(np.array_equal(data.ref_spins[k + 1], data.spins[k]) for k in range(8))  # some accepted
+
+
+def test_nested_transformer_replica_keeps_its_effective_energy_consistent():
+    """After every training round (the Transformer and the inner linear model both change)
+    the chain's cached E_eff is the new model's energy of the current spins, and during
+    measurement nothing changes."""
+    cfg = CFG.replace("effective_model", kind="transformer", layers=1, heads=2, block_shells=1).replace(
+        "training", epochs=2, loss="pair")
+    rep = Replica(cfg, build_physics(cfg), 4.0, np.random.default_rng(4))
+    inner_before = None
+    for _ in range(cfg.run.thermalize):
+        rounds = len(rep.rounds)
+        rep.step()
+        if len(rep.rounds) > rounds:
+            assert rep.state.e_eff == pytest.approx(float(rep.model.energy(rep.state.spins)), abs=1e-12)
+            assert rep.sampler.inner is rep.inner_trainer.model
+            inner_before = rep.sampler.inner
+    assert len(rep.rounds) == 4 and inner_before is not None
+    frozen = rep.model.parameters()[0].copy()
+    for _ in range(cfg.run.measure):
+        rep.step()
+        assert np.array_equal(rep.model.parameters()[0], frozen) and rep.sampler.inner is inner_before
+        assert rep.state.e_eff == pytest.approx(float(rep.model.energy(rep.state.spins)), abs=1e-12)

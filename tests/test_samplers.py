@@ -179,22 +179,52 @@ def test_transformer_slmc_agrees_with_exact_sampler_on_4x4(scheme, n_measure):
         assert abs(a.mean() - b.mean()) < 3 * err, f"{name}: {a.mean():.5f} vs {b.mean():.5f} ± {err:.5f}"
 
 
-def random_two_site_transformer(seed):
+def random_two_site_transformer(seed, coupling=1.0):
     net = EquivariantTransformer(TWO_SITE.lattice, layers=2, heads=2, block_shells=1, attention_shells=None,
                                  shells=1, seed=seed)
     with torch.no_grad():  # deliberately poor: random values and head
         net.wv.copy_(0.5 * torch.randn(net.wv.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
-        net.couplings[0, 0] = 1.0
+        net.couplings[0, 0] = coupling
     return TransformerModel.frozen(net, BETA)
+
+
+# The middle model differs clearly from the inner one (coupling -0.5 vs +0.8), so an outer test
+# that used the wrong level's energy would show (see the negative control below).
+NESTED_TWO_SITE = NestedSLMCSampler(TWO_SITE, POOR_MODEL, random_two_site_transformer(2, coupling=-0.5), BETA,
+                                    n_local=3, step_size=1.0, middle_steps=2)
 
 
 @pytest.mark.parametrize("name,sampler,n_steps", [
     ("plain-transformer", SLMCSampler(TWO_SITE, random_two_site_transformer(1), BETA, n_local=2, step_size=1.0),
      20000),
-    ("nested", NestedSLMCSampler(TWO_SITE, POOR_MODEL, random_two_site_transformer(2), BETA, n_local=3,
-                                 step_size=1.0, middle_steps=2), 30000),
+    ("nested", NESTED_TWO_SITE, 30000),
 ])
 def test_two_site_distribution_with_transformer_models(name, sampler, n_steps):
     cos = sample_cos(sampler, n_steps, seed=9)
     p = chi_square_p_value(cos, BETA)
     assert p > P_VALUE_THRESHOLD, f"{name}: χ² p-value {p:.2e}"
+
+
+def test_nested_outer_test_with_the_inner_energy_is_caught():
+    """Negative control: correcting the exact test with ΔE_inner instead of ΔE_middle is wrong
+    (the proposal comes from the middle chain), and the χ² test sees it."""
+
+    class OuterUsesInner(NestedSLMCSampler):
+        def step(self, state, rng):
+            spins, e_mid = state.spins, state.e_eff
+            e_in = e_in0 = float(self.inner.energy(spins))
+            moved = False
+            for _ in range(self.middle_steps):
+                proposal = effective_chain(self.inner, spins, self.beta, self.n_local, self.step_size, rng)
+                p_in, p_mid = float(self.inner.energy(proposal)), float(self.model.energy(proposal))
+                if np.log(rng.random()) < -self.beta * ((p_mid - e_mid) - (p_in - e_in)):
+                    spins, e_mid, e_in, moved = proposal, p_mid, p_in, True
+            if not moved:
+                return state, None
+            new = self.init_state(spins)
+            d_f = self.free_energy(new) - self.free_energy(state)
+            return (new if np.log(rng.random()) < -self.beta * (d_f - (e_in - e_in0)) else state), None
+
+    n = NESTED_TWO_SITE
+    wrong = OuterUsesInner(n.physics, n.inner, n.model, n.beta, n.n_local, n.step_size, n.middle_steps)
+    assert chi_square_p_value(sample_cos(wrong, 30000, seed=9), BETA) < P_VALUE_THRESHOLD

@@ -1,5 +1,7 @@
 """The equivariant Transformer: symmetries to round-off, its relation to the linear model,
-training (beats linear, NaN guard) and reloading from a run file."""
+and training (beats linear, pair loss, NaN guard). Reloading from a run file: test_output.py."""
+
+import copy
 
 import numpy as np
 import pytest
@@ -130,16 +132,47 @@ def test_nan_in_training_data_is_a_clear_error_and_keeps_the_model(data_4x4):
     assert torch.equal(torch.nn.utils.parameters_to_vector(net.parameters()), before)
 
 
-def test_diverging_training_restores_the_last_good_parameters(data_4x4):
+def _snapshot(trainer):
+    return (torch.nn.utils.parameters_to_vector(trainer.net.parameters()).clone(),
+            copy.deepcopy(trainer.optimizer.state_dict()))
+
+
+def _assert_same(trainer, snapshot):
+    params, opt = snapshot
+    assert torch.equal(torch.nn.utils.parameters_to_vector(trainer.net.parameters()), params)
+    now = trainer.optimizer.state_dict()
+    assert now["state"].keys() == opt["state"].keys()
+    for k, state in opt["state"].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(now["state"][k][name]), torch.as_tensor(value)), (k, name)
+
+
+@pytest.mark.parametrize("poison_at_step", [3, "last"])
+def test_diverging_training_restores_parameters_and_optimizer(data_4x4, poison_at_step):
+    """The weights turn NaN after some optimizer steps of the second round (in the middle, or
+    at its very last step): the error names the round and both the parameters and the AdamW
+    state are back to where the round started."""
     lat, xs, ys, xv, yv, beta = data_4x4
     net = EquivariantTransformer(lat, layers=1, heads=1, block_shells=1, attention_shells=None, shells=2)
-    trainer = TorchTrainer(net, epochs=1, learning_rate=1e-3, weight_decay=0.0, batch_size=64, seed=0)
+    trainer = TorchTrainer(net, epochs=1, learning_rate=1e-3, weight_decay=0.0, batch_size=128, seed=0)
     trainer.train(Samples(xs, ys), Samples(xv, yv), beta)
-    before = torch.nn.utils.parameters_to_vector(net.parameters()).clone()
-    huge = ys * 1e300  # squares overflow to inf in the loss
-    with pytest.raises(TrainingError, match="last good parameters are kept"):
-        trainer.train(Samples(xs, huge), Samples(xv, yv), beta)
-    assert torch.equal(torch.nn.utils.parameters_to_vector(net.parameters()), before)
+    before = _snapshot(trainer)
+    n_steps = len(range(0, len(ys), 128))
+    target = n_steps if poison_at_step == "last" else poison_at_step
+    real_step, calls = trainer.optimizer.step, []
+
+    def poisoned_step(*args, **kwargs):
+        out = real_step(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == target:
+            with torch.no_grad():
+                net.wv.fill_(float("nan"))
+        return out
+
+    trainer.optimizer.step = poisoned_step
+    with pytest.raises(TrainingError, match="round 2.*last good parameters are kept"):
+        trainer.train(Samples(xs, ys), Samples(xv, yv), beta)
+    _assert_same(trainer, before)
 
 
 def test_pair_loss_zero_layers_equals_the_linear_pair_fit(data_4x4):

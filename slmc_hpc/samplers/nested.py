@@ -46,19 +46,20 @@ class NestedSLMCSampler:
 
     def step(self, state: ChainState, rng: np.random.Generator) -> tuple[ChainState, StepInfo]:
         spins, e_mid, e_in = state.spins, state.e_eff, float(self.inner.energy(state.spins))
-        moved = False
+        n_mid = 0
         for _ in range(self.middle_steps):
             proposal = effective_chain(self.inner, spins, self.beta, self.n_local, self.step_size, rng)
             p_in, p_mid = float(self.inner.energy(proposal)), float(self.model.energy(proposal))
             if np.log(rng.random()) < -self.beta * ((p_mid - e_mid) - (p_in - e_in)):
-                spins, e_mid, e_in, moved = proposal, p_mid, p_in, True
-        if not moved:
-            return state, StepInfo(accepted=False, n_tests=0, n_accepted=0)
+                spins, e_mid, e_in, n_mid = proposal, p_mid, p_in, n_mid + 1
+        middle = {"n_middle_tests": self.middle_steps, "n_middle_accepted": n_mid}
+        if not n_mid:
+            return state, StepInfo(accepted=False, n_tests=0, n_accepted=0, **middle)
         eig = self.physics.eigenvalues(spins)
         ecl = float(self.physics.classical_energy(spins))
         f_new = float(self.physics.free_energy(eig, ecl, self.beta))
         log_ratio = -self.beta * ((f_new - self.free_energy(state)) - (e_mid - state.e_eff))
         accepted = bool(np.log(rng.random()) < log_ratio)
         info = StepInfo(accepted=accepted, n_tests=1, n_accepted=int(accepted), proposal=spins,
-                        proposal_free_energy=f_new)
+                        proposal_free_energy=f_new, **middle)
         return (ChainState(spins, eig, ecl, e_mid) if accepted else state), info

@@ -25,8 +25,11 @@ class StepInfo:
     proposal (SLMC: the end of the inner chain), which is training data whether accepted or
     not. ``n_tests``/``n_accepted`` count the exact Metropolis tests in the step."""
 
+
     accepted: bool
     n_tests: int
     n_accepted: int
     proposal: np.ndarray | None = None
     proposal_free_energy: float = float("nan")
+    n_middle_tests: int = 0  # nested SLMC: Metropolis tests against the middle model
+    n_middle_accepted: int = 0
