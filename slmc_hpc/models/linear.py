@@ -52,13 +52,17 @@ class LinearModel:
         weights = np.concatenate([np.full(s.shape[1], J) for s, J in zip(self._shells, self.couplings)])
         return nbrs, weights
 
+    @cached_property
+    def _shell_starts(self) -> np.ndarray:
+        """First column of each shell in the side-by-side neighbour table."""
+        return np.cumsum([0] + [s.shape[1] for s in self._shells[:-1]])
+
     def features(self, spins: np.ndarray) -> np.ndarray:
         """φ_n[S] = Σ_<ij>_n S_i·S_j for each shell, shape (..., n_shells)."""
         spins = np.asarray(spins)
-        return np.stack(
-            [0.5 * np.einsum("...ik,...ik->...", spins, spins[..., s, :].sum(axis=-2)) for s in self._shells],
-            axis=-1,
-        )
+        nbrs, _ = self._flat
+        bonds = np.einsum("...ik,...izk->...z", spins, spins[..., nbrs, :])  # Σ_i S_i·S_nbr(i, z)
+        return 0.5 * np.add.reduceat(bonds, self._shell_starts, axis=-1)
 
     def energy(self, spins: np.ndarray) -> np.ndarray:
         return self.e0 - self.features(spins) @ self.couplings

@@ -7,12 +7,14 @@ Metropolis test needs no proposal ratio. Large δ approaches the uniform distrib
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
 def perturb(spin: np.ndarray, noise: np.ndarray, step_size: float) -> np.ndarray:
     v = spin + step_size * noise
-    return v / np.linalg.norm(v)
+    return v / math.sqrt(v @ v)  # not np.linalg.norm: this runs ~10^5 times per second
 
 
 def draw_moves(rng: np.random.Generator, n_sites: int, n_moves: int):
