@@ -8,6 +8,7 @@ DIR/depth_study.png (validation loss and rejection rate vs parameter count, with
 fitted to the Transformer points).
 
     python analysis/depth_study.py analysis/reference.toml --layers 1 2 3 4 --outdir runs/depth
+    python analysis/depth_study.py analysis/reference.toml --scheme plain --outdir runs/depth-plain
 
 Columns: parameters; validation loss (per-site MSE of the last training round, held-out
 proposals); acceptance of the exact test; moved = fraction of steps that changed the
@@ -90,9 +91,12 @@ def main(argv=None) -> int:
     p.add_argument("config")
     p.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3, 4])
     p.add_argument("--outdir", default="runs/depth")
+    p.add_argument("--scheme", choices=("nested", "plain"), help="override [slmc] scheme for the Transformers")
     p.add_argument("--overwrite", action="store_true", help="rerun variants whose file exists")
     args = p.parse_args(argv)
     cfg = load(args.config)
+    if args.scheme:
+        cfg = cfg.replace("slmc", scheme=args.scheme)
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     rows = {}

@@ -14,21 +14,30 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 log() { printf '[install] %s\n' "$*"; }
 
-apt_pkgs=(openmpi-bin libopenmpi-dev libhdf5-openmpi-dev pkg-config)
-# A bare Debian/Ubuntu image may also lack a C compiler (h5py is compiled) or venv support.
-command -v gcc >/dev/null 2>&1 || apt_pkgs+=(build-essential)
-"$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || apt_pkgs+=(python3-venv python3-dev)
-if ! command -v mpicc >/dev/null 2>&1 || ! pkg-config --exists hdf5-openmpi 2>/dev/null \
-        || [ ${#apt_pkgs[@]} -gt 4 ]; then
+# What is missing, as Debian packages (a bare image may also lack a C compiler, which h5py
+# needs, or venv support).
+missing=()
+command -v mpicc >/dev/null 2>&1 || missing+=(openmpi-bin libopenmpi-dev)
+{ command -v pkg-config >/dev/null 2>&1 && pkg-config --exists hdf5-openmpi 2>/dev/null; } \
+    || missing+=(libhdf5-openmpi-dev pkg-config)
+command -v gcc >/dev/null 2>&1 || missing+=(build-essential)
+"$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv python3-dev)
+if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        log "installing ${apt_pkgs[*]} from apt"
+        log "installing ${missing[*]} from apt"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+        apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        log "mpicc or the hdf5-openmpi pkg-config entry is missing and I am not root:"
-        log "load your cluster's MPI / parallel HDF5 modules (or ask for ${apt_pkgs[*]})."
+        log "not root, and these are missing: ${missing[*]}"
+        log "on a cluster: load your MPI, parallel HDF5 (set HDF5_DIR) and Python modules first;"
+        log "without a parallel HDF5 the install goes on with serial h5py."
     fi
+fi
+
+if ! "$PYTHON" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    log "error: $PYTHON is not a Python >= 3.11 with venv support; set PYTHON=/path/to/python3.11 (or newer)"
+    exit 1
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
