@@ -1,7 +1,7 @@
 """The run loop for one process: every temperature slot is an independent chain, run one
 after the other (MPI parallel tempering is a later layer around the same Replica).
 
-Per slot: thermalize (SLMC: online refits of the effective model), then measure with the
+Per slot: thermalize (SLMC: online training rounds of the effective model), then measure with the
 model frozen, writing measurements, snapshots, the model and a summary to one HDF5 file."""
 
 from __future__ import annotations

@@ -87,9 +87,6 @@ class ReplayBuffer:
         self.added += 1
         self.size = min(self.size + 1, len(self.targets))
 
-    def data(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.spins[: self.size], self.targets[: self.size]
-
     def samples(self) -> Samples:
         n = self.size
         pairs = self.ref_spins is not None

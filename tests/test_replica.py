@@ -32,7 +32,8 @@ def test_training_targets_are_exact_free_energies_at_the_replica_beta():
     rep = Replica(CFG, build_physics(CFG), 4.0, np.random.default_rng(0))
     for _ in range(12):
         rep.step()
-    spins, targets = rep.buffer.data()
+    data = rep.buffer.samples()
+    spins, targets = data.spins, data.targets
     assert len(targets) == 12
     assert np.allclose(targets, rep.physics.free_energy_of(spins, 4.0), atol=1e-12, rtol=0)
     assert not np.allclose(targets, rep.physics.free_energy_of(spins, 2.0), atol=1e-6, rtol=0)
@@ -62,7 +63,7 @@ def test_buffer_keeps_the_most_recent_samples_and_rejects_nan():
     buf = ReplayBuffer(3, 2)
     for k in range(5):
         buf.add(np.full((2, 3), float(k)), float(k))
-    assert sorted(buf.data()[1]) == [2.0, 3.0, 4.0]
+    assert sorted(buf.samples().targets) == [2.0, 3.0, 4.0]
     try:
         buf.add(np.zeros((2, 3)), float("nan"))
     except ValueError as exc:
