@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's second command (and what CI runs): install everything (if needed), then the
-# whole test suite: serial tests, then the MPI tests under mpirun with 2 ranks.
+# whole test suite: serial tests, then the MPI tests under mpirun with 2 and with 4 ranks
+# (oversubscribed: more ranks than cores is fine).
 # Extra arguments go to the serial pytest run (e.g. -k lattice).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,3 +35,4 @@ run_mpi_tests() {
     return "$rc"
 }
 run_mpi_tests 2
+run_mpi_tests 4

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from .models import LinearModel
+from .parallel.allreduce import sum_gradients
+from .parallel.comm import SerialComm
 
 GOLDEN = (math.sqrt(5) - 1) / 2
 
@@ -56,10 +58,13 @@ class Samples:
         pick = (lambda a: None if a is None else a[mask])
         return Samples(self.spins[mask], self.targets[mask], pick(self.ref_spins), pick(self.ref_targets))
 
+    def is_finite(self) -> bool:
+        return all(a is None or np.all(np.isfinite(a)) for a in (self.spins, self.targets, self.ref_spins,
+                                                                    self.ref_targets))
+
     def check_finite(self) -> None:
-        for a in (self.spins, self.targets, self.ref_spins, self.ref_targets):
-            if a is not None and not np.all(np.isfinite(a)):
-                raise TrainingError("training data contain NaN or inf; the model was not changed")
+        if not self.is_finite():
+            raise TrainingError("training data contain NaN or inf; the model was not changed")
 
 
 class ReplayBuffer:
@@ -136,51 +141,53 @@ class LinearTrainer:
         return RoundResult(self._mse(train), self._mse(validation))
 
 
-def solve_head(design: torch.Tensor, targets: torch.Tensor, use: torch.Tensor | None = None) -> torch.Tensor:
-    """Least-squares head θ minimizing |design @ θ - targets|², differentiable in ``design``.
-    Only the columns in ``use`` (default all) are fitted, the others get θ = 0, and so do
-    identically zero columns (E_0 in pair differences); the fitted columns are scaled to unit
-    norm before solving the normal equations."""
-    norms = design.norm(dim=0)
-    active = norms > 0
-    if use is not None:
-        active = active & use
-    d = design[:, active] / norms[active]
-    gram = d.T @ d
-    ridge = 1e-12 * torch.trace(gram) * torch.eye(gram.shape[0], dtype=gram.dtype)
-    theta = torch.zeros(design.shape[1], dtype=design.dtype)
-    theta[active] = torch.linalg.solve(gram + ridge, d.T @ targets) / norms[active]
+def solve_normal_equations(gram: np.ndarray, rhs: np.ndarray, use: np.ndarray) -> np.ndarray:
+    """Least-squares θ from the normal equations (gram = Dᵀ D, rhs = Dᵀ y), summed over all
+    data (and ranks). Only columns in ``use`` with non-zero norm are fitted (others get 0);
+    they are scaled to unit norm, with a 1e-12 relative ridge against exact collinearity."""
+    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
+    active = use & (norms > 0)
+    g = gram[np.ix_(active, active)] / np.outer(norms[active], norms[active])
+    g = g + 1e-12 * np.trace(g) * np.eye(len(g))
+    theta = np.zeros(len(rhs))
+    theta[active] = np.linalg.solve(g, rhs[active] / norms[active]) / norms[active]
     return theta
 
 
 class TorchTrainer:
-    """AdamW on the per-site MSE, with the energy head solved in closed form.
+    """AdamW on the per-site MSE of the attention layers, with the energy head solved in
+    closed form (variable projection), ready for data spread over MPI ranks.
 
-    E_eff is linear in the head (E_0, J_n and their β-slopes) given the effective spins, so for
-    every minibatch the head is the least-squares fit on that batch (differentiable), and the
-    gradient trains only the attention layers (variable projection). At the end of a round
-    the head is refitted on the whole training set. The raw parameter scales differ by orders
-    of magnitude (E_0 ~ N, J_n ~ 0.01), which made plain AdamW on all of them wreck the head in
-    its first steps; this way a network with zero value weights is exactly the least-squares
-    linear model, and depth can only add to it.
+    E_eff is linear in the head (E_0, J_n and their β-slopes) given the effective spins. For
+    every minibatch the head is the least-squares fit on that minibatch (the normal equations
+    are summed over ranks), and the layers get the gradient at that fixed head: at the
+    least-squares optimum ∂loss/∂head = 0, so this is the full gradient. Gradients are summed
+    over ranks (the loss is the global mean), so all ranks take the same step and keep
+    bit-identical parameters. At the end of a round the head is refitted on all training data.
+
+    Why not AdamW on the head too: the raw scales differ by orders of magnitude (E_0 ~ N,
+    J_n ~ 0.01), and AdamW's first steps wrecked the head. This way a network with zero value
+    weights is exactly the least-squares linear model, and depth can only add to it.
     """
 
     def __init__(self, net: torch.nn.Module, epochs: int, learning_rate: float, weight_decay: float,
-                 batch_size: int, seed: int, loss: str = "energy"):
+                 batch_size: int, seed: int, loss: str = "energy", comm=None):
         self.net, self.epochs, self.batch_size, self.loss = net, epochs, batch_size, loss
+        self.comm = comm or SerialComm()
         self.layer_params = [net.wq, net.wk, net.wv]
         self.optimizer = torch.optim.AdamW(self.layer_params, lr=learning_rate, weight_decay=weight_decay)
         self.generator = torch.Generator().manual_seed(seed)
         self.rounds = 0
 
-    def _fitted_columns(self) -> torch.Tensor:
-        """Head columns to fit: all but the β-slopes, since this trainer sees one β per round
-        (with a single β the slope columns are multiples of the others, so E_0/E'_0 and
-        J_n/J'_n could not be told apart). Slopes need data at several β (shared model)."""
+    def _fitted_columns(self, betas: np.ndarray) -> np.ndarray:
+        """Head columns to fit: the β-slopes only when the data (on all ranks) span several β;
+        from one β they are multiples of the other columns and cannot be told apart."""
+        lo, hi = zip(*self.comm.allgather((float(np.min(betas, initial=np.inf)), float(np.max(betas, initial=-np.inf)))))
         n = self.net.couplings.shape[1]
-        use = torch.ones(2 + 2 * n, dtype=torch.bool)
-        use[1] = False
-        use[2 + n:] = False
+        use = np.ones(2 + 2 * n, dtype=bool)
+        if not max(hi) > min(lo):
+            use[1] = False
+            use[2 + n:] = False
         return use
 
     def _design(self, x, y, xr, yr, beta):
@@ -190,10 +197,18 @@ class TorchTrainer:
             return design - self.net.head_features(xr, beta), y - yr
         return design, y
 
-    def _loss(self, x, y, xr, yr, beta, head=None):
-        design, target = self._design(x, y, xr, yr, beta)
-        head = solve_head(design, target, self._fitted_columns()) if head is None else head
-        return torch.mean(((design @ head - target) / x.shape[-2]) ** 2)
+    def _global_head(self, design, target, use) -> torch.Tensor:
+        d = design.detach().to(torch.float64).numpy()
+        t = target.detach().to(torch.float64).numpy()
+        packed = self.comm.allreduce_sum(np.concatenate([(d.T @ d).ravel(), d.T @ t]))
+        k = d.shape[1]
+        return torch.as_tensor(solve_normal_equations(packed[: k * k].reshape(k, k), packed[k * k:], use),
+                               dtype=design.dtype)
+
+    def _global_mean_sq(self, design, target, head, n_sites) -> float:
+        sq = float((((design @ head - target) / n_sites) ** 2).sum()) if len(target) else 0.0
+        total, count = self.comm.allreduce_sum(np.array([sq, float(len(target))]))
+        return total / count if count else float("nan")
 
     def _tensors(self, data: Samples):
         dtype = self.net.wq.dtype
@@ -207,38 +222,49 @@ class TorchTrainer:
         raise TrainingError(message + "; the last good parameters are kept (lower [training] learning_rate?)")
 
     def train(self, train: Samples, validation: Samples, beta: float) -> RoundResult:
-        train.check_finite()
-        validation.check_finite()
+        """One round on this rank's samples (collective: every rank must call it)."""
+        bad = int(not (train.is_finite() and validation.is_finite()))
+        if self.comm.allreduce_sum(np.array([bad]))[0]:
+            raise TrainingError("training data contain NaN or inf; the model was not changed")
         good = (copy.deepcopy(self.net.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
+        betas = np.full(len(train), beta)
+        use = self._fitted_columns(betas)
         data = self._tensors(train)
         n = len(train)
+        n_sites = self.net.lattice.N
+        # the same number of minibatches on every rank (collectives in lockstep)
+        n_batches = max(1, -(-max(self.comm.allgather(n)) // self.batch_size))
         trainable = self.net.wq.numel() > 0
-        # a last minibatch smaller than this would make its head fit nearly singular: it is
-        # merged into the one before
-        min_batch = 2 * len(self._fitted_columns())
-        starts = [s for s in range(0, n, self.batch_size) if s == 0 or n - s >= min_batch]
         for epoch in range(self.epochs if trainable else 0):
             order = torch.randperm(n, generator=self.generator)
-            for k, start in enumerate(starts):
-                idx = order[start: starts[k + 1] if k + 1 < len(starts) else n]
-                loss = self._loss(*(None if a is None else a[idx] for a in data), beta)
-                if not torch.isfinite(loss):
-                    self._restore(good, f"training loss became {loss.item()} in round {self.rounds + 1}, "
+            for idx in torch.tensor_split(order, n_batches):
+                design, target = self._design(*(None if a is None else a[idx] for a in data), beta)
+                head = self._global_head(design, target, use)
+                count = self.comm.allreduce_sum(np.array([float(len(idx))]))[0]
+                loss = (((design @ head - target) / n_sites) ** 2).sum() / count
+                total = self.comm.allreduce_sum(np.array([loss.item()]))[0]
+                if not np.isfinite(total):
+                    self._restore(good, f"training loss became {total} in round {self.rounds + 1}, "
                                         f"epoch {epoch + 1}")
                 self.optimizer.zero_grad()
                 loss.backward()
+                sum_gradients(self.layer_params, self.comm)
                 self.optimizer.step()
         with torch.no_grad():
-            head = solve_head(*self._design(*data, beta), self._fitted_columns())
+            design, target = self._design(*data, beta)
+            head = self._global_head(design, target, use)
             if self.loss == "pair":  # differences do not see E_0: match the mean energy instead
                 x, y = data[0], data[1]
                 head[0] = 0.0
-                head[0] = torch.mean(y - self.net.head_features(x, beta) @ head)
+                resid, count = self.comm.allreduce_sum(
+                    np.array([float((y - self.net.head_features(x, beta) @ head).sum()), float(n)]))
+                head[0] = resid / count
             self.net.set_head(head)
-            losses = [self._loss(*self._tensors(part), beta, head=head).item() if len(part) else float("nan")
+            losses = [self._global_mean_sq(*self._design(*self._tensors(part), beta), head, n_sites)
                       for part in (train, validation)]
             finite = all(torch.all(torch.isfinite(p)) for p in self.net.parameters())
-            if not finite or not np.isfinite(losses[0]) or (len(validation) and not np.isfinite(losses[1])):
+            bad = self.comm.allreduce_sum(np.array([float(not finite)]))[0]
+            if bad or not np.isfinite(losses[0]) or (np.isnan(losses[1]) and len(validation)):
                 self._restore(good, f"parameters or losses became non-finite at the end of round {self.rounds + 1}")
         self.rounds += 1
         return RoundResult(*losses)

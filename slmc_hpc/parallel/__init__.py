@@ -1,0 +1,2 @@
+"""MPI plumbing, kept apart from the physics: a small communicator adapter (MPI or a single
+process) and gradient averaging. Nothing here initializes MPI at import time."""

@@ -1,0 +1,80 @@
+"""The communicator the rest of the code talks to: ``SerialComm`` for one process, ``MPIComm``
+around mpi4py's COMM_WORLD under mpirun/srun. Both offer the same few collectives, so the
+run loop and the trainer are written once.
+
+``world()`` imports mpi4py (which initializes MPI) only when a launcher's environment says
+several ranks are running, so a plain ``slmc-hpc run`` never touches MPI.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+LAUNCHER_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+
+
+class SerialComm:
+    rank = 0
+    size = 1
+    node_rank = 0
+
+    def bcast(self, obj, root: int = 0):
+        return obj
+
+    def allgather(self, obj) -> list:
+        return [obj]
+
+    def allreduce_sum(self, array: np.ndarray) -> np.ndarray:
+        return np.array(array, copy=True)
+
+    def barrier(self) -> None:
+        pass
+
+    def abort(self, code: int = 1) -> None:
+        raise SystemExit(code)
+
+
+class MPIComm:
+    """mpi4py's COMM_WORLD behind the SerialComm interface."""
+
+    def __init__(self, comm=None):
+        from mpi4py import MPI
+
+        self._mpi = MPI
+        self.comm = comm or MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        # rank within the node, for choosing this rank's GPU
+        self.node_rank = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+
+    def bcast(self, obj, root: int = 0):
+        return self.comm.bcast(obj, root=root)
+
+    def allgather(self, obj) -> list:
+        return self.comm.allgather(obj)
+
+    def allreduce_sum(self, array: np.ndarray) -> np.ndarray:
+        array = np.ascontiguousarray(array)
+        out = np.empty_like(array)
+        self.comm.Allreduce(array, out, op=self._mpi.SUM)
+        return out
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def abort(self, code: int = 1) -> None:
+        self.comm.Abort(code)
+
+
+def launched_with_several_ranks() -> bool:
+    for var in LAUNCHER_SIZE_VARS:
+        value = os.environ.get(var)
+        if value and value.isdigit() and int(value) > 1:
+            return True
+    return False
+
+
+def world():
+    """MPIComm when started by an MPI launcher with more than one rank, else SerialComm."""
+    return MPIComm() if launched_with_several_ranks() else SerialComm()
