@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Scaling-law (depth) study: the same problem with the linear model and with 1, 2, 3, 4
-Transformer layers, each run from the same seed with the same thermalization, training
-schedule and so the same budget of exact diagonalizations for training data.
+Transformer layers, each run from the same seed with the same thermalization length and
+training schedule. (The nested scheme diagonalizes only proposals that pass its middle test,
+so a Transformer gets at most as many exact training samples as the linear model.)
 
 Writes DIR/<variant>.h5 for each model, DIR/depth_study.txt (the table) and
 DIR/depth_study.png (validation loss and rejection rate vs parameter count, with power laws

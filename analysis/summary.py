@@ -15,22 +15,23 @@ import numpy as np
 
 from slmc_hpc.lattice import Lattice
 from slmc_hpc.observables import structure_factor
+from slmc_hpc.output import FORMAT
 from slmc_hpc.stats import estimate
 
 
 def summarize(path: str) -> list[dict]:
     rows = []
     with h5py.File(path, "r") as f:
-        if f.attrs.get("format") != "slmc-hpc/1":
-            raise SystemExit(f"{path}: not an slmc-hpc/1 file (format = {f.attrs.get('format')!r})")
+        if f.attrs.get("format") != FORMAT:
+            raise SystemExit(f"{path}: not an {FORMAT} file (format = {f.attrs.get('format')!r})")
         N = int(f.attrs["N"])
         lattice = Lattice.from_kind(str(f.attrs["lattice_kind"]), int(f.attrs["L"]))
         for r, T in enumerate(f["temperatures"][:]):
             n = int(f["measure/n_written"][r])
             m_snap = int(f["snapshots/n_written"][r])
             F = estimate(f["measure/free_energy"][r, :n] / N)
-            m = estimate(np.linalg.norm(f["measure/magnetization"][r, :n], axis=-1))
-            row = {"T": T, "steps": n, "acceptance": float(f["measure/acceptance"][r, :n].mean()),
+            m = estimate(np.linalg.norm(f["measure/magnetization"][r, :n], axis=-1))  # |m| per step
+            row = {"T": T, "steps": n, "acceptance": float(np.nanmean(f["measure/acceptance"][r, :n])),
                    "F/N": F, "|m|": m, "filling": estimate(f["measure/filling"][r, :n]),
                    "nn S.S": estimate(f["measure/nn_correlation"][r, :n])}
             if m_snap:

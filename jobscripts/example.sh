@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash jobscripts/install.sh
 mkdir -p runs
-.venv/bin/slmc-hpc run jobscripts/example.toml --output runs/example.h5 --overwrite
-.venv/bin/python analysis/summary.py runs/example.h5
+VENV=${VENV:-.venv}
+"$VENV/bin/slmc-hpc" run jobscripts/example.toml --output runs/example.h5 --overwrite
+"$VENV/bin/python" analysis/summary.py runs/example.h5

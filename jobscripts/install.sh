@@ -7,7 +7,7 @@
 # As root on Debian/Ubuntu it apt-installs Open MPI and parallel HDF5 when they are missing.
 # As a user on a cluster, load your site's MPI and parallel-HDF5 modules first (so that
 # `mpicc` is on PATH and HDF5_DIR or pkg-config finds an MPI build of HDF5); without a
-# parallel HDF5 it installs h5py without MPI and runs use the rank-0 gather writer.
+# parallel HDF5 it installs h5py without MPI (fine for single-process runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -78,9 +78,9 @@ fi
 # changes need nothing).
 stamp="$VENV/.slmc-hpc-installed"
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PY" -c 'import slmc_hpc, pytest_mpi' 2>/dev/null; then
-    log "installing slmc-hpc (editable) with test extras"
-    pip install -e '.[test]'
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PY" -c 'import slmc_hpc, pytest_mpi, matplotlib' 2>/dev/null; then
+    log "installing slmc-hpc (editable) with test and analysis extras"
+    pip install -e '.[test,analysis]'
     echo "$want" > "$stamp"
 fi
 "$PY" - <<'PY'

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash jobscripts/install.sh
-PY=.venv/bin/python
+PY=${VENV:-.venv}/bin/python
 # Open MPI refuses to run as root without these; harmless otherwise.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # One BLAS thread per process: the matrices are small and MPI ranks share the cores.

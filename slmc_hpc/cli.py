@@ -1,9 +1,10 @@
-"""Command line: ``slmc-hpc run CONFIG.toml [--output PATH] [--overwrite]``, ``slmc-hpc keys``.
+"""Command line: ``slmc-hpc run CONFIG.toml [--output PATH] [--overwrite]``, ``slmc-hpc check
+CONFIG.toml``, ``slmc-hpc keys``.
 
 Exit codes: 0 success; 1 an unexpected error (traceback shown); 2 bad input (configuration,
 missing file, output exists): one message naming the problem, no traceback; 3 the run
 stopped on a numerical failure (training diverged): one message, the output file closed
-with everything written so far.
+with everything written so far; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import sys
 # One BLAS/OpenMP thread per process unless the user says otherwise: the matrices and
 # networks are small, and two libraries each spinning threads on the same cores was measured
 # 9x slower (nested SLMC, L = 6, 2 cores). Must happen before NumPy or PyTorch is imported.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+# OpenBLAS and MKL read their own variables first, so they follow OMP_NUM_THREADS here.
+_threads = os.environ.setdefault("OMP_NUM_THREADS", "1")
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, _threads)
 
 from . import __version__
 from .config import ConfigError, describe, load

@@ -1,6 +1,6 @@
 """The double-exchange (spin-fermion) model: one-body Hamiltonian, its spectrum and weights.
 
-Conventions (DESIGN.md §2, fixed for the whole project):
+Conventions (fixed for the whole project; README "Physics conventions"):
 
     H[S] = -t Σ_<ij>,σ (c†_iσ c_jσ + h.c.) + (J/2) Σ_i S_i·(c†_i σ c_i) - μ Σ_iσ n_iσ
 

@@ -3,7 +3,7 @@ whether a pair swaps, and the bookkeeping of where each replica has been.
 
 Temperature labels move, configurations stay: replica i holds slot ``slot_of_replica[i]``
 (slot 0 = lowest T). The swap test for the replicas a, b at neighbouring slots uses their
-log weights at both temperatures (DESIGN.md §4; the fermion free energy depends on β, so the
+log weights at both temperatures (README "Physics conventions"; the fermion free energy depends on β, so the
 naive Δβ·ΔE formula is wrong here):
 
     log r = [log W_βa(S_b) + log W_βb(S_a)] - [log W_βa(S_a) + log W_βb(S_b)]

@@ -3,7 +3,8 @@ proposals, the round schedule, and the trainers that turn the buffer into a new 
 The model is frozen during measurement, so the measured chain is one fixed Markov kernel.
 
 Loss convention (both trainers): mean squared error per site, mean(((E_eff - F_β) / N)^2),
-F_β whole-lattice at the replica's β.
+F_β whole-lattice at the replica's β; or, with loss = "pair", the same for the differences
+(E_eff - F_β)[proposal] - (E_eff - F_β)[current] over the chain's own pairs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ GOLDEN = (math.sqrt(5) - 1) / 2
 
 
 class TrainingError(RuntimeError):
-    """Training produced a non-finite loss; the last good parameters were kept."""
+    """Non-finite training data or loss; the model keeps its last good parameters."""
 
 
 def is_refit_step(step: int, thermalize: int, every: int) -> bool:
@@ -84,7 +85,8 @@ class ReplayBuffer:
     def add(self, spins: np.ndarray, target: float, ref_spins=None, ref_target=None) -> None:
         values = [spins, target] + ([ref_spins, ref_target] if self.ref_spins is not None else [])
         if not all(np.all(np.isfinite(v)) for v in values):
-            raise ValueError(f"non-finite training sample (F = {target!r})")
+            raise TrainingError(f"non-finite training sample (F = {target!r}): the exact weight overflowed "
+                                f"or the spins are corrupt")
         k = self.added % len(self.targets)
         self.spins[k], self.targets[k], self.ids[k] = spins, target, self.added
         if self.ref_spins is not None:
@@ -264,7 +266,7 @@ class TorchTrainer:
                       for part in (train, validation)]
             finite = all(torch.all(torch.isfinite(p)) for p in self.net.parameters())
             bad = self.comm.allreduce_sum(np.array([float(not finite)]))[0]
-            if bad or not np.isfinite(losses[0]) or (np.isnan(losses[1]) and len(validation)):
+            if bad or not np.isfinite(losses[0]) or (len(validation) and not np.isfinite(losses[1])):
                 self._restore(good, f"parameters or losses became non-finite at the end of round {self.rounds + 1}")
         self.rounds += 1
         return RoundResult(*losses)

@@ -1,6 +1,4 @@
-"""The exact weight against closed forms and symmetries (DESIGN.md §2)."""
-
-import itertools
+"""The exact weight against closed forms and symmetries."""
 
 import numpy as np
 import pytest

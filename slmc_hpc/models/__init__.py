@@ -3,8 +3,10 @@
 Every model is an immutable object with
     energy(spins) -> float                      whole-lattice E_eff, same units as F_β
     delta_energy(spins, i, new_spin) -> float   E_eff after setting S_i = new_spin, minus before
-    fit(spins, targets) -> model                a new model fitted to targets ≈ F_β (whole lattice)
+    parameters() -> (vector, names)             for the output file
     n_parameters -> int
+Training lives in slmc_hpc.training (least squares for the linear model, AdamW for the
+Transformer), which returns new model objects.
 The SLMC sampler only uses these, so any model keeps the chain exact; a poor one only lowers
 the acceptance.
 """
@@ -12,4 +14,4 @@ the acceptance.
 from .linear import LinearModel
 
 __all__ = ["LinearModel"]
-# models.transformer (PyTorch) is imported where it is used, so the linear path needs no torch.
+# models.transformer (PyTorch) is imported explicitly where it is used.

@@ -14,8 +14,8 @@ shell 0 being the site itself):
 
 Scores are dot products (O(3) invariant) and all site maps are functions of lattice distance
 only, so translations and the point group permute the effective spins. Value weights start
-at zero, so an untrained network is exactly the linear model of its head; the head starts at
-the least-squares linear fit (see training.py).
+at zero, so an untrained network is exactly the linear model of its head; training solves
+the head by least squares at every step (see training.TorchTrainer).
 
 β-conditioning (one network for all temperatures): J_n(β) = J_n + J'_n x and
 E_0(β) = E_0 + E'_0 x with x = log(β / β_ref); the attention layers are shared.

@@ -1,4 +1,4 @@
-"""Averaging gradients over ranks with few, large Allreduce calls (flat buckets, not one call
+"""Summing or averaging gradients over ranks with few, large Allreduce calls (flat buckets, not one call
 per tensor), and cheap checks that all ranks hold the same parameters."""
 
 from __future__ import annotations

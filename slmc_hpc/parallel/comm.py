@@ -12,7 +12,8 @@ import os
 
 import numpy as np
 
-LAUNCHER_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+# set by mpirun (Open MPI), by PMI/PMIx launchers, and by srun for the tasks of a job step
+LAUNCHER_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_STEP_NUM_TASKS")
 
 
 class SerialComm:

@@ -3,7 +3,8 @@ state (spins, eigenvalues, effective energy) is a separate small object each ste
 the random generator is passed in explicitly."""
 
 from .exact_local import ExactLocalSampler
+from .nested import NestedSLMCSampler
 from .slmc import SLMCSampler
 from .state import ChainState, StepInfo
 
-__all__ = ["ChainState", "StepInfo", "ExactLocalSampler", "SLMCSampler"]
+__all__ = ["ChainState", "StepInfo", "ExactLocalSampler", "SLMCSampler", "NestedSLMCSampler"]

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..fermions import DoubleExchange
 from .moves import draw_moves, perturb
+from .exact_test import exact_state, free_energy
 from .state import ChainState, StepInfo
 
 
@@ -20,11 +21,10 @@ class ExactLocalSampler:
     step_size: float
 
     def init_state(self, spins: np.ndarray) -> ChainState:
-        spins = np.array(spins, dtype=np.float64)
-        return ChainState(spins, self.physics.eigenvalues(spins), float(self.physics.classical_energy(spins)))
+        return exact_state(self.physics, spins)
 
     def free_energy(self, state: ChainState) -> float:
-        return float(self.physics.free_energy(state.eigenvalues, state.classical_energy, self.beta))
+        return free_energy(self.physics, state, self.beta)
 
     def step(self, state: ChainState, rng: np.random.Generator) -> tuple[ChainState, StepInfo]:
         spins = state.spins.copy()

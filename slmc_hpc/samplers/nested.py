@@ -8,7 +8,8 @@
 The inner chain is reversible for exp(-β E_in); the middle level is then an SLMC chain that
 is reversible for exp(-β E_mid); the outer test makes the whole exact for exp(-β F) (each
 level corrects the one below). If the middle level rejected everything the proposal is the
-current state, which the outer level accepts without a diagonalization.
+current state: the step ends there, without a diagonalization (recorded as no exact test
+and not accepted: nothing moved).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from ..fermions import DoubleExchange
 from .slmc import effective_chain
+from .exact_test import exact_state, exact_test, free_energy
 from .state import ChainState, StepInfo
 
 
@@ -33,16 +35,14 @@ class NestedSLMCSampler:
     middle_steps: int = 1
 
     def init_state(self, spins: np.ndarray) -> ChainState:
-        spins = np.array(spins, dtype=np.float64)
-        return ChainState(spins, self.physics.eigenvalues(spins), float(self.physics.classical_energy(spins)),
-                          float(self.model.energy(spins)))
+        return exact_state(self.physics, spins, float(self.model.energy(spins)))
 
     def with_model(self, model, state: ChainState, inner=None):
         sampler = replace(self, model=model, inner=self.inner if inner is None else inner)
         return sampler, replace(state, e_eff=float(model.energy(state.spins)))
 
     def free_energy(self, state: ChainState) -> float:
-        return float(self.physics.free_energy(state.eigenvalues, state.classical_energy, self.beta))
+        return free_energy(self.physics, state, self.beta)
 
     def step(self, state: ChainState, rng: np.random.Generator) -> tuple[ChainState, StepInfo]:
         spins, e_mid, e_in = state.spins, state.e_eff, float(self.inner.energy(state.spins))
@@ -55,11 +55,4 @@ class NestedSLMCSampler:
         middle = {"n_middle_tests": self.middle_steps, "n_middle_accepted": n_mid}
         if not n_mid:
             return state, StepInfo(accepted=False, n_tests=0, n_accepted=0, **middle)
-        eig = self.physics.eigenvalues(spins)
-        ecl = float(self.physics.classical_energy(spins))
-        f_new = float(self.physics.free_energy(eig, ecl, self.beta))
-        log_ratio = -self.beta * ((f_new - self.free_energy(state)) - (e_mid - state.e_eff))
-        accepted = bool(np.log(rng.random()) < log_ratio)
-        info = StepInfo(accepted=accepted, n_tests=1, n_accepted=int(accepted), proposal=spins,
-                        proposal_free_energy=f_new, **middle)
-        return (ChainState(spins, eig, ecl, e_mid) if accepted else state), info
+        return exact_test(self.physics, self.beta, state, spins, e_mid, rng, **middle)

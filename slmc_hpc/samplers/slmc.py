@@ -1,4 +1,4 @@
-"""Self-learning Monte Carlo with the cumulative update (Liu et al. 2017; DESIGN.md §3).
+"""Self-learning Monte Carlo with the cumulative update (Liu, Shen, Qi, Meng, Fu, PRB 95, 241104 (2017)).
 
 One step from S (F_β[S] and E_eff[S] known):
   1. n_local Metropolis single-spin updates on exp(-β E_eff) at the same β, random site
@@ -16,6 +16,7 @@ import numpy as np
 
 from ..fermions import DoubleExchange
 from .moves import draw_moves, perturb
+from .exact_test import exact_state, exact_test, free_energy
 from .state import ChainState, StepInfo
 
 
@@ -41,27 +42,15 @@ class SLMCSampler:
     step_size: float
 
     def init_state(self, spins: np.ndarray) -> ChainState:
-        spins = np.array(spins, dtype=np.float64)
-        return ChainState(spins, self.physics.eigenvalues(spins), float(self.physics.classical_energy(spins)),
-                          float(self.model.energy(spins)))
+        return exact_state(self.physics, spins, float(self.model.energy(spins)))
 
     def with_model(self, model, state: ChainState) -> tuple["SLMCSampler", ChainState]:
         """The sampler with a new effective model, and the state's E_eff re-evaluated under it."""
         return replace(self, model=model), replace(state, e_eff=float(model.energy(state.spins)))
 
     def free_energy(self, state: ChainState) -> float:
-        return float(self.physics.free_energy(state.eigenvalues, state.classical_energy, self.beta))
+        return free_energy(self.physics, state, self.beta)
 
     def step(self, state: ChainState, rng: np.random.Generator) -> tuple[ChainState, StepInfo]:
         proposal = effective_chain(self.model, state.spins, self.beta, self.n_local, self.step_size, rng)
-        eig = self.physics.eigenvalues(proposal)
-        ecl = float(self.physics.classical_energy(proposal))
-        f_new = float(self.physics.free_energy(eig, ecl, self.beta))
-        e_new = float(self.model.energy(proposal))
-        log_ratio = -self.beta * ((f_new - self.free_energy(state)) - (e_new - state.e_eff))
-        accepted = bool(np.log(rng.random()) < log_ratio)
-        info = StepInfo(accepted=accepted, n_tests=1, n_accepted=int(accepted),
-                        proposal=proposal, proposal_free_energy=f_new)
-        if accepted:
-            state = ChainState(proposal, eig, ecl, e_new)
-        return state, info
+        return exact_test(self.physics, self.beta, state, proposal, float(self.model.energy(proposal)), rng)
