@@ -93,11 +93,15 @@ def main(argv=None) -> int:
     p.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3, 4])
     p.add_argument("--outdir", default="runs/depth")
     p.add_argument("--scheme", choices=("nested", "plain"), help="override [slmc] scheme for the Transformers")
+    p.add_argument("--seed", type=int, help="override [run] seed (repeat the study with several seeds to see "
+                                            "the run-to-run spread)")
     p.add_argument("--overwrite", action="store_true", help="rerun variants whose file exists")
     args = p.parse_args(argv)
     cfg = load(args.config)
     if args.scheme:
         cfg = cfg.replace("slmc", scheme=args.scheme)
+    if args.seed is not None:
+        cfg = cfg.replace("run", seed=args.seed)
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     rows = {}
