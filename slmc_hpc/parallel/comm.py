@@ -9,6 +9,7 @@ several ranks are running, so a plain ``slmc-hpc run`` never touches MPI.
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 
@@ -66,6 +67,22 @@ class MPIComm:
 
     def abort(self, code: int = 1) -> None:
         self.comm.Abort(code)
+
+
+def abort_on_uncaught_exception(comm) -> None:
+    """Make an uncaught exception on any rank print its traceback and abort the whole job
+    (MPI_Abort), instead of leaving the other ranks waiting in a collective for ever."""
+    if comm.size == 1:
+        return
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        previous(kind, value, tb)
+        sys.stderr.write(f"slmc-hpc: rank {comm.rank} failed; aborting all {comm.size} ranks\n")
+        sys.stderr.flush()
+        comm.abort(1)
+
+    sys.excepthook = hook
 
 
 def launched_with_several_ranks() -> bool:
