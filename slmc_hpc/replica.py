@@ -88,7 +88,7 @@ class Replica:
         thermalize = self.cfg.run.thermalize
         if self.buffer is not None and self.steps_done < thermalize:
             if info.proposal is not None:
-                self.buffer.add(info.proposal, info.proposal_free_energy, before.spins,
+                self.buffer.add(info.proposal, info.proposal_free_energy, self.beta, before.spins,
                                 self.sampler.free_energy(before))
             if is_refit_step(self.steps_done, thermalize, self.cfg.training.every):
                 self._train_round()

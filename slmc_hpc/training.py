@@ -51,13 +51,15 @@ class Samples:
     targets: np.ndarray
     ref_spins: np.ndarray | None = None
     ref_targets: np.ndarray | None = None
+    betas: np.ndarray | None = None  # β of each sample's chain when it was made (None: the caller's β)
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def subset(self, mask) -> "Samples":
         pick = (lambda a: None if a is None else a[mask])
-        return Samples(self.spins[mask], self.targets[mask], pick(self.ref_spins), pick(self.ref_targets))
+        return Samples(self.spins[mask], self.targets[mask], pick(self.ref_spins), pick(self.ref_targets),
+                       pick(self.betas))
 
     def is_finite(self) -> bool:
         return all(a is None or np.all(np.isfinite(a)) for a in (self.spins, self.targets, self.ref_spins,
@@ -78,17 +80,18 @@ class ReplayBuffer:
         self.targets = np.empty(capacity)
         self.ref_spins = np.empty((capacity, n_sites, 3)) if pairs else None
         self.ref_targets = np.empty(capacity) if pairs else None
+        self.betas = np.empty(capacity)
         self.ids = np.empty(capacity, dtype=np.int64)
         self.size = 0
         self.added = 0
 
-    def add(self, spins: np.ndarray, target: float, ref_spins=None, ref_target=None) -> None:
+    def add(self, spins: np.ndarray, target: float, beta: float, ref_spins=None, ref_target=None) -> None:
         values = [spins, target] + ([ref_spins, ref_target] if self.ref_spins is not None else [])
         if not all(np.all(np.isfinite(v)) for v in values):
             raise TrainingError(f"non-finite training sample (F = {target!r}): the exact weight overflowed "
                                 f"or the spins are corrupt")
         k = self.added % len(self.targets)
-        self.spins[k], self.targets[k], self.ids[k] = spins, target, self.added
+        self.spins[k], self.targets[k], self.betas[k], self.ids[k] = spins, target, beta, self.added
         if self.ref_spins is not None:
             self.ref_spins[k], self.ref_targets[k] = ref_spins, ref_target
         self.added += 1
@@ -98,7 +101,7 @@ class ReplayBuffer:
         n = self.size
         pairs = self.ref_spins is not None
         return Samples(self.spins[:n], self.targets[:n], self.ref_spins[:n] if pairs else None,
-                       self.ref_targets[:n] if pairs else None)
+                       self.ref_targets[:n] if pairs else None, self.betas[:n])
 
     def split(self, fraction: float) -> tuple[Samples, Samples]:
         """(training, validation) samples."""
@@ -193,7 +196,8 @@ class TorchTrainer:
         return use
 
     def _design(self, x, y, xr, yr, beta):
-        """(design, target) of the least-squares problem: energies, or pair differences."""
+        """(design, target) of the least-squares problem: energies, or pair differences;
+        ``beta`` is a scalar or one β per sample."""
         design = self.net.head_features(x, beta)
         if self.loss == "pair":
             return design - self.net.head_features(xr, beta), y - yr
@@ -212,11 +216,15 @@ class TorchTrainer:
         total, count = self.comm.allreduce_sum(np.array([sq, float(len(target))]))
         return total / count if count else float("nan")
 
-    def _tensors(self, data: Samples):
+    def _tensors(self, data: Samples, beta: float):
+        """(spins, targets, ref spins, ref targets, β per sample) as tensors (refs None
+        unless the pair loss is used)."""
         dtype = self.net.wq.dtype
         pairs = self.loss == "pair"
+        betas = data.betas if data.betas is not None else np.full(len(data), beta)
         return tuple(torch.as_tensor(a, dtype=dtype) if a is not None else None for a in
-                     (data.spins, data.targets, data.ref_spins if pairs else None, data.ref_targets if pairs else None))
+                     (data.spins, data.targets, data.ref_spins if pairs else None, data.ref_targets if pairs else None,
+                      betas))
 
     def _restore(self, good, message):
         self.net.load_state_dict(good[0])
@@ -224,14 +232,14 @@ class TorchTrainer:
         raise TrainingError(message + "; the last good parameters are kept (lower [training] learning_rate?)")
 
     def train(self, train: Samples, validation: Samples, beta: float) -> RoundResult:
-        """One round on this rank's samples (collective: every rank must call it)."""
+        """One round on this rank's samples (collective: every rank must call it). Samples
+        without their own β are taken at ``beta``."""
         bad = int(not (train.is_finite() and validation.is_finite()))
         if self.comm.allreduce_sum(np.array([bad]))[0]:
             raise TrainingError("training data contain NaN or inf; the model was not changed")
         good = (copy.deepcopy(self.net.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
-        betas = np.full(len(train), beta)
-        use = self._fitted_columns(betas)
-        data = self._tensors(train)
+        data = self._tensors(train, beta)
+        use = self._fitted_columns(data[4].numpy())
         n = len(train)
         n_sites = self.net.lattice.N
         # the same number of minibatches on every rank (collectives in lockstep)
@@ -240,7 +248,7 @@ class TorchTrainer:
         for epoch in range(self.epochs if trainable else 0):
             order = torch.randperm(n, generator=self.generator)
             for idx in torch.tensor_split(order, n_batches):
-                design, target = self._design(*(None if a is None else a[idx] for a in data), beta)
+                design, target = self._design(*(None if a is None else a[idx] for a in data))
                 head = self._global_head(design, target, use)
                 count = self.comm.allreduce_sum(np.array([float(len(idx))]))[0]
                 loss = (((design @ head - target) / n_sites) ** 2).sum() / count
@@ -253,16 +261,16 @@ class TorchTrainer:
                 sum_gradients(self.layer_params, self.comm)
                 self.optimizer.step()
         with torch.no_grad():
-            design, target = self._design(*data, beta)
+            design, target = self._design(*data)
             head = self._global_head(design, target, use)
             if self.loss == "pair":  # differences do not see E_0: match the mean energy instead
-                x, y = data[0], data[1]
+                x, y, b = data[0], data[1], data[4]
                 head[0] = 0.0
                 resid, count = self.comm.allreduce_sum(
-                    np.array([float((y - self.net.head_features(x, beta) @ head).sum()), float(n)]))
+                    np.array([float((y - self.net.head_features(x, b) @ head).sum()), float(n)]))
                 head[0] = resid / count
             self.net.set_head(head)
-            losses = [self._global_mean_sq(*self._design(*self._tensors(part), beta), head, n_sites)
+            losses = [self._global_mean_sq(*self._design(*self._tensors(part, beta)), head, n_sites)
                       for part in (train, validation)]
             finite = all(torch.all(torch.isfinite(p)) for p in self.net.parameters())
             bad = self.comm.allreduce_sum(np.array([float(not finite)]))[0]

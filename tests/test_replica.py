@@ -62,10 +62,10 @@ def test_refit_schedule():
 def test_buffer_keeps_the_most_recent_samples_and_rejects_nan():
     buf = ReplayBuffer(3, 2)
     for k in range(5):
-        buf.add(np.full((2, 3), float(k)), float(k))
+        buf.add(np.full((2, 3), float(k)), float(k), 1.0)
     assert sorted(buf.samples().targets) == [2.0, 3.0, 4.0]
     with pytest.raises(TrainingError, match="non-finite training sample"):
-        buf.add(np.zeros((2, 3)), float("nan"))
+        buf.add(np.zeros((2, 3)), float("nan"), 1.0)
 
 
 def test_pair_buffer_holds_the_current_configuration_and_its_exact_free_energy():

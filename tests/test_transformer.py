@@ -190,3 +190,30 @@ def test_pair_loss_zero_layers_equals_the_linear_pair_fit(data_4x4):
     assert net.e0[0].item() == pytest.approx(linear.model.e0, rel=1e-8)
     energies = TransformerModel.frozen(net, beta).energy(xv[:5])
     assert np.allclose(energies, linear.model.energy(xv[:5]), rtol=0, atol=1e-8 * lat.N)
+
+
+def test_data_at_several_beta_fit_the_beta_slopes(rng):
+    """Targets from a β-dependent linear form at two β: a 0-layer network trained on both
+    (each sample with its own β) recovers J_n, J'_n, E_0 and E'_0; from one β the slopes are
+    left at zero."""
+    lat = Lattice.from_kind("square", 4)
+    true = EquivariantTransformer(lat, layers=0, heads=1, block_shells=1, attention_shells=None, shells=3,
+                                  beta_ref=5.0)
+    with torch.no_grad():
+        true.e0.copy_(torch.tensor([-9.0, 1.5], dtype=torch.float64))
+        true.couplings.copy_(torch.tensor([[0.3, -0.1, 0.05], [0.02, 0.04, -0.03]], dtype=torch.float64))
+    spins = random_spins(lat.N, rng, size=(200,))
+    betas = np.where(np.arange(200) % 2 == 0, 2.0, 12.0)
+    with torch.no_grad():
+        targets = true(torch.as_tensor(spins), torch.as_tensor(betas)).numpy()
+    net = EquivariantTransformer(lat, layers=0, heads=1, block_shells=1, attention_shells=None, shells=3,
+                                 beta_ref=5.0)
+    empty = Samples(spins[:0], targets[:0])
+    TorchTrainer(net, epochs=1, learning_rate=1e-2, weight_decay=0.0, batch_size=64, seed=0).train(
+        Samples(spins, targets, betas=betas), empty, beta=float("nan"))
+    assert torch.allclose(net.head_vector(), true.head_vector(), atol=1e-8)
+    one_beta = EquivariantTransformer(lat, layers=0, heads=1, block_shells=1, attention_shells=None, shells=3,
+                                      beta_ref=5.0)
+    TorchTrainer(one_beta, epochs=1, learning_rate=1e-2, weight_decay=0.0, batch_size=64, seed=0).train(
+        Samples(spins[::2], targets[::2]), empty, beta=2.0)
+    assert torch.all(one_beta.couplings[1] == 0) and one_beta.e0[1] == 0
