@@ -4,6 +4,8 @@ parallel tempering later) calls ``step`` and ``record``."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -79,6 +81,19 @@ class Replica:
     @property
     def n_model_parameters(self) -> int:
         return 0 if self.model is None else len(self.model.parameters()[0])
+
+    def log_weights(self, betas) -> np.ndarray:
+        """log W_β of the current configuration at each β (whole lattice), from the cached
+        eigenvalues: what a replica exchange needs, without diagonalizing."""
+        s = self.state
+        return np.array([self.physics.log_weight(s.eigenvalues, s.classical_energy, b) for b in betas])
+
+    def set_beta(self, beta: float) -> None:
+        """Move to another temperature (a replica exchange): spins and eigenvalues stay; the
+        sampler and the effective model switch to β and E_eff is re-evaluated."""
+        self.sampler = replace(self.sampler, beta=beta)
+        if self.model is not None:
+            self.sampler, self.state = self.sampler.with_model(self.model.with_beta(beta), self.state)
 
     def step(self) -> StepInfo:
         """One step; during thermalization an SLMC replica also learns from its proposals."""

@@ -105,3 +105,31 @@ def test_nested_transformer_replica_keeps_its_effective_energy_consistent():
         rep.step()
         assert np.array_equal(rep.model.parameters()[0], frozen) and rep.sampler.inner is inner_before
         assert rep.state.e_eff == pytest.approx(float(rep.model.energy(rep.state.spins)), abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["linear", "transformer"])
+def test_set_beta_moves_the_replica_without_diagonalizing(kind, monkeypatch):
+    """A replica exchange keeps spins and eigenvalues; F, E_eff and log W at the new β are
+    those of the same configuration, computed from the cached eigenvalues."""
+    cfg = CFG if kind == "linear" else CFG.replace("effective_model", kind="transformer", layers=1, heads=1,
+                                                   block_shells=1).replace("training", epochs=2)
+    rep = Replica(cfg, build_physics(cfg), 4.0, np.random.default_rng(6))
+    for _ in range(cfg.run.thermalize):
+        rep.step()
+    spins, eig = rep.state.spins.copy(), rep.state.eigenvalues.copy()
+    log_w = rep.log_weights([4.0, 2.5])
+
+    def no_diagonalization(*args, **kwargs):
+        raise AssertionError("set_beta must not diagonalize")
+
+    monkeypatch.setattr(rep.physics.__class__, "eigenvalues", no_diagonalization)
+    rep.set_beta(2.5)
+    monkeypatch.undo()
+    assert rep.beta == 2.5
+    if kind == "transformer":
+        assert rep.model.beta == 2.5
+    assert np.array_equal(rep.state.spins, spins) and np.array_equal(rep.state.eigenvalues, eig)
+    assert rep.sampler.free_energy(rep.state) == pytest.approx(rep.physics.free_energy_of(spins, 2.5), abs=1e-10)
+    assert log_w[1] == pytest.approx(-2.5 * rep.physics.free_energy_of(spins, 2.5), abs=1e-9)
+    assert rep.state.e_eff == pytest.approx(float(rep.model.energy(spins)), abs=1e-12)
+    rep.step()  # and it goes on at the new temperature

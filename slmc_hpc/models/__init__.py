@@ -4,6 +4,7 @@ Every model is an immutable object with
     energy(spins) -> float                      whole-lattice E_eff, same units as F_β
     delta_energy(spins, i, new_spin) -> float   E_eff after setting S_i = new_spin, minus before
     parameters() -> (vector, names)             for the output file
+    with_beta(beta) -> model                    the model at another temperature (tempering)
     n_parameters -> int
 Training lives in slmc_hpc.training (least squares for the linear model, AdamW for the
 Transformer), which returns new model objects.

@@ -36,6 +36,10 @@ class LinearModel:
     def n_parameters(self) -> int:
         return self.n_shells + 1
 
+    def with_beta(self, beta: float) -> "LinearModel":
+        """The model at another β: the same (this model does not depend on β)."""
+        return self
+
     def parameters(self) -> tuple[np.ndarray, list[str]]:
         """All parameters as one array and their names (for the output file)."""
         names = ["E0"] + [f"J{n + 1}" for n in range(self.n_shells)]

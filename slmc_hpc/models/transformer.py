@@ -24,7 +24,7 @@ E_0(β) = E_0 + E'_0 x with x = log(β / β_ref); the attention layers are share
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -137,6 +137,10 @@ class TransformerModel:
     @property
     def lattice(self) -> Lattice:
         return self.net.lattice
+
+    def with_beta(self, beta: float) -> "TransformerModel":
+        """The same frozen network evaluated at another β (its head depends on log β)."""
+        return replace(self, beta=beta)
 
     @property
     def n_parameters(self) -> int:
