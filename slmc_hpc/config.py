@@ -75,6 +75,8 @@ SCHEMA: dict[str, list[Key]] = {
     "temperatures": [
         Key("values", "float_list", REQUIRED, "temperatures T (not β), strictly ascending, one per replica",
             _temperatures),
+        Key("exchange_every", "int", 10, "measured steps between replica-exchange rounds (0: never)",
+            _non_negative),
     ],
     "effective_model": [
         Key("kind", "str", "linear", "effective model for SLMC proposals: linear or transformer",

@@ -44,7 +44,7 @@ def open_for_writing(path: Path, overwrite: bool) -> h5py.File:
 
 class RunOutput:
     def __init__(self, path: str | Path, cfg: Config, lattice: Lattice, temperatures, n_model_params: int,
-                 n_rounds: int, overwrite: bool = False):
+                 n_rounds: int, n_exchanges: int = 0, overwrite: bool = False):
         self.path = Path(path)
         R, n = len(temperatures), cfg.run.measure
         m = n // cfg.run.snapshot_every
@@ -77,6 +77,9 @@ class RunOutput:
             integer = name in ("step", "n_train")
             f.create_dataset(f"training/{name}", shape=(R, n_rounds), dtype="i8" if integer else "f8",
                              fillvalue=-1 if integer else np.nan)
+        f.create_dataset("tempering/slot_of_replica", shape=(n_exchanges, R), dtype="i4", fillvalue=-1)
+        f.create_dataset("tempering/accepted", shape=(n_exchanges, max(R - 1, 0)), dtype="i1", fillvalue=-1)
+        f["tempering"].attrs["exchange_every"] = cfg.temperatures.exchange_every
         f.flush()
 
     def write_measure(self, slot: int, start: int, records: list[dict]) -> None:
@@ -94,6 +97,12 @@ class RunOutput:
         self.file["snapshots/free_energy"][slot, index] = free_energy
         self.file["snapshots/step"][slot, index] = step
         self.file["snapshots/n_written"][slot] = index + 1
+
+    def write_exchange(self, index: int, slot_of_replica: np.ndarray, accepted: np.ndarray) -> None:
+        """After exchange round ``index``: the slot of every replica, and per neighbouring slot
+        pair (s, s+1) 1 swapped / 0 rejected / -1 not tried this round."""
+        self.file["tempering/slot_of_replica"][index] = slot_of_replica
+        self.file["tempering/accepted"][index] = accepted
 
     def write_model(self, slot: int, parameters: np.ndarray, names: list[str], beta_ref: float | None) -> None:
         self.file["model/parameters"][slot] = parameters

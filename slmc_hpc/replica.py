@@ -88,12 +88,23 @@ class Replica:
         s = self.state
         return np.array([self.physics.log_weight(s.eigenvalues, s.classical_energy, b) for b in betas])
 
-    def set_beta(self, beta: float) -> None:
+    def set_beta(self, beta: float, model=None, inner=None) -> None:
         """Move to another temperature (a replica exchange): spins and eigenvalues stay; the
-        sampler and the effective model switch to β and E_eff is re-evaluated."""
+        sampler switches to β, the effective model (this replica's, or ``model`` and for nested
+        SLMC ``inner``: the new slot's) is taken at β, and E_eff is re-evaluated."""
         self.sampler = replace(self.sampler, beta=beta)
-        if self.model is not None:
-            self.sampler, self.state = self.sampler.with_model(self.model.with_beta(beta), self.state)
+        if self.model is None:
+            return
+        model = (model if model is not None else self.model).with_beta(beta)
+        if inner is not None:
+            self.sampler, self.state = self.sampler.with_model(model, self.state, inner)
+        else:
+            self.sampler, self.state = self.sampler.with_model(model, self.state)
+
+    @property
+    def slot_models(self) -> tuple:
+        """(model, inner model or None): what travels with this replica's temperature label."""
+        return self.model, getattr(self.sampler, "inner", None)
 
     def step(self) -> StepInfo:
         """One step; during thermalization an SLMC replica also learns from its proposals."""
