@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    comm = None
     try:
         if args.command == "keys":
             print(describe())
@@ -54,18 +55,28 @@ def main(argv=None) -> int:
                 print(f"[{name}]", section.as_dict())
             return EXIT_OK
         from .driver import run  # heavy imports (h5py, emcee) only when running
+        from .parallel.comm import abort_on_uncaught_exception, world
 
-        run(cfg, output=args.output, overwrite=args.overwrite)
+        comm = world()
+        abort_on_uncaught_exception(comm)
+        run(cfg, output=args.output, overwrite=args.overwrite, comm=comm)
         return EXIT_OK
     except ConfigError as exc:
-        print(f"slmc-hpc: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _fail(comm, f"slmc-hpc: error: {exc}", EXIT_BAD_INPUT)
     except TrainingError as exc:
-        print(f"slmc-hpc: error: training failed: {exc}", file=sys.stderr)
-        return EXIT_NUMERICAL
+        return _fail(comm, f"slmc-hpc: error: training failed: {exc}", EXIT_NUMERICAL)
     except KeyboardInterrupt:
         print("slmc-hpc: interrupted", file=sys.stderr)
         return 130
+
+
+def _fail(comm, message: str, code: int) -> int:
+    """Report a clear error. Under MPI the other ranks may be waiting in a collective, so the
+    whole job is aborted with the code (never a hang)."""
+    print(message, file=sys.stderr, flush=True)
+    if comm is not None and comm.size > 1:
+        comm.abort(code)
+    return code
 
 
 if __name__ == "__main__":

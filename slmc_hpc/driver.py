@@ -14,6 +14,7 @@ import numpy as np
 
 from .backend import array_module
 from .config import Config, ConfigError
+from .parallel.comm import SerialComm
 from .fermions import DoubleExchange
 from .lattice import Lattice
 from .output import RunOutput
@@ -42,98 +43,134 @@ def geometric_mean_beta(temperatures) -> float:
     return float(np.exp(-np.mean(np.log(temperatures))))
 
 
-def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, log=print) -> Path:
+def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, log=print, comm=None) -> Path:
+    """Run the configuration. With ``comm`` of several ranks (MPI), rank r owns replica r;
+    otherwise this process owns them all. Only rank 0 logs."""
+    comm = comm or SerialComm()
     physics = build_physics(cfg)
     lattice = physics.lattice
     temperatures = cfg.temperatures.values
     R = len(temperatures)
+    if comm.size > 1 and R != comm.size:
+        raise ConfigError(f"[temperatures] values lists {R} temperatures but {comm.size} MPI ranks run: "
+                          f"one temperature per rank")
+    log = log if comm.rank == 0 else (lambda *a, **k: None)
     betas = 1.0 / np.asarray(temperatures)
     # one stream per replica and one for the exchange decisions (SeedSequence.spawn)
     seeds = np.random.SeedSequence(cfg.run.seed).spawn(R + 1)
-    controller_rng = np.random.default_rng(seeds[R])
     beta_ref = geometric_mean_beta(temperatures)
-    replicas = [Replica(cfg, physics, b, np.random.default_rng(sd), beta_ref) for b, sd in zip(betas, seeds)]
-    n_rounds = n_refits(cfg.run.thermalize, cfg.training.every) if replicas[0].model is not None else 0
-    n_exchanges = cfg.run.measure // cfg.temperatures.exchange_every if R > 1 and cfg.temperatures.exchange_every else 0
+    local = {r: Replica(cfg, physics, betas[r], np.random.default_rng(seeds[r]), beta_ref)
+             for r in range(R) if r % comm.size == comm.rank}
+    any_replica = next(iter(local.values()))
+    n_rounds = n_refits(cfg.run.thermalize, cfg.training.every) if any_replica.model is not None else 0
+    every = cfg.temperatures.exchange_every if R > 1 else 0
+    n_exchanges = cfg.run.measure // every if every else 0
     path = Path(output or cfg.run.output)
-    out = RunOutput(path, cfg, lattice, temperatures, replicas[0].n_model_parameters, n_rounds, n_exchanges,
-                    overwrite=overwrite)
+    out = RunOutput(path, cfg, lattice, temperatures, any_replica.model, n_rounds, n_exchanges,
+                    overwrite=overwrite, comm=comm)
     log(f"slmc-hpc: {cfg.run.sampler} on {lattice.kind} L={lattice.L} (N={lattice.N}), "
-        f"{R} temperature(s), {cfg.local_updates} local updates/step -> {path}")
-    if replicas[0].model is not None:
-        log(f"effective model: {cfg.effective_model.kind}, {replicas[0].model.n_parameters} parameters")
+        f"{R} temperature(s) on {comm.size} process(es), {cfg.local_updates} local updates/step -> {path}")
+    if any_replica.model is not None:
+        log(f"effective model: {cfg.effective_model.kind}, {any_replica.model.n_parameters} parameters")
     try:
-        _thermalize(cfg, replicas, out, log)
-        counts, seconds, trips = _measure(cfg, replicas, betas, controller_rng, out, log)
-        _summarize(out, lattice, temperatures, counts, seconds, trips, log)
+        _thermalize(cfg, local, out, log)
+        controller_rng = np.random.default_rng(seeds[R]) if comm.rank == 0 else None
+        counts, seconds, trips = _measure(cfg, local, betas, controller_rng, out, log, comm)
+        _summarize(out, lattice, temperatures, counts, seconds, trips, log, comm)
     finally:
         out.close()
     return path
 
 
-def _thermalize(cfg: Config, replicas: list[Replica], out: RunOutput, log) -> None:
+def _thermalize(cfg: Config, local: dict, out: RunOutput, log) -> None:
     """All replicas in lockstep, each at its own temperature, training its model. No exchanges
     yet: each slot's model is trained on data from that slot's β only."""
     log(f"thermalizing {cfg.run.thermalize} steps")
-    prog = Progress("therm", cfg.run.thermalize, cfg.run.progress_every)
+    prog = Progress("therm", cfg.run.thermalize, cfg.run.progress_every, log)
     n_acc = n_tests = 0
     for k in range(cfg.run.thermalize):
-        for rep in replicas:
+        for rep in local.values():
             info = rep.step()
             n_acc, n_tests = n_acc + info.n_accepted, n_tests + info.n_tests
         prog.update(k + 1, n_acc / max(n_tests, 1), force=k + 1 == cfg.run.thermalize)
-    for slot, rep in enumerate(replicas):
+    for slot, rep in local.items():
         if rep.model is not None:
-            out.write_model(slot, *rep.model.parameters(), getattr(getattr(rep.model, "net", None), "beta_ref", None))
+            out.write_model(slot, rep.model.parameters()[0])
             out.write_training(slot, rep.rounds)
 
 
-def _measure(cfg: Config, replicas: list[Replica], betas: np.ndarray, controller_rng, out: RunOutput, log):
+class _Segment:
+    """Records of one replica since it took its current slot at measured step ``start``."""
+
+    def __init__(self, slot: int, start: int):
+        self.slot, self.start, self.records = slot, start, []
+
+    def flush(self, out: RunOutput, complete_to: int) -> None:
+        out.write_measure(self.slot, self.start, self.records, complete_to)
+        self.start, self.records = self.start + len(self.records), []
+
+
+def _measure(cfg: Config, local: dict, betas: np.ndarray, controller_rng, out: RunOutput, log, comm):
     """Measured steps with replica exchanges every [temperatures] exchange_every steps.
-    Temperature labels move, spins stay; each slot's frozen model moves with its label.
-    Records go to the row of the slot a replica holds at that step."""
-    run, R = cfg.run, len(replicas)
+    Temperature labels move, spins stay; each slot's frozen model moves with its label. Each
+    replica's records go to the row of the slot it holds at that step."""
+    run, R = cfg.run, len(betas)
     every = cfg.temperatures.exchange_every if R > 1 else 0
-    models = [rep.slot_models for rep in replicas]  # replica r trained the models of slot r
+    slot_models = {}  # replica r trained the models of slot r; every rank needs them all
+    for part in comm.allgather({r: rep.slot_models for r, rep in local.items()}):
+        slot_models.update(part)
     slot_of_replica = np.arange(R)
     trips = RoundTrips(R)
-    records = [[] for _ in range(R)]
-    start, snap, n_exchange = 0, 0, 0
+    segments = {r: _Segment(r, 0) for r in local}
+    snap, n_exchange = 0, 0
     counts = np.zeros((R, 4), dtype=np.int64)  # per slot: exact tests, accepted, middle tests, accepted
     log(f"measuring {run.measure} steps" + (f", exchanging every {every}" if every else ""))
-    prog = Progress("meas", run.measure, run.progress_every)
+    prog = Progress("meas", run.measure, run.progress_every, log)
     t0 = time.perf_counter()
     for k in range(run.measure):
-        for i, rep in enumerate(replicas):
+        for r, rep in local.items():
             info = rep.step()
-            s = slot_of_replica[i]
-            counts[s] += (info.n_tests, info.n_accepted, info.n_middle_tests, info.n_middle_accepted)
-            records[s].append(rep.record(info))
+            counts[slot_of_replica[r]] += (info.n_tests, info.n_accepted, info.n_middle_tests, info.n_middle_accepted)
+            segments[r].records.append(rep.record(info))
         if (k + 1) % run.snapshot_every == 0:
-            for i, rep in enumerate(replicas):
-                s = slot_of_replica[i]
-                out.write_snapshot(s, snap, rep.state.spins, records[s][-1]["free_energy"], rep.steps_done)
+            for r, rep in local.items():
+                out.write_snapshot(slot_of_replica[r], snap, rep.state.spins,
+                                   segments[r].records[-1]["free_energy"], rep.steps_done)
             snap += 1
-        if len(records[0]) == WRITE_BLOCK or (k + 1) % run.snapshot_every == 0:
-            for s in range(R):
-                out.write_measure(s, start, records[s])
-            start, records = start + len(records[0]), [[] for _ in range(R)]
-        if every and (k + 1) % every == 0:
-            log_w = np.array([rep.log_weights(betas) for rep in replicas])
-            new_slots, accepted = exchange(log_w, slot_of_replica, n_exchange, controller_rng)
-            for i in np.flatnonzero(new_slots != slot_of_replica):
-                replicas[i].set_beta(betas[new_slots[i]], *models[new_slots[i]])
+        exchange_now = every and (k + 1) % every == 0
+        if exchange_now or (k + 1) % WRITE_BLOCK == 0 or (k + 1) % run.snapshot_every == 0:
+            for seg in segments.values():
+                seg.flush(out, k + 1)
+            out.flush()
+        if exchange_now:
+            log_w = np.empty((R, R))
+            for part in comm.allgather({r: rep.log_weights(betas) for r, rep in local.items()}):
+                for r, row in part.items():
+                    log_w[r] = row
+            decision = exchange(log_w, slot_of_replica, n_exchange, controller_rng) if comm.rank == 0 else None
+            new_slots, accepted = comm.bcast(decision)
+            for r, rep in local.items():
+                if new_slots[r] != slot_of_replica[r]:
+                    rep.set_beta(betas[new_slots[r]], *slot_models[new_slots[r]])
+                    segments[r] = _Segment(int(new_slots[r]), k + 1)
             slot_of_replica = new_slots
             trips.update(slot_of_replica)
-            out.write_exchange(n_exchange, slot_of_replica, accepted)
+            if comm.rank == 0:
+                out.write_exchange(n_exchange, slot_of_replica, accepted)
             n_exchange += 1
         prog.update(k + 1, counts[:, 1].sum() / max(counts[:, 0].sum(), 1), force=k + 1 == run.measure)
-    for s in range(R):
-        out.write_measure(s, start, records[s])
-    return counts, (time.perf_counter() - t0) / (run.measure * R), trips
+    for seg in segments.values():
+        seg.flush(out, run.measure)
+    out.flush()
+    counts = comm.allreduce_sum(counts)
+    return counts, (time.perf_counter() - t0) / (run.measure * len(local)), trips
 
 
-def _summarize(out: RunOutput, lattice, temperatures, counts, seconds_per_step, trips, log) -> None:
+def _summarize(out: RunOutput, lattice, temperatures, counts, seconds_per_step, trips, log, comm) -> None:
+    """Per-slot means and errors from the rows just written; computed identically on every
+    rank, because creating the /summary datasets is collective."""
+    comm.barrier()
+    seconds_per_step = float(np.mean(comm.allgather(seconds_per_step)))
     summary = {k: [] for k in ("acceptance", "middle_acceptance", "moved", "free_energy_per_site",
                                "free_energy_per_site_error", "abs_magnetization", "abs_magnetization_error",
                                "tau_free_energy", "seconds_per_step")}
@@ -150,8 +187,7 @@ def _summarize(out: RunOutput, lattice, temperatures, counts, seconds_per_step, 
             summary[key].append(v)
         log(f"T={T:<8.4g} acceptance {acceptance:.3f}  F/N = {eF.mean:.6f} ± {eF.error:.6f}  "
             f"|m| = {em.mean:.4f} ± {em.error:.4f}  tau_int(F) = {eF.tau:.1f} steps")
-    n_ex = out.file["tempering/accepted"].shape[0]
-    if n_ex:
+    if out.file["tempering/accepted"].shape[0]:
         acc = out.file["tempering/accepted"][:]
         pair = [float(np.mean(acc[acc[:, p] >= 0, p])) if np.any(acc[:, p] >= 0) else float("nan")
                 for p in range(acc.shape[1])]

@@ -16,6 +16,7 @@ import numpy as np
 from . import __version__
 from .config import Config, ConfigError
 from .lattice import Lattice
+from .parallel.comm import SerialComm
 from .replica import ROUND_FIELDS
 
 FORMAT = "slmc-hpc/1"
@@ -32,27 +33,41 @@ MEASURE_DTYPES = {
 }
 
 
-def open_for_writing(path: Path, overwrite: bool) -> h5py.File:
-    if path.exists() and not overwrite:
+def open_for_writing(path: Path, overwrite: bool, comm=None) -> h5py.File:
+    """Create the file (collectively with the MPI-IO driver when several ranks run). Whether
+    it exists is decided by rank 0 alone, before anyone creates it."""
+    comm = comm or SerialComm()
+    exists = comm.bcast(path.exists() if comm.rank == 0 else None)
+    if exists and not overwrite:
         raise ConfigError(f"output file {str(path)!r} already exists; pass --overwrite to replace it "
                           f"or set [run] output to another name")
     try:
-        return h5py.File(path, "w")
+        if comm.size == 1:
+            return h5py.File(path, "w")
+        if not h5py.get_config().mpi:
+            raise ConfigError("several MPI ranks need h5py built with MPI (rerun jobscripts/install.sh "
+                              "with a parallel HDF5)")
+        return h5py.File(path, "w", driver="mpio", comm=comm.comm)
     except OSError as exc:
         raise ConfigError(f"cannot create output file {str(path)!r}: {exc}") from None
 
 
 class RunOutput:
-    def __init__(self, path: str | Path, cfg: Config, lattice: Lattice, temperatures, n_model_params: int,
-                 n_rounds: int, n_exchanges: int = 0, overwrite: bool = False):
+    """The file's layout is created at once by every rank with identical arguments (HDF5
+    metadata operations are collective); afterwards each rank writes only rows' data."""
+
+    def __init__(self, path: str | Path, cfg: Config, lattice: Lattice, temperatures, model,
+                 n_rounds: int, n_exchanges: int = 0, overwrite: bool = False, comm=None):
+        comm = comm or SerialComm()
         self.path = Path(path)
         R, n = len(temperatures), cfg.run.measure
         m = n // cfg.run.snapshot_every
         N = lattice.N
-        f = self.file = open_for_writing(self.path, overwrite)
+        created = comm.bcast(datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        f = self.file = open_for_writing(self.path, overwrite, comm)
         f.attrs.update({
             "format": FORMAT, "version": __version__, "config": cfg.text,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "created": created,
             "sampler": cfg.run.sampler, "seed": cfg.run.seed, "lattice_kind": lattice.kind,
             "L": lattice.L, "N": N, "local_updates": cfg.local_updates,
         })
@@ -72,7 +87,12 @@ class RunOutput:
         f.create_dataset("snapshots/n_written", data=np.zeros(R, dtype=np.int64))
         g = f.create_group("model")
         g.attrs["kind"] = cfg.effective_model.kind if cfg.run.sampler == "slmc" else "none"
-        g.create_dataset("parameters", shape=(R, n_model_params), dtype="f8", fillvalue=np.nan)
+        values, names = model.parameters() if model is not None else (np.zeros(0), [])
+        g.attrs["parameter_names"] = names
+        beta_ref = getattr(getattr(model, "net", None), "beta_ref", None)
+        if beta_ref is not None:
+            g.attrs["beta_ref"] = beta_ref
+        g.create_dataset("parameters", shape=(R, len(values)), dtype="f8", fillvalue=np.nan)
         for name in ROUND_FIELDS:
             integer = name in ("step", "n_train")
             f.create_dataset(f"training/{name}", shape=(R, n_rounds), dtype="i8" if integer else "f8",
@@ -82,15 +102,14 @@ class RunOutput:
         f["tempering"].attrs["exchange_every"] = cfg.temperatures.exchange_every
         f.flush()
 
-    def write_measure(self, slot: int, start: int, records: list[dict]) -> None:
-        """Write consecutive measured steps start, start+1, ... of one slot."""
-        if not records:
-            return
+    def write_measure(self, slot: int, start: int, records: list[dict], complete_to: int | None = None) -> None:
+        """Write consecutive measured steps start, start+1, ... of one slot; ``complete_to``
+        (default: the last one written) is how far the whole row is now written."""
         stop = start + len(records)
-        for name in MEASURE_DTYPES:
-            self.file[f"measure/{name}"][slot, start:stop] = np.array([r[name] for r in records])
-        self.file["measure/n_written"][slot] = stop
-        self.file.flush()
+        if records:
+            for name in MEASURE_DTYPES:
+                self.file[f"measure/{name}"][slot, start:stop] = np.array([r[name] for r in records])
+        self.file["measure/n_written"][slot] = stop if complete_to is None else complete_to
 
     def write_snapshot(self, slot: int, index: int, spins: np.ndarray, free_energy: float, step: int) -> None:
         self.file["snapshots/spins"][slot, index] = spins
@@ -104,11 +123,8 @@ class RunOutput:
         self.file["tempering/slot_of_replica"][index] = slot_of_replica
         self.file["tempering/accepted"][index] = accepted
 
-    def write_model(self, slot: int, parameters: np.ndarray, names: list[str], beta_ref: float | None) -> None:
+    def write_model(self, slot: int, parameters: np.ndarray) -> None:
         self.file["model/parameters"][slot] = parameters
-        self.file["model"].attrs["parameter_names"] = names
-        if beta_ref is not None:
-            self.file["model"].attrs["beta_ref"] = beta_ref
 
     def write_training(self, slot: int, rounds: list[dict]) -> None:
         for name in ROUND_FIELDS:
@@ -118,6 +134,10 @@ class RunOutput:
     def write_summary(self, summary: dict[str, np.ndarray]) -> None:
         for name, values in summary.items():
             self.file.create_dataset(f"summary/{name}", data=np.asarray(values))
+
+    def flush(self) -> None:
+        """Push written rows to disk (collective: every rank calls it at the same step)."""
+        self.file.flush()
 
     def close(self) -> None:
         self.file.close()

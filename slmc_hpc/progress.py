@@ -7,9 +7,9 @@ import time
 
 
 class Progress:
-    def __init__(self, label: str, total: int, every_s: float, stream=None):
+    def __init__(self, label: str, total: int, every_s: float, log=None):
         self.label, self.total, self.every_s = label, total, every_s
-        self.stream = stream or sys.stdout
+        self.log = log or (lambda line: print(line, file=sys.stdout, flush=True))
         self.start = self._last = time.monotonic()
 
     def update(self, done: int, acceptance: float, force: bool = False) -> None:
@@ -20,8 +20,8 @@ class Progress:
         elapsed = now - self.start
         rate = done / elapsed if elapsed > 0 else float("nan")
         eta = (self.total - done) / rate if rate > 0 else float("nan")
-        print(f"{self.label:>10} {done:>8d}/{self.total:<8d} {rate:9.1f} steps/s  ETA {_hms(eta)}  "
-              f"acceptance {acceptance:.3f}", file=self.stream, flush=True)
+        self.log(f"{self.label:>10} {done:>8d}/{self.total:<8d} {rate:9.1f} steps/s  ETA {_hms(eta)}  "
+                 f"acceptance {acceptance:.3f}")
 
 
 def _hms(seconds: float) -> str:

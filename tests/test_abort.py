@@ -21,3 +21,16 @@ def test_exception_on_one_rank_aborts_the_job():
     assert proc.returncode != 0
     assert "deliberate failure on rank 1" in proc.stderr and "Traceback" in proc.stderr
     assert "rank 1 failed; aborting all 3 ranks" in proc.stderr
+
+
+@pytest.mark.skipif(MPIRUN is None, reason="mpirun not found")
+def test_bad_input_under_mpirun_is_a_clear_error_not_a_hang(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[lattice]\nL = 3\n[temperatures]\nvalues = [0.1, 0.2, 0.3]\n[effective_model]\nshells = 2\n"
+                   "[run]\nthermalize = 20\nmeasure = 10\n")
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    proc = subprocess.run([MPIRUN, "-n", "2", "--oversubscribe", sys.executable, "-m", "slmc_hpc", "run", str(cfg),
+                           "--output", str(tmp_path / "o.h5")], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode != 0
+    assert "lists 3 temperatures but 2 MPI ranks run" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o.h5").exists()

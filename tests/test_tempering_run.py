@@ -3,7 +3,6 @@ rows, and tempering does not change what each temperature samples."""
 
 import h5py
 import numpy as np
-import pytest
 
 from slmc_hpc.cli import main
 from slmc_hpc.stats import binned_error, tau_int
