@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, Callable
 
 from .lattice import Lattice
+from .tempering import geometric_temperatures
 
 REQUIRED = object()
 MAX_MATRIX_DIM = 16384  # 2N beyond this: a 4 GiB complex matrix per diagonalization
@@ -73,8 +74,12 @@ SCHEMA: dict[str, list[Key]] = {
         Key("J_direct", "float", 0.0, "classical superexchange + J_direct Σ_<ij> S_i·S_j (nearest neighbours)"),
     ],
     "temperatures": [
-        Key("values", "float_list", REQUIRED, "temperatures T (not β), strictly ascending, one per replica",
-            _temperatures),
+        Key("values", "float_list", None, "temperatures T (not β), strictly ascending, one per replica "
+            "(or give T_min and T_max)", _temperatures),
+        Key("T_min", "float", None, "lowest temperature of a geometric ladder (with T_max, instead of values)",
+            lambda v: _temperatures([v])),
+        Key("T_max", "float", None, "highest temperature of a geometric ladder", lambda v: _temperatures([v])),
+        Key("count", "int", 0, "temperatures in the geometric ladder; 0: one per MPI rank", _non_negative),
         Key("exchange_every", "int", 10, "measured steps between replica-exchange rounds (0: never)",
             _non_negative),
     ],
@@ -250,7 +255,27 @@ def parse(text: str) -> Config:
     return cfg
 
 
+def _check_temperatures(t) -> None:
+    ladder = (t.T_min is not None, t.T_max is not None)
+    if t.values is not None and any(ladder):
+        raise ConfigError("[temperatures] give either values or T_min and T_max, not both")
+    if t.values is None and not all(ladder):
+        raise ConfigError("[temperatures] values is required (or T_min and T_max for a geometric ladder)")
+    if t.values is None and not t.T_max > t.T_min:
+        raise ConfigError(f"[temperatures] T_max = {t.T_max} must be above T_min = {t.T_min}")
+
+
+def temperature_ladder(cfg: "Config", n_ranks: int) -> list[float]:
+    """The run's temperatures: ``values``, or ``count`` (default: one per rank) geometric
+    steps from T_min to T_max (ascending)."""
+    t = cfg.temperatures
+    if t.values is not None:
+        return list(t.values)
+    return geometric_temperatures(t.T_min, t.T_max, t.count or n_ranks).tolist()
+
+
 def _check_consistency(cfg: Config) -> None:
+    _check_temperatures(cfg.temperatures)
     dim = 2 * cfg.n_sites
     if dim > MAX_MATRIX_DIM:
         raise ConfigError(f"[lattice] L = {cfg.lattice.L} gives a {dim}x{dim} Hamiltonian; "
@@ -272,13 +297,15 @@ def _check_consistency(cfg: Config) -> None:
                           f"{buffer_bytes / 2**30:.1f} GiB of spins per replica; at most "
                           f"{MAX_BUFFER_BYTES / 2**30:.0f} GiB is allowed")
     n_snap = cfg.run.measure // cfg.run.snapshot_every
-    snap_bytes = len(cfg.temperatures.values) * n_snap * cfg.n_sites * 3 * 8
+    snap_bytes = len(temperature_ladder(cfg, 1)) * n_snap * cfg.n_sites * 3 * 8
     if snap_bytes > 8 * 2**30:
         raise ConfigError(f"[run] snapshot_every = {cfg.run.snapshot_every} would store "
                           f"{snap_bytes / 2**30:.1f} GiB of snapshots; raise it")
 
 
 def _toml_value(v) -> str:
+    if v is None:
+        raise ValueError("unset keys are left out of the TOML text")
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, list):
@@ -293,7 +320,7 @@ def to_toml(sections: dict[str, dict]) -> str:
     out = []
     for name, values in sections.items():
         out.append(f"[{name}]")
-        out += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        out += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
         out.append("")
     return "\n".join(out)
 
@@ -315,6 +342,6 @@ def describe() -> str:
     for name, keys in SCHEMA.items():
         lines.append(f"[{name}]")
         for k in keys:
-            default = "(required)" if k.default is REQUIRED else repr(k.default)
+            default = "(required)" if k.default is REQUIRED else "(unset)" if k.default is None else repr(k.default)
             lines.append(f"  {k.name:<15} {k.kind:<10} {default:<10} {k.help}")
     return "\n".join(lines)

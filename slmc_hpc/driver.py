@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import array_module
-from .config import Config, ConfigError
+from .config import Config, ConfigError, temperature_ladder
 from .parallel.comm import SerialComm
 from .fermions import DoubleExchange
 from .lattice import Lattice
@@ -49,7 +49,7 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
     comm = comm or SerialComm()
     physics = build_physics(cfg)
     lattice = physics.lattice
-    temperatures = cfg.temperatures.values
+    temperatures = temperature_ladder(cfg, comm.size)
     R = len(temperatures)
     if comm.size > 1 and R != comm.size:
         raise ConfigError(f"[temperatures] values lists {R} temperatures but {comm.size} MPI ranks run: "

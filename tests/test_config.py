@@ -146,3 +146,24 @@ def test_shell_limit_only_applies_to_slmc():
     with pytest.raises(ConfigError, match="shells = 4 exceeds"):
         parse(text)
     assert parse(text.replace('sampler = "slmc"', 'sampler = "exact"')).run.sampler == "exact"
+
+
+def test_geometric_ladder_from_t_min_and_t_max():
+    from slmc_hpc.config import temperature_ladder
+
+    text = GOOD.replace("values = [0.1]", "T_min = 0.05\nT_max = 0.4\ncount = 4")
+    assert temperature_ladder(parse(text), n_ranks=1) == pytest.approx([0.05, 0.1, 0.2, 0.4])
+    no_count = parse(GOOD.replace("values = [0.1]", "T_min = 0.05\nT_max = 0.2"))
+    assert temperature_ladder(no_count, n_ranks=3) == pytest.approx([0.05, 0.1, 0.2])  # one per rank
+    assert temperature_ladder(parse(GOOD), n_ranks=3) == [0.1]
+
+
+@pytest.mark.parametrize("new,message", [
+    ("values = [0.1]\nT_min = 0.05\nT_max = 0.4", "either values or T_min and T_max, not both"),
+    ("T_min = 0.05", r"values is required \(or T_min and T_max"),
+    ("T_min = 0.4\nT_max = 0.05", "T_max = 0.05 must be above T_min = 0.4"),
+    ("T_min = -0.1\nT_max = 0.4", r"\[temperatures\] T_min temperatures must be positive"),
+])
+def test_bad_temperature_ladders(new, message):
+    with pytest.raises(ConfigError, match=message):
+        parse(GOOD.replace("values = [0.1]", new))
