@@ -25,7 +25,7 @@ from .tempering import RoundTrips, exchange
 from .training import n_refits
 
 
-WRITE_BLOCK = 100  # measured steps held in memory at most before they go to the file
+WRITE_BLOCK = 500  # measured steps held in memory before they go to the file (and the file is flushed)
 
 
 def build_physics(cfg: Config) -> DoubleExchange:
@@ -99,15 +99,29 @@ def _thermalize(cfg: Config, local: dict, out: RunOutput, log) -> None:
             out.write_training(slot, rep.rounds)
 
 
-class _Segment:
-    """Records of one replica since it took its current slot at measured step ``start``."""
+class _Segments:
+    """One replica's records not yet written: runs of consecutive steps at one slot each
+    (a new run starts when an exchange moves the replica)."""
 
     def __init__(self, slot: int, start: int):
-        self.slot, self.start, self.records = slot, start, []
+        self.runs = [(slot, start, [])]
+
+    def append(self, record: dict) -> None:
+        self.runs[-1][2].append(record)
+
+    def last(self) -> dict:
+        return self.runs[-1][2][-1]
+
+    def move(self, slot: int, start: int) -> None:
+        self.runs.append((slot, start, []))
 
     def flush(self, out: RunOutput, complete_to: int) -> None:
-        out.write_measure(self.slot, self.start, self.records, complete_to)
-        self.start, self.records = self.start + len(self.records), []
+        """Write every run; afterwards each slot's row is complete up to ``complete_to``."""
+        for slot, start, records in self.runs:
+            out.write_measure(slot, start, records)
+        slot, start, records = self.runs[-1]
+        out.write_measure(slot, start + len(records), [], complete_to)
+        self.runs = [(slot, start + len(records), [])]
 
 
 def _measure(cfg: Config, local: dict, betas: np.ndarray, controller_rng, out: RunOutput, log, comm):
@@ -121,28 +135,39 @@ def _measure(cfg: Config, local: dict, betas: np.ndarray, controller_rng, out: R
         slot_models.update(part)
     slot_of_replica = np.arange(R)
     trips = RoundTrips(R)
-    segments = {r: _Segment(r, 0) for r in local}
+    segments = {r: _Segments(r, 0) for r in local}
+    pending_exchanges = []  # (slots, accepted) of exchange rounds not yet written
     snap, n_exchange = 0, 0
     counts = np.zeros((R, 4), dtype=np.int64)  # per slot: exact tests, accepted, middle tests, accepted
     log(f"measuring {run.measure} steps" + (f", exchanging every {every}" if every else ""))
     prog = Progress("meas", run.measure, run.progress_every, log)
     t0 = time.perf_counter()
+    # wall seconds outside the Monte Carlo steps: waiting for the slowest rank before an
+    # exchange (load imbalance), the exchange itself, and writing the file
+    spent = {"waiting": 0.0, "exchange": 0.0, "output": 0.0}
     for k in range(run.measure):
         for r, rep in local.items():
             info = rep.step()
             counts[slot_of_replica[r]] += (info.n_tests, info.n_accepted, info.n_middle_tests, info.n_middle_accepted)
-            segments[r].records.append(rep.record(info))
+            segments[r].append(rep.record(info))
+        t_out = time.perf_counter()
         if (k + 1) % run.snapshot_every == 0:
             for r, rep in local.items():
                 out.write_snapshot(slot_of_replica[r], snap, rep.state.spins,
-                                   segments[r].records[-1]["free_energy"], rep.steps_done)
+                                   segments[r].last()["free_energy"], rep.steps_done)
             snap += 1
-        exchange_now = every and (k + 1) % every == 0
-        if exchange_now or (k + 1) % WRITE_BLOCK == 0 or (k + 1) % run.snapshot_every == 0:
+        if (k + 1) % WRITE_BLOCK == 0:
             for seg in segments.values():
                 seg.flush(out, k + 1)
+            _write_exchanges(out, pending_exchanges, n_exchange, comm)
             out.flush()
-        if exchange_now:
+        t_ex = time.perf_counter()
+        spent["output"] += t_ex - t_out
+        if every and (k + 1) % every == 0:
+            comm.barrier()
+            t_wait = time.perf_counter()
+            spent["waiting"] += t_wait - t_ex
+            t_ex = t_wait
             log_w = np.empty((R, R))
             for part in comm.allgather({r: rep.log_weights(betas) for r, rep in local.items()}):
                 for r, row in part.items():
@@ -152,18 +177,32 @@ def _measure(cfg: Config, local: dict, betas: np.ndarray, controller_rng, out: R
             for r, rep in local.items():
                 if new_slots[r] != slot_of_replica[r]:
                     rep.set_beta(betas[new_slots[r]], *slot_models[new_slots[r]])
-                    segments[r] = _Segment(int(new_slots[r]), k + 1)
+                    segments[r].move(int(new_slots[r]), k + 1)
             slot_of_replica = new_slots
             trips.update(slot_of_replica)
-            if comm.rank == 0:
-                out.write_exchange(n_exchange, slot_of_replica, accepted)
+            pending_exchanges.append((slot_of_replica, accepted))
             n_exchange += 1
+            spent["exchange"] += time.perf_counter() - t_ex
         prog.update(k + 1, counts[:, 1].sum() / max(counts[:, 0].sum(), 1), force=k + 1 == run.measure)
+    t_out = time.perf_counter()
     for seg in segments.values():
         seg.flush(out, run.measure)
+    _write_exchanges(out, pending_exchanges, n_exchange, comm)
     out.flush()
+    spent["output"] += time.perf_counter() - t_out
+    total = time.perf_counter() - t0
     counts = comm.allreduce_sum(counts)
-    return counts, (time.perf_counter() - t0) / (run.measure * len(local)), trips
+    shares = {key: value / total for key, value in spent.items()}
+    log("wall-time share of measurement on rank 0: exchanges {exchange:.1%}, output {output:.1%}, "
+        "waiting for other ranks {waiting:.1%}".format(**shares))
+    return counts, total / (run.measure * len(local)), trips
+
+
+def _write_exchanges(out: RunOutput, pending: list, done: int, comm) -> None:
+    """Write the exchange rounds done since the last call (rank 0 writes), and forget them."""
+    if pending and comm.rank == 0:
+        out.write_exchanges(done - len(pending), np.array([p[0] for p in pending]), np.array([p[1] for p in pending]))
+    pending.clear()
 
 
 def _summarize(out: RunOutput, lattice, temperatures, counts, seconds_per_step, trips, log, comm) -> None:

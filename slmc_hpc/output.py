@@ -103,13 +103,14 @@ class RunOutput:
         f.flush()
 
     def write_measure(self, slot: int, start: int, records: list[dict], complete_to: int | None = None) -> None:
-        """Write consecutive measured steps start, start+1, ... of one slot; ``complete_to``
-        (default: the last one written) is how far the whole row is now written."""
+        """Write consecutive measured steps start, start+1, ... of one slot. ``complete_to``,
+        given by whoever holds the slot now, says how far the whole row is written."""
         stop = start + len(records)
         if records:
             for name in MEASURE_DTYPES:
                 self.file[f"measure/{name}"][slot, start:stop] = np.array([r[name] for r in records])
-        self.file["measure/n_written"][slot] = stop if complete_to is None else complete_to
+        if complete_to is not None:
+            self.file["measure/n_written"][slot] = complete_to
 
     def write_snapshot(self, slot: int, index: int, spins: np.ndarray, free_energy: float, step: int) -> None:
         self.file["snapshots/spins"][slot, index] = spins
@@ -117,11 +118,12 @@ class RunOutput:
         self.file["snapshots/step"][slot, index] = step
         self.file["snapshots/n_written"][slot] = index + 1
 
-    def write_exchange(self, index: int, slot_of_replica: np.ndarray, accepted: np.ndarray) -> None:
-        """After exchange round ``index``: the slot of every replica, and per neighbouring slot
-        pair (s, s+1) 1 swapped / 0 rejected / -1 not tried this round."""
-        self.file["tempering/slot_of_replica"][index] = slot_of_replica
-        self.file["tempering/accepted"][index] = accepted
+    def write_exchanges(self, first: int, slot_of_replica: np.ndarray, accepted: np.ndarray) -> None:
+        """Exchange rounds first, first+1, ...: after each, the slot of every replica, and per
+        neighbouring slot pair (s, s+1) 1 swapped / 0 rejected / -1 not tried that round."""
+        stop = first + len(slot_of_replica)
+        self.file["tempering/slot_of_replica"][first:stop] = slot_of_replica
+        self.file["tempering/accepted"][first:stop] = accepted
 
     def write_model(self, slot: int, parameters: np.ndarray) -> None:
         self.file["model/parameters"][slot] = parameters
