@@ -16,13 +16,13 @@ echo "== serial tests"
 "$PY" -m pytest -q -m "not mpi" "$@"
 
 # Each rank writes its own log; rank 0's is printed (so the summary line is not interleaved)
-# and the others' too when the run failed.
+# and the others' too when the run failed. The timeout turns a hang into a failure.
 run_mpi_tests() {
     local n=$1 logs
     logs=$(mktemp -d)
     echo "== MPI tests (mpirun -n $n)"
     set +e
-    mpirun -n "$n" --oversubscribe bash -c \
+    timeout 900 mpirun -n "$n" --oversubscribe bash -c \
         '"$0" -m pytest -q --color=no --with-mpi -m mpi tests/mpi > "$1/rank$OMPI_COMM_WORLD_RANK.log" 2>&1' \
         "$PY" "$logs"
     local rc=$?

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from .backend import array_module
@@ -17,7 +18,7 @@ from .config import Config, ConfigError, temperature_ladder
 from .parallel.comm import SerialComm
 from .fermions import DoubleExchange
 from .lattice import Lattice
-from .output import RunOutput
+from .output import GatheredOutput, RunOutput
 from .progress import Progress
 from .replica import Replica
 from .stats import estimate
@@ -43,9 +44,12 @@ def geometric_mean_beta(temperatures) -> float:
     return float(np.exp(-np.mean(np.log(temperatures))))
 
 
-def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, log=print, comm=None) -> Path:
+def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, log=print, comm=None,
+        gather_output: bool | None = None) -> Path:
     """Run the configuration. With ``comm`` of several ranks (MPI), rank r owns replica r;
-    otherwise this process owns them all. Only rank 0 logs."""
+    otherwise this process owns them all. Only rank 0 logs. Several ranks write the file
+    with MPI-IO, or, when h5py has no MPI support (or ``gather_output`` is set), through
+    rank 0 (GatheredOutput)."""
     comm = comm or SerialComm()
     physics = build_physics(cfg)
     lattice = physics.lattice
@@ -66,8 +70,15 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
     every = cfg.temperatures.exchange_every if R > 1 else 0
     n_exchanges = cfg.run.measure // every if every else 0
     path = Path(output or cfg.run.output)
-    out = RunOutput(path, cfg, lattice, temperatures, any_replica.model, n_rounds, n_exchanges,
-                    overwrite=overwrite, comm=comm)
+    if gather_output is None:
+        gather_output = comm.size > 1 and not h5py.get_config().mpi
+    if gather_output and comm.size > 1:
+        log("slmc-hpc: warning: h5py has no MPI support; rank 0 gathers and writes the output (slower)")
+        out = GatheredOutput(comm, lambda: RunOutput(path, cfg, lattice, temperatures, any_replica.model,
+                                                     n_rounds, n_exchanges, overwrite=overwrite))
+    else:
+        out = RunOutput(path, cfg, lattice, temperatures, any_replica.model, n_rounds, n_exchanges,
+                        overwrite=overwrite, comm=comm)
     log(f"slmc-hpc: {cfg.run.sampler} on {lattice.kind} L={lattice.L} (N={lattice.N}), "
         f"{R} temperature(s) on {comm.size} process(es), {cfg.local_updates} local updates/step -> {path}")
     if any_replica.model is not None:
@@ -210,6 +221,8 @@ def _summarize(out: RunOutput, lattice, temperatures, counts, seconds_per_step, 
     rank, because creating the /summary datasets is collective."""
     comm.barrier()
     seconds_per_step = float(np.mean(comm.allgather(seconds_per_step)))
+    if out.file is None:  # gathered output: rank 0 alone reads and writes the summary
+        return
     summary = {k: [] for k in ("acceptance", "middle_acceptance", "moved", "free_energy_per_site",
                                "free_energy_per_site_error", "abs_magnetization", "abs_magnetization_error",
                                "tau_free_energy", "seconds_per_step")}

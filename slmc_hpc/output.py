@@ -116,7 +116,9 @@ class RunOutput:
         self.file["snapshots/spins"][slot, index] = spins
         self.file["snapshots/free_energy"][slot, index] = free_energy
         self.file["snapshots/step"][slot, index] = step
-        self.file["snapshots/n_written"][slot] = index + 1
+        # a slot's snapshots come from whichever replica held it, and the rank-0 writer applies
+        # them rank by rank: the count only grows
+        self.file["snapshots/n_written"][slot] = max(index + 1, int(self.file["snapshots/n_written"][slot]))
 
     def write_exchanges(self, first: int, slot_of_replica: np.ndarray, accepted: np.ndarray) -> None:
         """Exchange rounds first, first+1, ...: after each, the slot of every replica, and per
@@ -143,6 +145,50 @@ class RunOutput:
 
     def close(self) -> None:
         self.file.close()
+
+
+class GatheredOutput:
+    """The same writes as RunOutput when h5py has no MPI support: rank 0 alone opens the file
+    (serial h5py); every rank queues its writes, and at each flush (a collective: all ranks
+    call it at the same step) rank 0 gathers the queues and applies them. Slower than MPI-IO,
+    same layout."""
+
+    WRITES = ("write_measure", "write_snapshot", "write_model", "write_training", "write_exchanges",
+              "write_summary")
+
+    def __init__(self, comm, make_output):
+        self.comm = comm
+        error, self.inner = None, None
+        if comm.rank == 0:
+            try:
+                self.inner = make_output()
+            except ConfigError as exc:
+                error = str(exc)
+        error = comm.bcast(error)
+        if error:
+            raise ConfigError(error)
+        self.file = self.inner.file if self.inner is not None else None
+        self.pending = []
+
+    def __getattr__(self, name):
+        if name not in self.WRITES:
+            raise AttributeError(name)
+        if name in ("write_exchanges", "write_summary"):  # rank 0 alone has these to write
+            return getattr(self.inner, name) if self.inner is not None else (lambda *a, **k: None)
+        return lambda *args, **kwargs: self.pending.append((name, args, kwargs))
+
+    def flush(self) -> None:
+        parts = self.comm.gather(self.pending)
+        self.pending = []
+        if self.inner is not None:
+            for part in parts:
+                for name, args, kwargs in part:
+                    getattr(self.inner, name)(*args, **kwargs)
+            self.inner.flush()
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
 
 
 def read_model(path: str | Path, slot: int = 0):

@@ -28,6 +28,9 @@ class SerialComm:
     def allgather(self, obj) -> list:
         return [obj]
 
+    def gather(self, obj, root: int = 0) -> list:
+        return [obj]
+
     def allreduce_sum(self, array: np.ndarray) -> np.ndarray:
         return np.array(array, copy=True)
 
@@ -55,6 +58,9 @@ class MPIComm:
 
     def allgather(self, obj) -> list:
         return self.comm.allgather(obj)
+
+    def gather(self, obj, root: int = 0) -> list | None:
+        return self.comm.gather(obj, root=root)
 
     def allreduce_sum(self, array: np.ndarray) -> np.ndarray:
         array = np.ascontiguousarray(array)

@@ -32,6 +32,22 @@ progress_every = 600
 """
 
 
+def on_rank0(comm, check):
+    """Run ``check`` on rank 0 and fail on every rank if it fails (a failure on rank 0 alone
+    would leave the others waiting in the next collective)."""
+    error = None
+    if comm.rank == 0:
+        try:
+            check()
+        except Exception as exc:  # noqa: BLE001 - reported on all ranks below
+            error = exc
+    message = comm.bcast(None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    if message is not None:
+        pytest.fail(f"rank 0 failed: {message}")
+
+
 def compare(a, b, path=""):
     for key in a:
         if isinstance(a[key], h5py.Group):
@@ -41,19 +57,23 @@ def compare(a, b, path=""):
             assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), f"{path}/{key}"
 
 
-def test_mpi_run_equals_single_process_run(tmp_path_factory):
+@pytest.mark.parametrize("gather", [False, True], ids=["mpio", "rank0-gather"])
+def test_mpi_run_equals_single_process_run(tmp_path_factory, gather):
+    """Both writers: MPI-IO, and the rank-0 gather used when h5py has no MPI (forced here)."""
     comm = MPIComm()
     temps = [round(0.2 * 1.6**r, 4) for r in range(comm.size)]
     cfg = parse(CONFIG.format(temps=temps))
     where = comm.bcast(str(tmp_path_factory.mktemp("pt")) if comm.rank == 0 else None)
-    run(cfg, output=f"{where}/mpi.h5", comm=comm, log=lambda *a: None)
-    if comm.rank == 0:
+    run(cfg, output=f"{where}/mpi.h5", comm=comm, log=lambda *a: None, gather_output=gather)
+
+    def check():
         run(cfg, output=f"{where}/serial.h5", comm=SerialComm(), log=lambda *a: None)
         with h5py.File(f"{where}/mpi.h5", "r") as a, h5py.File(f"{where}/serial.h5", "r") as b:
             assert a["tempering/slot_of_replica"].shape == (20, comm.size)
             assert list(a["measure/n_written"][:]) == [60] * comm.size
             compare(a, b)
-    comm.barrier()
+
+    on_rank0(comm, check)
 
 
 EXACT = """
@@ -86,7 +106,8 @@ def test_each_slot_of_a_tempering_run_agrees_with_independent_chains(tmp_path_fa
     temps = [round(0.1 * 1.5**r, 4) for r in range(comm.size)]
     where = comm.bcast(str(tmp_path_factory.mktemp("exact")) if comm.rank == 0 else None)
     run(parse(EXACT.format(temps=temps, every=4)), output=f"{where}/pt.h5", comm=comm, log=lambda *a: None)
-    if comm.rank == 0:
+
+    def check():
         run(parse(EXACT.format(temps=temps, every=0)), output=f"{where}/independent.h5", comm=SerialComm(),
             log=lambda *a: None)
 
@@ -104,4 +125,5 @@ def test_each_slot_of_a_tempering_run_agrees_with_independent_chains(tmp_path_fa
                             np.linalg.norm(f["measure/magnetization"][slot], axis=-1) for f in (a, b))
                     err = np.hypot(error(x), error(y))
                     assert abs(x.mean() - y.mean()) < 3 * err, (slot, name, x.mean(), y.mean(), err)
-    comm.barrier()
+
+    on_rank0(comm, check)
