@@ -56,7 +56,7 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
     temperatures = temperature_ladder(cfg, comm.size)
     R = len(temperatures)
     if comm.size > 1 and R != comm.size:
-        raise ConfigError(f"[temperatures] values lists {R} temperatures but {comm.size} MPI ranks run: "
+        raise ConfigError(f"[temperatures] gives {R} temperatures but {comm.size} MPI ranks run: "
                           f"one temperature per rank")
     log = log if comm.rank == 0 else (lambda *a, **k: None)
     betas = 1.0 / np.asarray(temperatures)

@@ -32,5 +32,5 @@ def test_bad_input_under_mpirun_is_a_clear_error_not_a_hang(tmp_path):
     proc = subprocess.run([MPIRUN, "-n", "2", "--oversubscribe", sys.executable, "-m", "slmc_hpc", "run", str(cfg),
                            "--output", str(tmp_path / "o.h5")], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode != 0
-    assert "lists 3 temperatures but 2 MPI ranks run" in proc.stderr and "Traceback" not in proc.stderr
+    assert "gives 3 temperatures but 2 MPI ranks run" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o.h5").exists()
