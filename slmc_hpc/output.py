@@ -131,9 +131,10 @@ class RunOutput:
         self.file["model/parameters"][slot] = parameters
 
     def write_training(self, slot: int, rounds: list[dict]) -> None:
+        if not rounds:
+            return
         for name in ROUND_FIELDS:
-            if rounds:
-                self.file[f"training/{name}"][slot, : len(rounds)] = [r[name] for r in rounds]
+            self.file[f"training/{name}"][slot, : len(rounds)] = [r[name] for r in rounds]
 
     def write_summary(self, summary: dict[str, np.ndarray]) -> None:
         for name, values in summary.items():

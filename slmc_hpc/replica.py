@@ -93,9 +93,11 @@ class Replica:
         sampler switches to β, the effective model (this replica's, or ``model`` and for nested
         SLMC ``inner``: the new slot's) is taken at β, and E_eff is re-evaluated."""
         self.sampler = replace(self.sampler, beta=beta)
-        if self.model is None:
-            return
-        model = (model if model is not None else self.model).with_beta(beta)
+        if self.model is not None:
+            self._use_models((model if model is not None else self.model).with_beta(beta), inner)
+
+    def _use_models(self, model, inner=None) -> None:
+        """Sample with ``model`` (and, nested SLMC, a new ``inner`` model); E_eff re-evaluated."""
         if inner is not None:
             self.sampler, self.state = self.sampler.with_model(model, self.state, inner)
         else:
@@ -129,14 +131,12 @@ class Replica:
             return  # too few exact samples yet for even the linear head
         result = self.trainer.train(train, validation, self.beta)
         if isinstance(self.trainer, LinearTrainer):
-            self.sampler, self.state = self.sampler.with_model(self.trainer.model, self.state)
+            self._use_models(self.trainer.model)
         else:
-            model = TransformerModel.frozen(self.trainer.net, self.beta)
             if self.inner_trainer is not None:
                 self.inner_trainer.train(train, validation, self.beta)
-                self.sampler, self.state = self.sampler.with_model(model, self.state, self.inner_trainer.model)
-            else:
-                self.sampler, self.state = self.sampler.with_model(model, self.state)
+            self._use_models(TransformerModel.frozen(self.trainer.net, self.beta),
+                             self.inner_trainer.model if self.inner_trainer is not None else None)
         tests, accepted, mid_tests, mid_accepted = self.counts
         self.rounds.append({"step": self.steps_done + 1, "n_train": len(train),
                             "train_loss": result.train_loss, "validation_loss": result.validation_loss,
