@@ -1,7 +1,7 @@
 """The run loop for one process: all temperature replicas in lockstep. Thermalization trains
-each slot's effective model at its own β; measurement freezes the models and exchanges
-temperature labels between neighbouring replicas (parallel tempering), every slot's model
-moving with its label. Measurements, snapshots, the models, the exchanges and a summary go
+the effective models (each slot's linear model at its β; the one shared Transformer on all
+slots' samples); measurement freezes them and exchanges temperature labels between
+neighbouring replicas (parallel tempering), every slot's linear models moving with its label. Measurements, snapshots, the models, the exchanges and a summary go
 to one HDF5 file, row r of every per-temperature dataset being slot r. (Distributing the
 replicas over MPI ranks is the next layer around the same Replica.)"""
 
@@ -20,7 +20,7 @@ from .fermions import DoubleExchange
 from .lattice import Lattice
 from .output import GatheredOutput, RunOutput
 from .progress import Progress
-from .replica import Replica
+from .replica import Replica, shared_trainer, train_round, uses_shared_network
 from .stats import estimate
 from .tempering import RoundTrips, exchange
 from .training import n_refits
@@ -63,7 +63,12 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
     # one stream per replica and one for the exchange decisions (SeedSequence.spawn)
     seeds = np.random.SeedSequence(cfg.run.seed).spawn(R + 1)
     beta_ref = geometric_mean_beta(temperatures)
-    local = {r: Replica(cfg, physics, betas[r], np.random.default_rng(seeds[r]), beta_ref)
+    trainer = None
+    if uses_shared_network(cfg):
+        # the minibatch order of this rank's samples: its own stream, the same for any R
+        order_seed = np.random.SeedSequence(cfg.run.seed, spawn_key=(R + 1, comm.rank)).generate_state(1, np.uint64)
+        trainer = shared_trainer(cfg, lattice, beta_ref, int(order_seed[0]), comm)
+    local = {r: Replica(cfg, physics, betas[r], np.random.default_rng(seeds[r]), beta_ref, trainer)
              for r in range(R) if r % comm.size == comm.rank}
     any_replica = next(iter(local.values()))
     n_rounds = n_refits(cfg.run.thermalize, cfg.training.every) if any_replica.model is not None else 0
@@ -94,16 +99,31 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
 
 
 def _thermalize(cfg: Config, local: dict, out: RunOutput, log) -> None:
-    """All replicas in lockstep, each at its own temperature, training its model. No exchanges
-    yet: each slot's model is trained on data from that slot's β only."""
+    """All replicas in lockstep, each at its own temperature, training the models: each
+    slot's linear model on that slot's samples, the shared Transformer on every slot's
+    samples at once (a collective round on all ranks). No exchanges yet, so every slot's
+    samples come from one β and a slot's linear fit never mixes temperatures."""
     log(f"thermalizing {cfg.run.thermalize} steps")
     prog = Progress("therm", cfg.run.thermalize, cfg.run.progress_every, log)
     n_acc = n_tests = 0
+    replicas = list(local.values())
+    start, training = time.perf_counter(), 0.0
+    comm = getattr(replicas[0].trainer, "comm", None)
+    reduce_before = comm.allreduce_seconds if comm is not None else 0.0
     for k in range(cfg.run.thermalize):
-        for rep in local.values():
+        for rep in replicas:
             info = rep.step()
             n_acc, n_tests = n_acc + info.n_accepted, n_tests + info.n_tests
+        if not replicas[0].trains_alone and replicas[0].round_due():
+            t = time.perf_counter()
+            train_round(replicas)
+            training += time.perf_counter() - t
         prog.update(k + 1, n_acc / max(n_tests, 1), force=k + 1 == cfg.run.thermalize)
+    if training:
+        total = time.perf_counter() - start
+        reduce = comm.allreduce_seconds - reduce_before
+        log(f"shared-model training on rank 0: {training / total:.1%} of thermalization wall time, "
+            f"all-reduce (waiting included) {reduce / total:.1%}")
     for slot, rep in local.items():
         if rep.model is not None:
             out.write_model(slot, rep.model.parameters()[0])

@@ -1,6 +1,12 @@
 """One temperature's serial simulation: a chain (exact local, SLMC, or nested SLMC), its
-random stream, and its online training. Knows nothing of MPI or files; a driver (serial now,
-parallel tempering later) calls ``step`` and ``record``."""
+random stream, and its online training. Knows nothing of MPI or files; the driver calls
+``step``, ``train_round`` and ``record``.
+
+Who owns which model: a linear effective model (and nested SLMC's inner linear model)
+belongs to its temperature slot and is fitted on that slot's samples alone. The Transformer
+is one network shared by all slots, conditioned on β (its head is affine in log β), and
+trained on every slot's samples at once, each sample at its own β; its trainer is passed in
+by the driver (collective over MPI ranks), or built privately for a replica on its own."""
 
 from __future__ import annotations
 
@@ -15,7 +21,9 @@ from .models.transformer import EquivariantTransformer, TransformerModel
 from .observables import magnetization, nn_correlation, random_spins
 from .samplers import ExactLocalSampler, SLMCSampler, StepInfo
 from .samplers.nested import NestedSLMCSampler
-from .training import LinearTrainer, ReplayBuffer, TorchTrainer, is_refit_step
+from .parallel.allreduce import assert_same_parameters, broadcast_parameters
+from .parallel.comm import SerialComm
+from .training import LinearTrainer, ReplayBuffer, Samples, TorchTrainer, is_refit_step
 
 ROUND_FIELDS = ("step", "n_train", "train_loss", "validation_loss", "acceptance", "middle_acceptance")
 
@@ -39,23 +47,65 @@ def build_network(cfg, lattice, beta_ref: float) -> EquivariantTransformer:
         dtype=getattr(torch, em.dtype), seed=cfg.run.seed)
 
 
+def shared_trainer(cfg, lattice, beta_ref: float, seed: int, comm=None) -> TorchTrainer:
+    """The trainer of the one Transformer all temperature slots share, collective over
+    ``comm``: the same initial parameters on every rank (broadcast from rank 0); ``seed``
+    only orders this rank's minibatches."""
+    comm = comm or SerialComm()
+    net = build_network(cfg, lattice, beta_ref)
+    broadcast_parameters(net, comm)
+    tr = cfg.training
+    return TorchTrainer(net, tr.epochs, tr.learning_rate, tr.weight_decay, tr.batch_size, seed=seed,
+                        loss=tr.loss, comm=comm)
+
+
+def uses_shared_network(cfg) -> bool:
+    return cfg.run.sampler == "slmc" and cfg.effective_model.kind == "transformer"
+
+
+def train_round(replicas: list) -> None:
+    """One training round for replicas stepping in lockstep (every replica of this process,
+    at the same step). The shared Transformer, if any, trains on all their samples together
+    (collective over its trainer's ranks: every rank calls this at the same step); each
+    slot's linear model on its own samples. A round is skipped everywhere while any replica
+    has too few exact samples for even the linear head."""
+    cfg = replicas[0].cfg
+    splits = [rep.buffer.split(cfg.training.validation_fraction) for rep in replicas]
+    shared = replicas[0].trainer if isinstance(replicas[0].trainer, TorchTrainer) else None
+    fewest = min(len(train) for train, _ in splits)
+    if shared is not None:
+        fewest = min(shared.comm.allgather(fewest))
+    if fewest < 2 * (cfg.effective_model.shells + 1):
+        return
+    if shared is not None:
+        shared.train(Samples.concat([t for t, _ in splits]), Samples.concat([v for _, v in splits]))
+        assert_same_parameters(shared.net, shared.comm)  # cheap, and a silent split would be fatal
+    for rep, (train, validation) in zip(replicas, splits):
+        rep.finish_round(train, validation)
+
+
 class Replica:
     def __init__(self, cfg, physics: DoubleExchange, beta: float, rng: np.random.Generator,
-                 beta_ref: float | None = None):
+                 beta_ref: float | None = None, trainer: TorchTrainer | None = None):
+        """``trainer``: the shared Transformer's (see ``shared_trainer``); the driver then
+        calls ``train_round`` for all its replicas. Without it a Transformer replica builds a
+        private network (β_ref = ``beta_ref`` or its own β) and trains it by itself."""
         self.cfg, self.physics, self.rng = cfg, physics, rng
         lattice, run, tr = physics.lattice, cfg.run, cfg.training
         n_local, step_size = cfg.local_updates, run.step_size
         self.trainer = self.inner_trainer = None
+        self.trains_alone = trainer is None
         if run.sampler == "exact":
             self.sampler = ExactLocalSampler(physics, beta, n_local, step_size)
         elif cfg.effective_model.kind == "linear":
             self.trainer = LinearTrainer(LinearModel.zeros(lattice, cfg.effective_model.shells), tr.loss)
             self.sampler = SLMCSampler(physics, self.trainer.model, beta, n_local, step_size)
         else:
-            net = build_network(cfg, lattice, beta if beta_ref is None else beta_ref)
-            self.trainer = TorchTrainer(net, tr.epochs, tr.learning_rate, tr.weight_decay, tr.batch_size,
-                                        seed=int(rng.integers(2**63)), loss=tr.loss)
-            model = TransformerModel.frozen(net, beta)
+            if trainer is None:
+                trainer = shared_trainer(cfg, lattice, beta if beta_ref is None else beta_ref,
+                                         seed=int(rng.integers(2**63)))
+            self.trainer = trainer
+            model = TransformerModel.frozen(trainer.net, beta)
             if cfg.slmc.scheme == "plain":
                 self.sampler = SLMCSampler(physics, model, beta, n_local, step_size)
             else:
@@ -105,40 +155,50 @@ class Replica:
 
     @property
     def slot_models(self) -> tuple:
-        """(model, inner model or None): what travels with this replica's temperature label."""
-        return self.model, getattr(self.sampler, "inner", None)
+        """(model, inner model): what travels with this replica's temperature label; None for
+        the shared Transformer (every slot has it) and where there is no inner model."""
+        shared = isinstance(self.trainer, TorchTrainer)
+        return None if shared else self.model, getattr(self.sampler, "inner", None)
 
     def step(self) -> StepInfo:
-        """One step; during thermalization an SLMC replica also learns from its proposals."""
+        """One step; during thermalization an SLMC replica also collects its proposals as
+        training data (and, training alone, runs the training rounds)."""
+        thermalize = self.cfg.run.thermalize
+        if self.steps_done >= thermalize:
+            self.buffer = None  # the model is frozen from here on
         before = self.state
         self.state, info = self.sampler.step(self.state, self.rng)
         self.counts += (info.n_tests, info.n_accepted, info.n_middle_tests, info.n_middle_accepted)
-        thermalize = self.cfg.run.thermalize
-        if self.buffer is not None and self.steps_done < thermalize:
+        self.steps_done += 1
+        if self.buffer is not None:
             if info.proposal is not None:
                 self.buffer.add(info.proposal, info.proposal_free_energy, self.beta, before.spins,
                                 self.sampler.free_energy(before))
-            if is_refit_step(self.steps_done, thermalize, self.cfg.training.every):
-                self._train_round()
-        self.steps_done += 1
-        if self.steps_done == thermalize:
-            self.buffer = None  # the model is frozen from here on
+            if self.trains_alone and self.round_due():
+                train_round([self])
         return info
 
-    def _train_round(self) -> None:
-        train, validation = self.buffer.split(self.cfg.training.validation_fraction)
-        if len(train) < 2 * (self.cfg.effective_model.shells + 1):
-            return  # too few exact samples yet for even the linear head
-        result = self.trainer.train(train, validation, self.beta)
+    def round_due(self) -> bool:
+        """Whether a training round follows the step just taken."""
+        return self.buffer is not None and is_refit_step(self.steps_done - 1, self.cfg.run.thermalize,
+                                                         self.cfg.training.every)
+
+    def finish_round(self, train: Samples, validation: Samples) -> None:
+        """This slot's part of a training round (see ``train_round``): fit the linear model
+        (or nested SLMC's inner one), install the new models, record the round. The shared
+        Transformer has been trained already; its losses recorded here are on this slot's
+        samples."""
         if isinstance(self.trainer, LinearTrainer):
+            result = self.trainer.train(train, validation, self.beta)
             self._use_models(self.trainer.model)
         else:
+            result = self.trainer.local_losses(train, validation)
             if self.inner_trainer is not None:
                 self.inner_trainer.train(train, validation, self.beta)
             self._use_models(TransformerModel.frozen(self.trainer.net, self.beta),
                              self.inner_trainer.model if self.inner_trainer is not None else None)
         tests, accepted, mid_tests, mid_accepted = self.counts
-        self.rounds.append({"step": self.steps_done + 1, "n_train": len(train),
+        self.rounds.append({"step": self.steps_done, "n_train": len(train),
                             "train_loss": result.train_loss, "validation_loss": result.validation_loss,
                             "acceptance": accepted / tests if tests else float("nan"),
                             "middle_acceptance": mid_accepted / mid_tests if mid_tests else float("nan")})

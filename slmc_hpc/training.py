@@ -56,6 +56,14 @@ class Samples:
     def __len__(self) -> int:
         return len(self.targets)
 
+    @classmethod
+    def concat(cls, parts: list["Samples"]) -> "Samples":
+        """All samples of ``parts`` (which agree on which fields they carry), in order."""
+        def join(name):
+            arrays = [getattr(p, name) for p in parts]
+            return None if arrays[0] is None else np.concatenate(arrays)
+        return cls(*(join(name) for name in ("spins", "targets", "ref_spins", "ref_targets", "betas")))
+
     def subset(self, mask) -> "Samples":
         pick = (lambda a: None if a is None else a[mask])
         return Samples(self.spins[mask], self.targets[mask], pick(self.ref_spins), pick(self.ref_targets),
@@ -221,6 +229,8 @@ class TorchTrainer:
         unless the pair loss is used)."""
         dtype = self.net.wq.dtype
         pairs = self.loss == "pair"
+        if data.betas is None and beta is None:
+            raise ValueError("samples without their own β need the caller's β")
         betas = data.betas if data.betas is not None else np.full(len(data), beta)
         return tuple(torch.as_tensor(a, dtype=dtype) if a is not None else None for a in
                      (data.spins, data.targets, data.ref_spins if pairs else None, data.ref_targets if pairs else None,
@@ -231,7 +241,20 @@ class TorchTrainer:
         self.optimizer.load_state_dict(good[1])
         raise TrainingError(message + "; the last good parameters are kept (lower [training] learning_rate?)")
 
-    def train(self, train: Samples, validation: Samples, beta: float) -> RoundResult:
+    def local_losses(self, train: Samples, validation: Samples) -> RoundResult:
+        """Per-site MSE of the current network on these samples (each at its own β), on this
+        rank alone: how well the shared model fits one slot's data."""
+        n_sites = self.net.lattice.N
+
+        def mse(data):
+            if not len(data):
+                return float("nan")
+            with torch.no_grad():
+                design, target = self._design(*self._tensors(data, None))
+                return per_site_mse((design @ self.net.head_vector()).numpy(), target.numpy(), n_sites)
+        return RoundResult(mse(train), mse(validation))
+
+    def train(self, train: Samples, validation: Samples, beta: float | None = None) -> RoundResult:
         """One round on this rank's samples (collective: every rank must call it). Samples
         without their own β are taken at ``beta``."""
         bad = int(not (train.is_finite() and validation.is_finite()))

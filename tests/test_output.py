@@ -111,7 +111,7 @@ def test_transformer_run_stores_rounds_and_a_reloadable_model(tmp_path):
 def test_training_failure_exits_3_and_keeps_the_file(tmp_path, capsys, monkeypatch):
     from slmc_hpc import training
 
-    def diverge(self, train, validation, beta):
+    def diverge(self, train, validation, beta=None):
         raise training.TrainingError("training loss became nan in round 1, epoch 1")
 
     monkeypatch.setattr(training.TorchTrainer, "train", diverge)

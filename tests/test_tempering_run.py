@@ -76,3 +76,50 @@ def test_tempering_samples_each_temperature_like_independent_runs(tmp_path):
                 x, y = get(a), get(b)
                 err = np.hypot(error_with_long_bins(x), error_with_long_bins(y))
                 assert abs(x.mean() - y.mean()) < 3 * err, (slot, name, x.mean(), y.mean(), err)
+
+
+SHARED = """
+[lattice]
+L = 4
+[model]
+mu = -2.5
+[temperatures]
+values = {temps}
+exchange_every = 5
+[effective_model]
+kind = "transformer"
+layers = 1
+heads = 1
+block_shells = 1
+shells = 3
+[training]
+every = 30
+epochs = 2
+[run]
+thermalize = 60
+measure = 20
+snapshot_every = 20
+seed = 3
+progress_every = 600
+"""
+
+
+def test_one_transformer_serves_every_temperature(tmp_path):
+    """The Transformer is one network for all slots, conditioned on β: every slot stores
+    the same parameters, and with samples from several β the head's log-β slopes are
+    fitted (with one β they cannot be, and stay zero)."""
+    def slopes(temps):
+        cfg, out = tmp_path / "s.toml", tmp_path / f"s{len(temps)}.h5"
+        cfg.write_text(SHARED.format(temps=temps))
+        assert main(["run", str(cfg), "--output", str(out)]) == 0
+        with h5py.File(out, "r") as f:
+            params, names = f["model/parameters"][:], list(f["model"].attrs["parameter_names"])
+            rounds = f["training/validation_loss"][:]
+        assert params.shape[0] == len(temps) and all(np.array_equal(params[0], p) for p in params)
+        assert rounds.shape == (len(temps), 2) and np.all(np.isfinite(rounds))
+        # e0 = (E_0, E'_0); couplings flattened from (2, shells): J_n then the slopes J'_n
+        slope = [names.index("e0[1]")] + [names.index(f"couplings[{3 + n}]") for n in range(3)]
+        return params[0][slope]
+
+    assert np.all(slopes([0.1, 0.2, 0.4]) != 0)
+    assert np.all(slopes([0.1]) == 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -21,6 +22,7 @@ class SerialComm:
     rank = 0
     size = 1
     node_rank = 0
+    allreduce_seconds = 0.0
 
     def bcast(self, obj, root: int = 0):
         return obj
@@ -52,6 +54,7 @@ class MPIComm:
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         # rank within the node, for choosing this rank's GPU
         self.node_rank = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+        self.allreduce_seconds = 0.0  # wall time in allreduce_sum (training), waiting included
 
     def bcast(self, obj, root: int = 0):
         return self.comm.bcast(obj, root=root)
@@ -65,7 +68,9 @@ class MPIComm:
     def allreduce_sum(self, array: np.ndarray) -> np.ndarray:
         array = np.ascontiguousarray(array)
         out = np.empty_like(array)
+        start = time.perf_counter()
         self.comm.Allreduce(array, out, op=self._mpi.SUM)
+        self.allreduce_seconds += time.perf_counter() - start
         return out
 
     def barrier(self) -> None:

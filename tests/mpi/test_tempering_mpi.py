@@ -127,3 +127,54 @@ def test_each_slot_of_a_tempering_run_agrees_with_independent_chains(tmp_path_fa
                     assert abs(x.mean() - y.mean()) < 3 * err, (slot, name, x.mean(), y.mean(), err)
 
     on_rank0(comm, check)
+
+
+SHARED = """
+[lattice]
+L = 4
+[model]
+mu = -2.5
+[temperatures]
+values = {temps}
+exchange_every = 3
+[effective_model]
+kind = "transformer"
+layers = 1
+heads = 2
+block_shells = 1
+shells = 3
+[training]
+every = 20
+epochs = 3
+batch_size = 100000
+[run]
+thermalize = 40
+measure = 30
+snapshot_every = 10
+seed = 4
+progress_every = 600
+"""
+
+
+def test_shared_transformer_trained_across_ranks_equals_one_process(tmp_path_factory):
+    """One Transformer for all slots, each rank training on its own slot's samples with the
+    gradients and the head's normal equations summed over ranks: with one minibatch per
+    epoch the result equals one process training on all slots' samples, up to the order of
+    floating-point sums; every slot stores the same parameters."""
+    comm = MPIComm()
+    temps = [round(0.1 * 1.5**r, 4) for r in range(comm.size)]
+    cfg = parse(SHARED.format(temps=temps))
+    where = comm.bcast(str(tmp_path_factory.mktemp("shared")) if comm.rank == 0 else None)
+    run(cfg, output=f"{where}/mpi.h5", comm=comm, log=lambda *a: None)
+
+    def check():
+        run(cfg, output=f"{where}/serial.h5", comm=SerialComm(), log=lambda *a: None)
+        with h5py.File(f"{where}/mpi.h5", "r") as a, h5py.File(f"{where}/serial.h5", "r") as b:
+            params = a["model/parameters"][:]
+            assert all(np.array_equal(params[0], p) for p in params)
+            assert np.allclose(params, b["model/parameters"][:], rtol=1e-8, atol=1e-12)
+            assert np.allclose(a["training/validation_loss"][:], b["training/validation_loss"][:], rtol=1e-6)
+            assert np.allclose(a["measure/free_energy"][:], b["measure/free_energy"][:], rtol=1e-10)
+            assert np.array_equal(a["tempering/slot_of_replica"][:], b["tempering/slot_of_replica"][:])
+
+    on_rank0(comm, check)

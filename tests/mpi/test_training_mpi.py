@@ -76,3 +76,15 @@ def test_summed_gradients_equal_the_full_batch_gradient():
     sum_gradients([net.wq, net.wk, net.wv], comm)
     for p, w in zip((net.wq, net.wk, net.wv), want):
         assert torch.allclose(p.grad, w, rtol=1e-10, atol=1e-14)
+
+
+def test_parameter_mismatch_between_ranks_is_caught_on_every_rank():
+    comm = MPIComm()
+    lat, _, _ = dataset(n=2)
+    net = make_trainer(lat, comm).net
+    assert_same_parameters(net, comm)
+    if comm.rank == comm.size - 1:
+        with torch.no_grad():
+            net.wq.view(-1)[0] += 1e-15 * max(1.0, abs(float(net.wq.view(-1)[0])))
+    with pytest.raises(RuntimeError, match="model parameters differ between ranks"):
+        assert_same_parameters(net, comm)
