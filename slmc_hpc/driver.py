@@ -131,8 +131,8 @@ def _thermalize(cfg: Config, local: dict, out: RunOutput, log) -> None:
 
 
 class _Segments:
-    """One replica's records not yet written: runs of consecutive steps at one slot each
-    (a new run starts when an exchange moves the replica)."""
+    """One replica's records not yet written: runs of consecutive measured steps at one slot
+    each (a new run starts when an exchange moves the replica)."""
 
     def __init__(self, slot: int, start: int):
         self.runs = [(slot, start, [])]
@@ -140,19 +140,32 @@ class _Segments:
     def append(self, record: dict) -> None:
         self.runs[-1][2].append(record)
 
-    def last(self) -> dict:
-        return self.runs[-1][2][-1]
-
     def move(self, slot: int, start: int) -> None:
         self.runs.append((slot, start, []))
 
-    def flush(self, out: RunOutput, complete_to: int) -> None:
-        """Write every run; afterwards each slot's row is complete up to ``complete_to``."""
-        for slot, start, records in self.runs:
-            out.write_measure(slot, start, records)
+    def take(self) -> list:
+        """All runs so far; the replica goes on in a new, empty run at the same slot."""
+        runs = [run for run in self.runs if run[2]]
         slot, start, records = self.runs[-1]
-        out.write_measure(slot, start + len(records), [], complete_to)
         self.runs = [(slot, start + len(records), [])]
+        return runs
+
+
+def _write_block(out: RunOutput, segments: dict, comm, n_slots: int, start: int, stop: int) -> None:
+    """Write measured steps [start, stop) of every slot. Each run of records goes to the rank
+    that owns its slot (slot % ranks); every rank then writes each of its slots as one
+    contiguous block, so under MPI-IO every rank makes the same collective writes."""
+    outgoing = [[] for _ in range(comm.size)]
+    for seg in segments.values():
+        for run in seg.take():
+            outgoing[run[0] % comm.size].append(run)
+    blocks = {slot: [None] * (stop - start) for slot in range(comm.rank, n_slots, comm.size)}
+    for part in comm.alltoall(outgoing):
+        for slot, first, records in part:
+            blocks[slot][first - start: first - start + len(records)] = records
+    for slot, records in blocks.items():
+        assert all(r is not None for r in records), f"slot {slot}: steps missing from the block"
+        out.write_block(slot, start, records)
 
 
 def _measure(cfg: Config, local: dict, betas: np.ndarray, controller_rng, out: RunOutput, log, comm):
@@ -168,7 +181,7 @@ def _measure(cfg: Config, local: dict, betas: np.ndarray, controller_rng, out: R
     trips = RoundTrips(R)
     segments = {r: _Segments(r, 0) for r in local}
     pending_exchanges = []  # (slots, accepted) of exchange rounds not yet written
-    snap, n_exchange = 0, 0
+    written, n_exchange = 0, 0  # measured steps in the file; exchange rounds done
     counts = np.zeros((R, 4), dtype=np.int64)  # per slot: exact tests, accepted, middle tests, accepted
     log(f"measuring {run.measure} steps" + (f", exchanging every {every}" if every else ""))
     prog = Progress("meas", run.measure, run.progress_every, log)
@@ -180,16 +193,14 @@ def _measure(cfg: Config, local: dict, betas: np.ndarray, controller_rng, out: R
         for r, rep in local.items():
             info = rep.step()
             counts[slot_of_replica[r]] += (info.n_tests, info.n_accepted, info.n_middle_tests, info.n_middle_accepted)
-            segments[r].append(rep.record(info))
+            record = rep.record(info)
+            if (k + 1) % run.snapshot_every == 0:
+                record["spins"] = rep.state.spins.copy()
+            segments[r].append(record)
         t_out = time.perf_counter()
-        if (k + 1) % run.snapshot_every == 0:
-            for r, rep in local.items():
-                out.write_snapshot(slot_of_replica[r], snap, rep.state.spins,
-                                   segments[r].last()["free_energy"], rep.steps_done)
-            snap += 1
         if (k + 1) % WRITE_BLOCK == 0:
-            for seg in segments.values():
-                seg.flush(out, k + 1)
+            _write_block(out, segments, comm, R, written, k + 1)
+            written = k + 1
             _write_exchanges(out, pending_exchanges, n_exchange, comm)
             out.flush()
         t_ex = time.perf_counter()
@@ -216,8 +227,7 @@ def _measure(cfg: Config, local: dict, betas: np.ndarray, controller_rng, out: R
             spent["exchange"] += time.perf_counter() - t_ex
         prog.update(k + 1, counts[:, 1].sum() / max(counts[:, 0].sum(), 1), force=k + 1 == run.measure)
     t_out = time.perf_counter()
-    for seg in segments.values():
-        seg.flush(out, run.measure)
+    _write_block(out, segments, comm, R, written, run.measure)
     _write_exchanges(out, pending_exchanges, n_exchange, comm)
     out.flush()
     spent["output"] += time.perf_counter() - t_out

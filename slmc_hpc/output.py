@@ -60,6 +60,8 @@ class RunOutput:
                  n_rounds: int, n_exchanges: int = 0, overwrite: bool = False, comm=None):
         comm = comm or SerialComm()
         self.path = Path(path)
+        self.collective = comm.size > 1
+        self.snapshot_every, self.thermalize = cfg.run.snapshot_every, cfg.run.thermalize
         R, n = len(temperatures), cfg.run.measure
         m = n // cfg.run.snapshot_every
         N = lattice.N
@@ -102,23 +104,33 @@ class RunOutput:
         f["tempering"].attrs["exchange_every"] = cfg.temperatures.exchange_every
         f.flush()
 
-    def write_measure(self, slot: int, start: int, records: list[dict], complete_to: int | None = None) -> None:
-        """Write consecutive measured steps start, start+1, ... of one slot. ``complete_to``,
-        given by whoever holds the slot now, says how far the whole row is written."""
+    def _write(self, name: str, where, values) -> None:
+        dset = self.file[name]
+        if self.collective:
+            with dset.collective:
+                dset[where] = values
+        else:
+            dset[where] = values
+
+    def write_block(self, slot: int, start: int, records: list[dict]) -> None:
+        """Measured steps start, start+1, ... of one slot, all of them up to the end of the
+        block, and the snapshots among them (records with "spins"); then the counts of valid
+        entries. Under MPI-IO every rank calls this at the same time with blocks of the same
+        length (collective writes)."""
         stop = start + len(records)
         if records:
             for name in MEASURE_DTYPES:
-                self.file[f"measure/{name}"][slot, start:stop] = np.array([r[name] for r in records])
-        if complete_to is not None:
-            self.file["measure/n_written"][slot] = complete_to
-
-    def write_snapshot(self, slot: int, index: int, spins: np.ndarray, free_energy: float, step: int) -> None:
-        self.file["snapshots/spins"][slot, index] = spins
-        self.file["snapshots/free_energy"][slot, index] = free_energy
-        self.file["snapshots/step"][slot, index] = step
-        # a slot's snapshots come from whichever replica held it, and the rank-0 writer applies
-        # them rank by rank: the count only grows
-        self.file["snapshots/n_written"][slot] = max(index + 1, int(self.file["snapshots/n_written"][slot]))
+                self._write(f"measure/{name}", (slot, slice(start, stop)), np.array([r[name] for r in records]))
+        first = start // self.snapshot_every  # snapshot k is taken after measured step (k+1)·every
+        snaps = [r for r in records if "spins" in r]
+        if snaps:
+            where = (slot, slice(first, first + len(snaps)))
+            self._write("snapshots/spins", where, np.array([r["spins"] for r in snaps]))
+            self._write("snapshots/free_energy", where, np.array([r["free_energy"] for r in snaps]))
+            steps = self.thermalize + self.snapshot_every * np.arange(first + 1, first + len(snaps) + 1)
+            self._write("snapshots/step", where, steps)
+        self._write("measure/n_written", slot, stop)
+        self._write("snapshots/n_written", slot, stop // self.snapshot_every)
 
     def write_exchanges(self, first: int, slot_of_replica: np.ndarray, accepted: np.ndarray) -> None:
         """Exchange rounds first, first+1, ...: after each, the slot of every replica, and per
@@ -154,7 +166,7 @@ class GatheredOutput:
     call it at the same step) rank 0 gathers the queues and applies them. Slower than MPI-IO,
     same layout."""
 
-    WRITES = ("write_measure", "write_snapshot", "write_model", "write_training", "write_exchanges",
+    WRITES = ("write_block", "write_model", "write_training", "write_exchanges",
               "write_summary")
 
     def __init__(self, comm, make_output):

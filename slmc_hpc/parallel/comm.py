@@ -33,6 +33,9 @@ class SerialComm:
     def gather(self, obj, root: int = 0) -> list:
         return [obj]
 
+    def alltoall(self, objs: list) -> list:
+        return list(objs)
+
     def allreduce_sum(self, array: np.ndarray) -> np.ndarray:
         return np.array(array, copy=True)
 
@@ -64,6 +67,10 @@ class MPIComm:
 
     def gather(self, obj, root: int = 0) -> list | None:
         return self.comm.gather(obj, root=root)
+
+    def alltoall(self, objs: list) -> list:
+        """objs[j] goes to rank j; returns what each rank sent to this one."""
+        return self.comm.alltoall(objs)
 
     def allreduce_sum(self, array: np.ndarray) -> np.ndarray:
         array = np.ascontiguousarray(array)
