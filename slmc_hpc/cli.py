@@ -1,10 +1,12 @@
-"""Command line: ``slmc-hpc run CONFIG.toml [--output PATH] [--overwrite]``, ``slmc-hpc check
-CONFIG.toml``, ``slmc-hpc keys``.
+"""Command line: ``slmc-hpc run CONFIG.toml [--output PATH] [--overwrite] [--resume]``,
+``slmc-hpc check CONFIG.toml``, ``slmc-hpc keys``.
 
 Exit codes: 0 success; 1 an unexpected error (traceback shown); 2 bad input (configuration,
-missing file, output exists): one message naming the problem, no traceback; 3 the run
-stopped on a numerical failure (training diverged): one message, the output file closed
-with everything written so far; 130 interrupted (Ctrl-C).
+missing or damaged file, output exists, checkpoint of another run): one message naming the
+problem, no traceback; 3 the run stopped on a numerical failure (training diverged): one
+message, the output file closed with everything written so far; 75 stopped by SIGTERM or
+SIGUSR1 after writing a checkpoint (job scripts requeue and rerun with --resume);
+130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .config import ConfigError, describe, load
 from .training import TrainingError
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NUMERICAL = 0, 1, 2, 3
+EXIT_REQUEUE = 75  # sysexits EX_TEMPFAIL: checkpointed after a signal, run again with --resume
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="TOML configuration file")
     r.add_argument("--output", help="HDF5 output file (overrides [run] output)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    r.add_argument("--resume", action="store_true",
+                   help="continue from <output>.ckpt (start afresh if there is no output yet; "
+                        "do nothing if the output is complete)")
     c = sub.add_parser("check", help="validate a configuration and print it with defaults filled in")
     c.add_argument("config")
     sub.add_parser("keys", help="print every configuration key with its type, default and help")
@@ -54,12 +60,19 @@ def main(argv=None) -> int:
             for name, section in cfg.sections.items():
                 print(f"[{name}]", section.as_dict())
             return EXIT_OK
-        from .driver import run  # heavy imports (h5py, emcee) only when running
+        if args.resume and args.overwrite:
+            raise ConfigError("--resume and --overwrite contradict each other: continue the run, or start again")
+        from .driver import Interrupted, run  # heavy imports (h5py, emcee) only when running
         from .parallel.comm import abort_on_uncaught_exception, world
 
         comm = world()
         abort_on_uncaught_exception(comm)
-        run(cfg, output=args.output, overwrite=args.overwrite, comm=comm)
+        try:
+            run(cfg, output=args.output, overwrite=args.overwrite, comm=comm, resume=args.resume)
+        except Interrupted as exc:
+            if comm.rank == 0:
+                print(f"slmc-hpc: {exc}", file=sys.stderr, flush=True)
+            return EXIT_REQUEUE
         return EXIT_OK
     except ConfigError as exc:
         return _fail(comm, f"slmc-hpc: error: {exc}", EXIT_BAD_INPUT)

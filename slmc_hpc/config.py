@@ -134,6 +134,8 @@ SCHEMA: dict[str, list[Key]] = {
         Key("backend", "str", "numpy", "diagonalization backend: numpy (CPU) or cupy (GPU)",
             choices=("numpy", "cupy")),
         Key("progress_every", "float", 10.0, "seconds between progress lines", _positive),
+        Key("checkpoint_every", "float", 1800.0, "seconds (wall clock) between checkpoints to <output>.ckpt; "
+            "0: only on SIGTERM/SIGUSR1", _non_negative),
     ],
 }
 

@@ -1,12 +1,14 @@
 """The run loop for one process: all temperature replicas in lockstep. Thermalization trains
 the effective models (each slot's linear model at its β; the one shared Transformer on all
 slots' samples); measurement freezes them and exchanges temperature labels between
-neighbouring replicas (parallel tempering), every slot's linear models moving with its label. Measurements, snapshots, the models, the exchanges and a summary go
-to one HDF5 file, row r of every per-temperature dataset being slot r. (Distributing the
-replicas over MPI ranks is the next layer around the same Replica.)"""
+neighbouring replicas (parallel tempering), every slot's linear models moving with its
+label. Measurements, snapshots, the models, the exchanges and a summary go to one HDF5 file,
+row r of every per-temperature dataset being slot r. Checkpoints (on a schedule and on
+SIGTERM/SIGUSR1) hold everything needed to continue the same chains bit for bit."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -14,11 +16,13 @@ import h5py
 import numpy as np
 
 from .backend import array_module
-from .config import Config, ConfigError, temperature_ladder
+from .checkpoint import checkpoint_path, read_checkpoint, write_checkpoint
+from .config import Config, ConfigError, parse, temperature_ladder
+from .control import Control, StopSignals
 from .parallel.comm import SerialComm
 from .fermions import DoubleExchange
 from .lattice import Lattice
-from .output import GatheredOutput, RunOutput
+from .output import FORMAT, GatheredOutput, RunOutput
 from .progress import Progress
 from .replica import Replica, shared_trainer, train_round, uses_shared_network
 from .stats import estimate
@@ -44,90 +48,348 @@ def geometric_mean_beta(temperatures) -> float:
     return float(np.exp(-np.mean(np.log(temperatures))))
 
 
+class Interrupted(Exception):
+    """A stop signal arrived; the run checkpointed and closed its output (CLI exit 75)."""
+
+    def __init__(self, checkpoint: Path, phase: str, step: int):
+        super().__init__(f"stopped by a signal after {phase} step {step}; checkpoint {str(checkpoint)!r} "
+                         f"written; continue with --resume")
+        self.checkpoint = checkpoint
+
+
 def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, log=print, comm=None,
-        gather_output: bool | None = None) -> Path:
+        gather_output: bool | None = None, resume: bool = False) -> Path:
     """Run the configuration. With ``comm`` of several ranks (MPI), rank r owns replica r;
     otherwise this process owns them all. Only rank 0 logs. Several ranks write the file
     with MPI-IO, or, when h5py has no MPI support (or ``gather_output`` is set), through
-    rank 0 (GatheredOutput)."""
+    rank 0 (GatheredOutput).
+
+    Checkpoints go to ``<output>.ckpt`` every [run] checkpoint_every seconds and when any rank
+    gets SIGTERM or SIGUSR1 (then the run raises Interrupted). With ``resume`` the run
+    continues from that checkpoint, rewriting the output from the checkpoint's position on,
+    so the file ends up as an uninterrupted run's; without a checkpoint it starts afresh
+    when there is no output yet, and does nothing when the output is already complete."""
     comm = comm or SerialComm()
-    physics = build_physics(cfg)
-    lattice = physics.lattice
-    temperatures = temperature_ladder(cfg, comm.size)
-    R = len(temperatures)
-    if comm.size > 1 and R != comm.size:
-        raise ConfigError(f"[temperatures] gives {R} temperatures but {comm.size} MPI ranks run: "
-                          f"one temperature per rank")
-    log = log if comm.rank == 0 else (lambda *a, **k: None)
-    betas = 1.0 / np.asarray(temperatures)
-    # one stream per replica and one for the exchange decisions (SeedSequence.spawn)
-    seeds = np.random.SeedSequence(cfg.run.seed).spawn(R + 1)
-    beta_ref = geometric_mean_beta(temperatures)
-    trainer = None
-    if uses_shared_network(cfg):
-        # the minibatch order of this rank's samples: its own stream, the same for any R
-        order_seed = np.random.SeedSequence(cfg.run.seed, spawn_key=(R + 1, comm.rank)).generate_state(1, np.uint64)
-        trainer = shared_trainer(cfg, lattice, beta_ref, int(order_seed[0]), comm)
-    local = {r: Replica(cfg, physics, betas[r], np.random.default_rng(seeds[r]), beta_ref, trainer)
-             for r in range(R) if r % comm.size == comm.rank}
-    any_replica = next(iter(local.values()))
-    n_rounds = n_refits(cfg.run.thermalize, cfg.training.every) if any_replica.model is not None else 0
-    every = cfg.temperatures.exchange_every if R > 1 else 0
-    n_exchanges = cfg.run.measure // every if every else 0
     path = Path(output or cfg.run.output)
-    if gather_output is None:
-        gather_output = comm.size > 1 and not h5py.get_config().mpi
-    if gather_output and comm.size > 1:
-        log("slmc-hpc: warning: h5py has no MPI support; rank 0 gathers and writes the output (slower)")
-        out = GatheredOutput(comm, lambda: RunOutput(path, cfg, lattice, temperatures, any_replica.model,
-                                                     n_rounds, n_exchanges, overwrite=overwrite))
-    else:
-        out = RunOutput(path, cfg, lattice, temperatures, any_replica.model, n_rounds, n_exchanges,
-                        overwrite=overwrite, comm=comm)
-    log(f"slmc-hpc: {cfg.run.sampler} on {lattice.kind} L={lattice.L} (N={lattice.N}), "
-        f"{R} temperature(s) on {comm.size} process(es), {cfg.local_updates} local updates/step -> {path}")
-    if any_replica.model is not None:
-        log(f"effective model: {cfg.effective_model.kind}, {any_replica.model.n_parameters} parameters")
+    ckpt = checkpoint_path(path)
+    log = log if comm.rank == 0 else (lambda *a, **k: None)
+    tree = None
+    if resume:
+        state = comm.bcast(_resume_state(path, ckpt) if comm.rank == 0 else None)
+        if state == "complete":
+            log(f"slmc-hpc: {path} is already complete; nothing to resume")
+            return path
+        if state == "checkpoint":
+            tree = _load_checkpoint(ckpt, cfg, comm)
+    job = _Run(cfg, comm, path, log)
+    if tree is not None:
+        log(f"slmc-hpc: resuming from {ckpt} ({tree['phase']} step {tree['step']})")
+    job.open_output(overwrite, gather_output, resuming=tree is not None)
     try:
-        _thermalize(cfg, local, out, log)
-        controller_rng = np.random.default_rng(seeds[R]) if comm.rank == 0 else None
-        counts, seconds, trips = _measure(cfg, local, betas, controller_rng, out, log, comm)
-        _summarize(out, lattice, temperatures, counts, seconds, trips, log, comm)
+        with StopSignals() as signals:
+            job.control = Control(comm, cfg.run.checkpoint_every, signals)
+            job.start(tree)
+        job.summarize()
     finally:
-        out.close()
+        job.out.close()
+    comm.barrier()
+    if comm.rank == 0 and ckpt.exists():
+        ckpt.unlink()  # the run is complete; a later --resume finds the finished file
     return path
 
 
-def _thermalize(cfg: Config, local: dict, out: RunOutput, log) -> None:
-    """All replicas in lockstep, each at its own temperature, training the models: each
-    slot's linear model on that slot's samples, the shared Transformer on every slot's
-    samples at once (a collective round on all ranks). No exchanges yet, so every slot's
-    samples come from one β and a slot's linear fit never mixes temperatures."""
-    log(f"thermalizing {cfg.run.thermalize} steps")
-    prog = Progress("therm", cfg.run.thermalize, cfg.run.progress_every, log)
-    n_acc = n_tests = 0
-    replicas = list(local.values())
-    start, training = time.perf_counter(), 0.0
-    comm = getattr(replicas[0].trainer, "comm", None)
-    reduce_before = comm.allreduce_seconds if comm is not None else 0.0
-    for k in range(cfg.run.thermalize):
-        for rep in replicas:
-            info = rep.step()
-            n_acc, n_tests = n_acc + info.n_accepted, n_tests + info.n_tests
-        if not replicas[0].trains_alone and replicas[0].round_due():
-            t = time.perf_counter()
-            train_round(replicas)
-            training += time.perf_counter() - t
-        prog.update(k + 1, n_acc / max(n_tests, 1), force=k + 1 == cfg.run.thermalize)
-    if training:
-        total = time.perf_counter() - start
-        reduce = comm.allreduce_seconds - reduce_before
-        log(f"shared-model training on rank 0: {training / total:.1%} of thermalization wall time, "
-            f"all-reduce (waiting included) {reduce / total:.1%}")
-    for slot, rep in local.items():
-        if rep.model is not None:
-            out.write_model(slot, rep.model.parameters()[0])
-            out.write_training(slot, rep.rounds)
+def _resume_state(path: Path, ckpt: Path) -> str:
+    """What --resume finds (rank 0 looks): "checkpoint", "complete" or "new"."""
+    if ckpt.exists():
+        return "checkpoint"
+    if not path.exists():
+        return "new"
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") == FORMAT and "summary" in f:
+                return "complete"
+    except OSError:
+        pass
+    raise ConfigError(f"--resume: {str(path)!r} exists but there is no checkpoint {str(ckpt)!r} to continue "
+                      f"from (killed before the first checkpoint?); pass --overwrite to start again")
+
+
+def _load_checkpoint(ckpt: Path, cfg: Config, comm) -> dict:
+    """Every rank reads the checkpoint (rank 0 checks it first, so all raise the same error)."""
+    error = None
+    if comm.rank == 0:
+        try:
+            tree = read_checkpoint(ckpt)
+            _check_checkpoint(tree, ckpt, cfg, comm.size)
+        except ConfigError as exc:
+            error = str(exc)
+    error = comm.bcast(error)
+    if error:
+        raise ConfigError(error)
+    return read_checkpoint(ckpt)
+
+
+RESUMABLE_CHANGES = {("run", "checkpoint_every"), ("run", "progress_every"), ("run", "output")}
+
+
+def _check_checkpoint(tree: dict, ckpt: Path, cfg: Config, n_ranks: int) -> None:
+    try:
+        saved = parse(tree["config"])
+        phase, ranks = tree["phase"], int(tree["n_ranks"])
+    except (KeyError, ConfigError, TypeError) as exc:
+        raise ConfigError(f"checkpoint {str(ckpt)!r} is damaged or from another version ({exc})") from None
+    changed = [(name, key) for name, section in cfg.sections.items() for key, value in section.as_dict().items()
+               if (name, key) not in RESUMABLE_CHANGES and saved.sections[name].as_dict()[key] != value]
+    if changed:
+        keys = ", ".join(f"[{n}] {k}" for n, k in changed)
+        raise ConfigError(f"checkpoint {str(ckpt)!r} is from another configuration ({keys} differ); "
+                          f"resume with the run's own configuration, or pass --overwrite to start again")
+    if ranks != n_ranks:
+        raise ConfigError(f"checkpoint {str(ckpt)!r} was written by {ranks} rank(s); resume with {ranks}, "
+                          f"not {n_ranks}")
+    if phase not in ("thermalize", "measure"):
+        raise ConfigError(f"checkpoint {str(ckpt)!r} is damaged (phase {phase!r})")
+
+
+class _Run:
+    """One run on this process: its replicas, the shared trainer, the output, and the
+    tempering state; checkpoints save exactly these."""
+
+    def __init__(self, cfg: Config, comm, path: Path, log):
+        self.cfg, self.comm, self.path, self.log = cfg, comm, path, log
+        physics = build_physics(cfg)
+        self.lattice = physics.lattice
+        self.temperatures = temperature_ladder(cfg, comm.size)
+        R = self.R = len(self.temperatures)
+        if comm.size > 1 and R != comm.size:
+            raise ConfigError(f"[temperatures] gives {R} temperatures but {comm.size} MPI ranks run: "
+                              f"one temperature per rank")
+        self.betas = 1.0 / np.asarray(self.temperatures)
+        # one stream per replica and one for the exchange decisions (SeedSequence.spawn)
+        seeds = np.random.SeedSequence(cfg.run.seed).spawn(R + 1)
+        beta_ref = geometric_mean_beta(self.temperatures)
+        self.trainer = None
+        if uses_shared_network(cfg):
+            # the minibatch order of this rank's samples: its own stream
+            order_seed = np.random.SeedSequence(cfg.run.seed, spawn_key=(R + 1, comm.rank)).generate_state(1, np.uint64)
+            self.trainer = shared_trainer(cfg, self.lattice, beta_ref, int(order_seed[0]), comm)
+        self.local = {r: Replica(cfg, physics, self.betas[r], np.random.default_rng(seeds[r]), beta_ref, self.trainer)
+                      for r in range(R) if r % comm.size == comm.rank}
+        self.controller_rng = np.random.default_rng(seeds[R]) if comm.rank == 0 else None
+        self.every = cfg.temperatures.exchange_every if R > 1 else 0
+        self.slot_of_replica = np.arange(R)
+        self.trips = RoundTrips(R)
+        self.n_exchange = 0  # exchange rounds done
+        self.counts = np.zeros((R, 4), dtype=np.int64)  # measured, per slot: exact tests, accepted, middle ...
+        self.control = None
+        self.resumed_chains = {}
+
+    def open_output(self, overwrite: bool, gather_output: bool | None, resuming: bool) -> None:
+        cfg, comm, log = self.cfg, self.comm, self.log
+        model = next(iter(self.local.values())).model
+        n_rounds = n_refits(cfg.run.thermalize, cfg.training.every) if model is not None else 0
+        n_exchanges = cfg.run.measure // self.every if self.every else 0
+        args = (self.path, cfg, self.lattice, self.temperatures, model, n_rounds, n_exchanges)
+        if gather_output is None:
+            gather_output = comm.size > 1 and not h5py.get_config().mpi
+        if gather_output and comm.size > 1:
+            log("slmc-hpc: warning: h5py has no MPI support; rank 0 gathers and writes the output (slower)")
+            self.out = GatheredOutput(comm, lambda: RunOutput(*args, overwrite=overwrite, resume=resuming))
+        else:
+            self.out = RunOutput(*args, overwrite=overwrite, comm=comm, resume=resuming)
+        log(f"slmc-hpc: {cfg.run.sampler} on {self.lattice.kind} L={self.lattice.L} (N={self.lattice.N}), "
+            f"{self.R} temperature(s) on {comm.size} process(es), {cfg.local_updates} local updates/step "
+            f"-> {self.path}")
+        if model is not None:
+            log(f"effective model: {cfg.effective_model.kind}, {model.n_parameters} parameters")
+
+    def start(self, tree: dict | None) -> None:
+        """Thermalize and measure, or continue where the checkpoint ``tree`` left off."""
+        if tree is None:
+            self.thermalize(0)
+            self.measure(0)
+            return
+        phase, step = tree["phase"], int(tree["step"])
+        self.restore(tree)
+        if phase == "thermalize":
+            self.thermalize(step)
+            self.measure(0)
+        else:
+            self.measure(step)
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def poll(self, phase: str, step: int) -> None:
+        """The per-step collective: checkpoint when it is due, and stop after a signal."""
+        save, stop = self.control.poll()
+        if not save:
+            return
+        if phase == "measure":
+            self.write_pending(step)
+        self.save_checkpoint(phase, step)
+        self.control.checkpointed()
+        if stop:
+            raise Interrupted(checkpoint_path(self.path), phase, step)
+
+    def save_checkpoint(self, phase: str, step: int) -> None:
+        mine = {"trainer": self.trainer.state_dict() if self.trainer is not None else None,
+                "counts": self.counts.copy(),
+                "replicas": {str(r): rep.state_dict() for r, rep in self.local.items()}}
+        parts = self.comm.gather(mine)
+        if self.comm.rank == 0:
+            tree = {"config": self.cfg.text, "phase": phase, "step": step, "n_ranks": self.comm.size,
+                    "n_exchange": self.n_exchange, "slot_of_replica": self.slot_of_replica.copy(),
+                    "trips": self.trips.state_dict(),
+                    "controller_rng": json.dumps(self.controller_rng.bit_generator.state),
+                    "ranks": {str(rank): part for rank, part in enumerate(parts)}}
+            write_checkpoint(checkpoint_path(self.path), tree)
+        self.comm.barrier()  # nobody leaves before the checkpoint is on disk
+
+    def restore(self, tree: dict) -> None:
+        mine = tree["ranks"][str(self.comm.rank)]
+        if self.trainer is not None:
+            self.trainer.load_state_dict(mine["trainer"])
+        self.counts[:] = mine["counts"]
+        for r, rep in self.local.items():
+            rep.load_state_dict(mine["replicas"][str(r)])
+        self.resumed_chains = {r: mine["replicas"][str(r)]["chain"] for r in self.local}
+        if self.controller_rng is not None:
+            self.controller_rng.bit_generator.state = json.loads(tree["controller_rng"])
+        self.slot_of_replica = np.array(tree["slot_of_replica"])
+        self.trips.load_state_dict(tree["trips"])
+        self.n_exchange = int(tree["n_exchange"])
+        if tree["phase"] == "measure":
+            if self.comm.rank == 0:  # what was written after the checkpoint is redone
+                self.out.rewind(int(tree["step"]), self.n_exchange)
+            self.out.drop_summary()
+            self.out.flush()
+
+    # -- thermalization ----------------------------------------------------------------
+
+    def thermalize(self, start: int) -> None:
+        """All replicas in lockstep, each at its own temperature, training the models: each
+        slot's linear model on that slot's samples, the shared Transformer on every slot's
+        samples at once (a collective round on all ranks). No exchanges yet, so every slot's
+        samples come from one β and a slot's linear fit never mixes temperatures."""
+        cfg, log = self.cfg, self.log
+        log(f"thermalizing {cfg.run.thermalize} steps" + (f" from step {start}" if start else ""))
+        prog = Progress("therm", cfg.run.thermalize, cfg.run.progress_every, log)
+        n_acc = n_tests = 0
+        replicas = list(self.local.values())
+        begin, training = time.perf_counter(), 0.0
+        reduce_before = self.comm.allreduce_seconds
+        for k in range(start, cfg.run.thermalize):
+            for rep in replicas:
+                info = rep.step()
+                n_acc, n_tests = n_acc + info.n_accepted, n_tests + info.n_tests
+            if not replicas[0].trains_alone and replicas[0].round_due():
+                t = time.perf_counter()
+                train_round(replicas)
+                training += time.perf_counter() - t
+            prog.update(k + 1, n_acc / max(n_tests, 1), force=k + 1 == cfg.run.thermalize)
+            self.poll("thermalize", k + 1)
+        if training:
+            total = time.perf_counter() - begin
+            reduce = self.comm.allreduce_seconds - reduce_before
+            log(f"shared-model training on rank 0: {training / total:.1%} of thermalization wall time, "
+                f"all-reduce (waiting included) {reduce / total:.1%}")
+        for slot, rep in self.local.items():
+            if rep.model is not None:
+                self.out.write_model(slot, rep.model.parameters()[0])
+                self.out.write_training(slot, rep.rounds)
+
+    # -- measurement -------------------------------------------------------------------
+
+    def measure(self, start: int) -> None:
+        """Measured steps with replica exchanges every [temperatures] exchange_every steps.
+        Temperature labels move, spins stay; each slot's frozen linear models move with its
+        label. Each replica's records go to the row of the slot it holds at that step."""
+        cfg, run, comm, log, R = self.cfg, self.cfg.run, self.comm, self.log, self.R
+        every = self.every
+        slot_models = {}  # replica r trained the models of slot r; every rank needs them all
+        for part in comm.allgather({r: rep.slot_models for r, rep in self.local.items()}):
+            slot_models.update(part)
+        for r, chain in self.resumed_chains.items():  # resumed at a slot another replica trained for
+            slot = int(self.slot_of_replica[r])
+            if slot != r:
+                self.local[r].set_beta(self.betas[slot], *slot_models[slot])
+                self.local[r].restore_chain(chain)
+        self.segments = {r: _Segments(int(self.slot_of_replica[r]), start) for r in self.local}
+        self.pending_exchanges = []  # (slots, accepted) of exchange rounds not yet written
+        self.written = start  # measured steps in the file
+        log(f"measuring {run.measure} steps" + (f", exchanging every {every}" if every else "")
+            + (f", from step {start}" if start else ""))
+        prog = Progress("meas", run.measure, run.progress_every, log)
+        t0 = time.perf_counter()
+        # wall seconds outside the Monte Carlo steps: waiting for the slowest rank before an
+        # exchange (load imbalance), the exchange itself, and writing the file
+        spent = {"waiting": 0.0, "exchange": 0.0, "output": 0.0}
+        for k in range(start, run.measure):
+            for r, rep in self.local.items():
+                info = rep.step()
+                self.counts[self.slot_of_replica[r]] += (info.n_tests, info.n_accepted, info.n_middle_tests,
+                                                         info.n_middle_accepted)
+                record = rep.record(info)
+                if (k + 1) % run.snapshot_every == 0:
+                    record["spins"] = rep.state.spins.copy()
+                self.segments[r].append(record)
+            t_out = time.perf_counter()
+            if (k + 1) % WRITE_BLOCK == 0:
+                self.write_pending(k + 1)
+            t_ex = time.perf_counter()
+            spent["output"] += t_ex - t_out
+            if every and (k + 1) % every == 0:
+                comm.barrier()
+                t_wait = time.perf_counter()
+                spent["waiting"] += t_wait - t_ex
+                self.exchange(k + 1, slot_models)
+                spent["exchange"] += time.perf_counter() - t_wait
+            prog.update(k + 1, self.counts[:, 1].sum() / max(self.counts[:, 0].sum(), 1), force=k + 1 == run.measure)
+            if k + 1 < run.measure:
+                self.poll("measure", k + 1)
+        t_out = time.perf_counter()
+        self.write_pending(run.measure)
+        spent["output"] += time.perf_counter() - t_out
+        total = time.perf_counter() - t0
+        shares = {key: value / total for key, value in spent.items()} if total > 0 else dict.fromkeys(spent, 0.0)
+        log("wall-time share of measurement on rank 0: exchanges {exchange:.1%}, output {output:.1%}, "
+            "waiting for other ranks {waiting:.1%}".format(**shares))
+        self.seconds_per_step = total / (max(run.measure - start, 1) * len(self.local))
+
+    def exchange(self, step: int, slot_models: dict) -> None:
+        """One exchange round: rank 0 decides from everyone's log W table and broadcasts."""
+        comm, R = self.comm, self.R
+        log_w = np.empty((R, R))
+        for part in comm.allgather({r: rep.log_weights(self.betas) for r, rep in self.local.items()}):
+            for r, row in part.items():
+                log_w[r] = row
+        decision = (exchange(log_w, self.slot_of_replica, self.n_exchange, self.controller_rng)
+                    if comm.rank == 0 else None)
+        new_slots, accepted = comm.bcast(decision)
+        for r, rep in self.local.items():
+            if new_slots[r] != self.slot_of_replica[r]:
+                rep.set_beta(self.betas[new_slots[r]], *slot_models[new_slots[r]])
+                self.segments[r].move(int(new_slots[r]), step)
+        self.slot_of_replica = new_slots
+        self.trips.update(self.slot_of_replica)
+        self.pending_exchanges.append((self.slot_of_replica, accepted))
+        self.n_exchange += 1
+
+    def write_pending(self, step: int) -> None:
+        """Everything measured up to ``step`` goes to the file, which is flushed (collective)."""
+        _write_block(self.out, self.segments, self.comm, self.R, self.written, step)
+        self.written = step
+        if self.pending_exchanges and self.comm.rank == 0:
+            pending = self.pending_exchanges
+            self.out.write_exchanges(self.n_exchange - len(pending), np.array([p[0] for p in pending]),
+                                     np.array([p[1] for p in pending]))
+        self.pending_exchanges = []
+        self.out.flush()
+
+    def summarize(self) -> None:
+        counts = self.comm.allreduce_sum(self.counts)
+        _summarize(self.out, self.lattice, self.temperatures, counts, self.seconds_per_step, self.trips,
+                   self.log, self.comm)
 
 
 class _Segments:
@@ -166,84 +428,6 @@ def _write_block(out: RunOutput, segments: dict, comm, n_slots: int, start: int,
     for slot, records in blocks.items():
         assert all(r is not None for r in records), f"slot {slot}: steps missing from the block"
         out.write_block(slot, start, records)
-
-
-def _measure(cfg: Config, local: dict, betas: np.ndarray, controller_rng, out: RunOutput, log, comm):
-    """Measured steps with replica exchanges every [temperatures] exchange_every steps.
-    Temperature labels move, spins stay; each slot's frozen model moves with its label. Each
-    replica's records go to the row of the slot it holds at that step."""
-    run, R = cfg.run, len(betas)
-    every = cfg.temperatures.exchange_every if R > 1 else 0
-    slot_models = {}  # replica r trained the models of slot r; every rank needs them all
-    for part in comm.allgather({r: rep.slot_models for r, rep in local.items()}):
-        slot_models.update(part)
-    slot_of_replica = np.arange(R)
-    trips = RoundTrips(R)
-    segments = {r: _Segments(r, 0) for r in local}
-    pending_exchanges = []  # (slots, accepted) of exchange rounds not yet written
-    written, n_exchange = 0, 0  # measured steps in the file; exchange rounds done
-    counts = np.zeros((R, 4), dtype=np.int64)  # per slot: exact tests, accepted, middle tests, accepted
-    log(f"measuring {run.measure} steps" + (f", exchanging every {every}" if every else ""))
-    prog = Progress("meas", run.measure, run.progress_every, log)
-    t0 = time.perf_counter()
-    # wall seconds outside the Monte Carlo steps: waiting for the slowest rank before an
-    # exchange (load imbalance), the exchange itself, and writing the file
-    spent = {"waiting": 0.0, "exchange": 0.0, "output": 0.0}
-    for k in range(run.measure):
-        for r, rep in local.items():
-            info = rep.step()
-            counts[slot_of_replica[r]] += (info.n_tests, info.n_accepted, info.n_middle_tests, info.n_middle_accepted)
-            record = rep.record(info)
-            if (k + 1) % run.snapshot_every == 0:
-                record["spins"] = rep.state.spins.copy()
-            segments[r].append(record)
-        t_out = time.perf_counter()
-        if (k + 1) % WRITE_BLOCK == 0:
-            _write_block(out, segments, comm, R, written, k + 1)
-            written = k + 1
-            _write_exchanges(out, pending_exchanges, n_exchange, comm)
-            out.flush()
-        t_ex = time.perf_counter()
-        spent["output"] += t_ex - t_out
-        if every and (k + 1) % every == 0:
-            comm.barrier()
-            t_wait = time.perf_counter()
-            spent["waiting"] += t_wait - t_ex
-            t_ex = t_wait
-            log_w = np.empty((R, R))
-            for part in comm.allgather({r: rep.log_weights(betas) for r, rep in local.items()}):
-                for r, row in part.items():
-                    log_w[r] = row
-            decision = exchange(log_w, slot_of_replica, n_exchange, controller_rng) if comm.rank == 0 else None
-            new_slots, accepted = comm.bcast(decision)
-            for r, rep in local.items():
-                if new_slots[r] != slot_of_replica[r]:
-                    rep.set_beta(betas[new_slots[r]], *slot_models[new_slots[r]])
-                    segments[r].move(int(new_slots[r]), k + 1)
-            slot_of_replica = new_slots
-            trips.update(slot_of_replica)
-            pending_exchanges.append((slot_of_replica, accepted))
-            n_exchange += 1
-            spent["exchange"] += time.perf_counter() - t_ex
-        prog.update(k + 1, counts[:, 1].sum() / max(counts[:, 0].sum(), 1), force=k + 1 == run.measure)
-    t_out = time.perf_counter()
-    _write_block(out, segments, comm, R, written, run.measure)
-    _write_exchanges(out, pending_exchanges, n_exchange, comm)
-    out.flush()
-    spent["output"] += time.perf_counter() - t_out
-    total = time.perf_counter() - t0
-    counts = comm.allreduce_sum(counts)
-    shares = {key: value / total for key, value in spent.items()}
-    log("wall-time share of measurement on rank 0: exchanges {exchange:.1%}, output {output:.1%}, "
-        "waiting for other ranks {waiting:.1%}".format(**shares))
-    return counts, total / (run.measure * len(local)), trips
-
-
-def _write_exchanges(out: RunOutput, pending: list, done: int, comm) -> None:
-    """Write the exchange rounds done since the last call (rank 0 writes), and forget them."""
-    if pending and comm.rank == 0:
-        out.write_exchanges(done - len(pending), np.array([p[0] for p in pending]), np.array([p[1] for p in pending]))
-    pending.clear()
 
 
 def _summarize(out: RunOutput, lattice, temperatures, counts, seconds_per_step, trips, log, comm) -> None:

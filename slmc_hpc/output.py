@@ -33,6 +33,27 @@ MEASURE_DTYPES = {
 }
 
 
+def open_for_resuming(path: Path, cfg: Config, comm=None) -> h5py.File:
+    """Open an existing output file of this run for writing (collectively under MPI)."""
+    comm = comm or SerialComm()
+    problem = None
+    if comm.rank == 0:
+        try:
+            with h5py.File(path, "r") as f:
+                if f.attrs.get("format") != FORMAT:
+                    problem = f"{str(path)!r} is not an {FORMAT} output file (format {f.attrs.get('format')!r})"
+                elif f.attrs.get("config") != cfg.text:
+                    problem = f"{str(path)!r} was written with another configuration than the checkpoint's"
+        except OSError as exc:
+            problem = f"cannot open output file {str(path)!r} to resume: {exc}"
+    problem = comm.bcast(problem)
+    if problem:
+        raise ConfigError(problem + "; nothing was changed")
+    if comm.size == 1:
+        return h5py.File(path, "r+")
+    return h5py.File(path, "r+", driver="mpio", comm=comm.comm)
+
+
 def open_for_writing(path: Path, overwrite: bool, comm=None) -> h5py.File:
     """Create the file (collectively with the MPI-IO driver when several ranks run). Whether
     it exists is decided by rank 0 alone, before anyone creates it."""
@@ -57,11 +78,15 @@ class RunOutput:
     metadata operations are collective); afterwards each rank writes only rows' data."""
 
     def __init__(self, path: str | Path, cfg: Config, lattice: Lattice, temperatures, model,
-                 n_rounds: int, n_exchanges: int = 0, overwrite: bool = False, comm=None):
+                 n_rounds: int, n_exchanges: int = 0, overwrite: bool = False, comm=None, resume: bool = False):
+        """Create the file; with ``resume``, open the run's existing file instead."""
         comm = comm or SerialComm()
         self.path = Path(path)
         self.collective = comm.size > 1
         self.snapshot_every, self.thermalize = cfg.run.snapshot_every, cfg.run.thermalize
+        if resume:
+            self.file = open_for_resuming(self.path, cfg, comm)
+            return
         R, n = len(temperatures), cfg.run.measure
         m = n // cfg.run.snapshot_every
         N = lattice.N
@@ -132,6 +157,22 @@ class RunOutput:
         self._write("measure/n_written", slot, stop)
         self._write("snapshots/n_written", slot, stop // self.snapshot_every)
 
+    def rewind(self, measured: int, n_exchanges: int) -> None:
+        """Forget everything after measured step ``measured`` and exchange round
+        ``n_exchanges`` (a resumed run writes it again): the valid-entry counts go back, and
+        the exchange rows after it return to their fill value. Rank 0 alone calls this."""
+        f = self.file
+        f["measure/n_written"][:] = measured
+        f["snapshots/n_written"][:] = measured // self.snapshot_every
+        if f["tempering/slot_of_replica"].shape[0] > n_exchanges:
+            f["tempering/slot_of_replica"][n_exchanges:] = -1
+            f["tempering/accepted"][n_exchanges:] = -1
+
+    def drop_summary(self) -> None:
+        """Remove a summary left by a run that died after writing it (collective: every rank)."""
+        if "summary" in self.file:
+            del self.file["summary"]
+
     def write_exchanges(self, first: int, slot_of_replica: np.ndarray, accepted: np.ndarray) -> None:
         """Exchange rounds first, first+1, ...: after each, the slot of every replica, and per
         neighbouring slot pair (s, s+1) 1 swapped / 0 rejected / -1 not tried that round."""
@@ -167,7 +208,7 @@ class GatheredOutput:
     same layout."""
 
     WRITES = ("write_block", "write_model", "write_training", "write_exchanges",
-              "write_summary")
+              "write_summary", "rewind", "drop_summary")
 
     def __init__(self, comm, make_output):
         self.comm = comm
@@ -186,7 +227,7 @@ class GatheredOutput:
     def __getattr__(self, name):
         if name not in self.WRITES:
             raise AttributeError(name)
-        if name in ("write_exchanges", "write_summary"):  # rank 0 alone has these to write
+        if name in ("write_exchanges", "write_summary", "rewind", "drop_summary"):  # rank 0 alone has these to write
             return getattr(self.inner, name) if self.inner is not None else (lambda *a, **k: None)
         return lambda *args, **kwargs: self.pending.append((name, args, kwargs))
 

@@ -10,6 +10,7 @@ by the driver (collective over MPI ranks), or built privately for a replica on i
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -19,7 +20,7 @@ from .fermions import DoubleExchange, fermi, fermion_energy
 from .models import LinearModel
 from .models.transformer import EquivariantTransformer, TransformerModel
 from .observables import magnetization, nn_correlation, random_spins
-from .samplers import ExactLocalSampler, SLMCSampler, StepInfo
+from .samplers import ChainState, ExactLocalSampler, SLMCSampler, StepInfo
 from .samplers.nested import NestedSLMCSampler
 from .parallel.allreduce import assert_same_parameters, broadcast_parameters
 from .parallel.comm import SerialComm
@@ -155,10 +156,55 @@ class Replica:
 
     @property
     def slot_models(self) -> tuple:
-        """(model, inner model): what travels with this replica's temperature label; None for
-        the shared Transformer (every slot has it) and where there is no inner model."""
-        shared = isinstance(self.trainer, TorchTrainer)
-        return None if shared else self.model, getattr(self.sampler, "inner", None)
+        """(model, inner model) this replica trained for its starting slot: what travels with
+        that temperature label during measurement. None for the shared Transformer (every
+        slot has it) and where there is no inner model."""
+        return (self.trainer.model if isinstance(self.trainer, LinearTrainer) else None,
+                self.inner_trainer.model if self.inner_trainer is not None else None)
+
+    def state_dict(self) -> dict:
+        """Everything of this replica a resumed run needs (not the shared Transformer, which
+        the driver saves once): random stream, chain state, counters, training data and the
+        linear models it trained."""
+        s = self.state
+        tree = {"rng": json.dumps(self.rng.bit_generator.state), "beta": self.beta,
+                "steps_done": self.steps_done, "counts": self.counts.copy(),
+                "chain": {"spins": s.spins.copy(), "eigenvalues": np.asarray(s.eigenvalues).copy(),
+                          "classical_energy": s.classical_energy, "e_eff": s.e_eff},
+                "rounds": {name: np.array([r[name] for r in self.rounds]) for name in ROUND_FIELDS},
+                "buffer": self.buffer.state_dict() if self.buffer is not None else None}
+        for key, trainer in (("linear", self.trainer), ("inner", self.inner_trainer)):
+            if isinstance(trainer, LinearTrainer):
+                tree[key] = {"couplings": trainer.model.couplings.copy(), "e0": trainer.model.e0}
+        return tree
+
+    def load_state_dict(self, tree: dict, model=None, inner=None) -> None:
+        """Continue from ``state_dict``'s tree (the shared Transformer already loaded). The
+        chain samples with ``model``/``inner`` (the current slot's, during measurement) or
+        else the models this replica trained; its state is restored exactly as saved."""
+        self.rng.bit_generator.state = json.loads(tree["rng"])
+        self.steps_done = int(tree["steps_done"])
+        self.counts[:] = tree["counts"]
+        self.rounds = [{name: (int if name in ("step", "n_train") else float)(tree["rounds"][name][k])
+                        for name in ROUND_FIELDS} for k in range(len(tree["rounds"]["step"]))]
+        self.buffer = ReplayBuffer.from_state(tree["buffer"]) if "buffer" in tree else None
+        for key, trainer in (("linear", self.trainer), ("inner", self.inner_trainer)):
+            if key in tree:
+                trainer.model = LinearModel(self.physics.lattice, couplings=np.asarray(tree[key]["couplings"]),
+                                            e0=float(tree[key]["e0"]))
+        beta = float(tree["beta"])
+        self.sampler = replace(self.sampler, beta=beta)
+        if self.model is not None:
+            own, own_inner = self.slot_models
+            if isinstance(self.trainer, TorchTrainer):
+                own = TransformerModel.frozen(self.trainer.net, beta)
+            self._use_models((model or own).with_beta(beta), inner or own_inner)
+        self.restore_chain(tree["chain"])
+
+    def restore_chain(self, chain: dict) -> None:
+        """The chain state exactly as saved (E_eff not re-evaluated: bit-identical resumes)."""
+        self.state = ChainState(np.array(chain["spins"]), np.array(chain["eigenvalues"]),
+                                float(chain["classical_energy"]), float(chain["e_eff"]))
 
     def step(self) -> StepInfo:
         """One step; during thermalization an SLMC replica also collects its proposals as

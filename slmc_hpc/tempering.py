@@ -82,6 +82,15 @@ class RoundTrips:
                 self.labelled_visits[s] += 1
                 self.up_visits[s] += self.direction[i] == 1
 
+    FIELDS = ("direction", "completed", "_reached_top", "up_visits", "labelled_visits")
+
+    def state_dict(self) -> dict:
+        return {name: getattr(self, name).copy() for name in self.FIELDS}
+
+    def load_state_dict(self, tree: dict) -> None:
+        for name in self.FIELDS:
+            getattr(self, name)[:] = tree[name]
+
     def up_fraction(self) -> np.ndarray:
         """f(s): share of labelled visits to slot s made by replicas coming from the bottom."""
         with np.errstate(invalid="ignore", divide="ignore"):

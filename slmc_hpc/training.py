@@ -105,6 +105,23 @@ class ReplayBuffer:
         self.added += 1
         self.size = min(self.size + 1, len(self.targets))
 
+    def state_dict(self) -> dict:
+        n = self.size
+        tree = {"capacity": len(self.targets), "added": self.added, "spins": self.spins[:n].copy(),
+                "targets": self.targets[:n].copy(), "betas": self.betas[:n].copy(), "ids": self.ids[:n].copy()}
+        if self.ref_spins is not None:
+            tree.update(ref_spins=self.ref_spins[:n].copy(), ref_targets=self.ref_targets[:n].copy())
+        return tree
+
+    @classmethod
+    def from_state(cls, tree: dict) -> "ReplayBuffer":
+        n, spins = len(tree["targets"]), tree["spins"]
+        buf = cls(int(tree["capacity"]), spins.shape[1], pairs="ref_spins" in tree)
+        for name in ("spins", "targets", "betas", "ids") + (("ref_spins", "ref_targets") if "ref_spins" in tree else ()):
+            getattr(buf, name)[:n] = tree[name]
+        buf.size, buf.added = n, int(tree["added"])
+        return buf
+
     def samples(self) -> Samples:
         n = self.size
         pairs = self.ref_spins is not None
@@ -191,6 +208,26 @@ class TorchTrainer:
         self.optimizer = torch.optim.AdamW(self.layer_params, lr=learning_rate, weight_decay=weight_decay)
         self.generator = torch.Generator().manual_seed(seed)
         self.rounds = 0
+
+    def state_dict(self) -> dict:
+        """Parameters, AdamW moments and this rank's minibatch stream: with them a resumed
+        run takes bit-identical optimizer steps."""
+        optimizer = {str(i): {k: v.detach().numpy().copy() if torch.is_tensor(v) else np.asarray(v)
+                              for k, v in state.items()}
+                     for i, state in self.optimizer.state_dict()["state"].items()}
+        return {"net": {k: v.detach().numpy().copy() for k, v in self.net.state_dict().items()},
+                "optimizer": optimizer, "generator": self.generator.get_state().numpy().copy(),
+                "rounds": self.rounds}
+
+    def load_state_dict(self, tree: dict) -> None:
+        self.net.load_state_dict({k: torch.as_tensor(v) for k, v in tree["net"].items()})
+        state = {int(i): {k: torch.as_tensor(v) for k, v in moments.items()}
+                 for i, moments in tree.get("optimizer", {}).items()}
+        # hyperparameters come from the configuration, moments from the checkpoint
+        self.optimizer.load_state_dict({"state": state,
+                                        "param_groups": self.optimizer.state_dict()["param_groups"]})
+        self.generator.set_state(torch.as_tensor(tree["generator"], dtype=torch.uint8))
+        self.rounds = int(tree["rounds"])
 
     def _fitted_columns(self, betas: np.ndarray) -> np.ndarray:
         """Head columns to fit: the β-slopes only when the data (on all ranks) span several β;

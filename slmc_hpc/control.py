@@ -1,0 +1,70 @@
+"""When to checkpoint and when to stop: pure decisions, and the signal flag they read.
+
+A SLURM time limit (``--signal=B:USR1@N`` forwarded to the ranks), ``scancel``, or a plain
+``kill`` may reach any subset of the ranks, and the wall-clock checkpoint schedule is rank 0's
+clock. So at every step boundary the ranks combine what they know in one collective
+(``Control.poll``), and all take the same decision at the same step.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import numpy as np
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+def decide(n_signalled: int, checkpoint_due: bool) -> tuple[bool, bool]:
+    """(checkpoint now, then stop) from the number of ranks that received a stop signal and
+    rank 0's schedule. A signal always means: checkpoint, then stop."""
+    stop = n_signalled > 0
+    return stop or bool(checkpoint_due), stop
+
+
+def checkpoint_due(now: float, last: float, every_s: float) -> bool:
+    """Whether ``every_s`` seconds (wall clock) have passed since the last checkpoint; never
+    when ``every_s`` is 0 (checkpoints on signals only)."""
+    return every_s > 0 and now - last >= every_s
+
+
+class StopSignals:
+    """While active, SIGTERM and SIGUSR1 set ``received`` (the signal number) instead of
+    killing the process; the run loop checkpoints and exits at the next step boundary. The
+    previous handlers come back on exit (so tests and notebooks are left as they were)."""
+
+    def __init__(self):
+        self.received = 0
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __enter__(self):
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+class Control:
+    """The per-step collective: one Allreduce of two integers (signals seen anywhere, rank 0's
+    schedule)."""
+
+    def __init__(self, comm, every_s: float, signals: StopSignals, clock=time.monotonic):
+        self.comm, self.every_s, self.signals, self.clock = comm, every_s, signals, clock
+        self.last = clock()
+
+    def poll(self) -> tuple[bool, bool]:
+        """(checkpoint now, then stop); the same answer on every rank."""
+        due = self.comm.rank == 0 and checkpoint_due(self.clock(), self.last, self.every_s)
+        flags = self.comm.allreduce_sum(np.array([int(self.signals.received != 0), int(due)], dtype=np.int64))
+        return decide(int(flags[0]), bool(flags[1]))
+
+    def checkpointed(self) -> None:
+        self.last = self.clock()

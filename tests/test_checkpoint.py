@@ -1,0 +1,242 @@
+"""Checkpoint and restart: a run stopped at any step and resumed writes exactly the file an
+uninterrupted run writes (bit for bit), whatever stopped it: a signal at a step boundary,
+SIGTERM from outside, or kill -9 after a scheduled checkpoint."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from slmc_hpc import driver
+from slmc_hpc.checkpoint import checkpoint_path, read_checkpoint, write_checkpoint
+from slmc_hpc.config import ConfigError, parse
+from slmc_hpc.control import Control, StopSignals, checkpoint_due, decide
+
+CONFIG = """
+[lattice]
+L = 4
+[model]
+mu = -2.5
+[temperatures]
+values = {temps}
+exchange_every = 3
+[effective_model]
+kind = "{kind}"
+shells = 3
+layers = 1
+heads = 1
+block_shells = 1
+[training]
+every = 10
+epochs = 2
+batch_size = 16
+loss = "pair"
+[run]
+thermalize = 30
+measure = {measure}
+snapshot_every = 7
+seed = 11
+progress_every = 600
+checkpoint_every = {every}
+"""
+
+
+def config(kind="transformer", temps=(0.1, 0.15), measure=40, every=0):
+    return parse(CONFIG.format(kind=kind, temps=list(temps), measure=measure, every=every))
+
+
+def assert_same_files(a_path, b_path):
+    """Every dataset equal bit for bit (NaN = NaN), except the wall-clock timing."""
+    with h5py.File(a_path, "r") as a, h5py.File(b_path, "r") as b:
+        names = []
+        a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) else None)
+        other = []
+        b.visit(lambda n: other.append(n) if isinstance(b[n], h5py.Dataset) else None)
+        assert sorted(names) == sorted(other)
+        for name in names:
+            if name == "summary/seconds_per_step":
+                continue
+            x, y = a[name][()], b[name][()]
+            assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), name
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def stop_at(monkeypatch, phase, step):
+    """Deliver SIGUSR1's effect (the flag) just before the poll after (phase, step)."""
+    original = driver._Run.poll
+
+    def poll(self, ph, st):
+        if (ph, st) == (phase, step):
+            self.control.signals.received = signal.SIGUSR1
+        return original(self, ph, st)
+
+    monkeypatch.setattr(driver._Run, "poll", poll)
+
+
+@pytest.mark.parametrize("kind,temps,phase,step", [
+    ("transformer", (0.1,), "thermalize", 15),   # mid training schedule, one replica
+    ("transformer", (0.1, 0.15), "thermalize", 20),  # right after a training round
+    ("transformer", (0.1, 0.15), "measure", 17),  # after exchanges, mid write block
+    ("linear", (0.1, 0.15, 0.2), "measure", 9),
+])
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, kind, temps, phase, step):
+    cfg = config(kind, temps)
+    driver.run(cfg, output=tmp_path / "whole.h5", log=quiet)
+    with monkeypatch.context() as m:
+        stop_at(m, phase, step)
+        with pytest.raises(driver.Interrupted):
+            driver.run(cfg, output=tmp_path / "cut.h5", log=quiet)
+    tree = read_checkpoint(checkpoint_path(tmp_path / "cut.h5"))
+    assert (tree["phase"], tree["step"]) == (phase, step)
+    driver.run(cfg, output=tmp_path / "cut.h5", log=quiet, resume=True)
+    assert not checkpoint_path(tmp_path / "cut.h5").exists()  # removed once the run is complete
+    assert_same_files(tmp_path / "whole.h5", tmp_path / "cut.h5")
+
+
+def test_resuming_twice_and_resuming_a_complete_run(tmp_path, monkeypatch):
+    cfg = config("linear", (0.1, 0.2), measure=60)
+    driver.run(cfg, output=tmp_path / "whole.h5", log=quiet)
+    for phase, step in (("thermalize", 12), ("measure", 25)):
+        with monkeypatch.context() as m:
+            stop_at(m, phase, step)
+            with pytest.raises(driver.Interrupted):
+                driver.run(cfg, output=tmp_path / "cut.h5", log=quiet, resume=True)
+    driver.run(cfg, output=tmp_path / "cut.h5", log=quiet, resume=True)
+    assert_same_files(tmp_path / "whole.h5", tmp_path / "cut.h5")
+    before = (tmp_path / "cut.h5").read_bytes()
+    lines = []
+    driver.run(cfg, output=tmp_path / "cut.h5", log=lines.append, resume=True)
+    assert "already complete" in lines[0] and (tmp_path / "cut.h5").read_bytes() == before
+
+
+def test_a_foreign_or_damaged_checkpoint_is_refused_and_changes_nothing(tmp_path, monkeypatch):
+    cfg = config("linear")
+    out = tmp_path / "cut.h5"
+    with monkeypatch.context() as m:
+        stop_at(m, "measure", 10)
+        with pytest.raises(driver.Interrupted):
+            driver.run(cfg, output=out, log=quiet)
+    ckpt = checkpoint_path(out)
+    saved = out.read_bytes(), ckpt.read_bytes()
+    other = cfg.replace("model", mu=-2.0)
+    with pytest.raises(ConfigError, match=r"another configuration \(\[model\] mu differ"):
+        driver.run(other, output=out, log=quiet, resume=True)
+    ckpt.write_bytes(saved[1][: len(saved[1]) // 2])  # truncated
+    with pytest.raises(ConfigError, match="damaged or unreadable"):
+        driver.run(cfg, output=out, log=quiet, resume=True)
+    write_checkpoint(ckpt, {"config": "x"})
+    with h5py.File(ckpt, "r+") as f:
+        f.attrs["format"] = "something-else/1"
+    with pytest.raises(ConfigError, match="not a slmc-hpc checkpoint"):
+        driver.run(cfg, output=out, log=quiet, resume=True)
+    assert out.read_bytes() == saved[0]
+    ckpt.unlink()
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        driver.run(cfg, output=out, log=quiet, resume=True)
+    assert out.read_bytes() == saved[0]
+
+
+def test_checkpoint_is_replaced_atomically(tmp_path):
+    path = tmp_path / "c.ckpt"
+    write_checkpoint(path, {"config": "a", "x": np.arange(3)})
+    write_checkpoint(path, {"config": "b", "x": np.arange(4)})
+    tree = read_checkpoint(path)
+    assert tree["config"] == "b" and np.array_equal(tree["x"], np.arange(4))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.ckpt"]  # no temporary left
+
+
+def test_decisions():
+    assert decide(0, False) == (False, False)
+    assert decide(0, True) == (True, False)
+    assert decide(1, False) == (True, True) and decide(2, True) == (True, True)
+    assert not checkpoint_due(100.0, 0.0, 0.0)  # 0: signals only
+    assert checkpoint_due(10.0, 0.0, 10.0) and not checkpoint_due(9.9, 0.0, 10.0)
+
+
+def test_signals_set_the_flag_and_handlers_come_back():
+    before = signal.getsignal(signal.SIGUSR1)
+    with StopSignals() as signals:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert signals.received == signal.SIGUSR1
+        clock = iter([0.0, 5.0])
+        from slmc_hpc.parallel.comm import SerialComm
+        assert Control(SerialComm(), 100.0, signals, clock=lambda: next(clock)).poll() == (True, True)
+    assert signal.getsignal(signal.SIGUSR1) is before
+
+
+def cli(*args, **kwargs):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "slmc_hpc", "run", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def wait_for(condition, timeout, proc):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+LONG = CONFIG.replace("thermalize = 30", "thermalize = 100")
+
+
+def test_sigterm_checkpoints_and_exits_75_then_resume_is_bit_identical(tmp_path):
+    cfg_path = tmp_path / "run.toml"
+    cfg_path.write_text(LONG.format(kind="linear", temps=[0.1, 0.15], measure=3000, every=0))
+    whole, cut = tmp_path / "whole.h5", tmp_path / "cut.h5"
+    proc = cli(cfg_path, "--output", cut)
+    wait_for(lambda: cut.exists(), 60, proc)
+    time.sleep(1.0)  # somewhere in the run
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    grace = time.monotonic() - sent
+    assert proc.returncode == 75, err
+    assert "checkpoint" in err and "--resume" in err and "Traceback" not in err
+    assert grace < 10, grace
+    assert checkpoint_path(cut).exists()
+    resumed = cli(cfg_path, "--output", cut, "--resume")
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert "resuming from" in out
+    assert subprocess.run([sys.executable, "-m", "slmc_hpc", "run", str(cfg_path), "--output", str(whole)],
+                          capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1")).returncode == 0
+    assert_same_files(whole, cut)
+
+
+def test_kill_9_then_resume_loses_nothing_before_the_last_checkpoint(tmp_path):
+    cfg_path = tmp_path / "run.toml"
+    cfg_path.write_text(LONG.format(kind="linear", temps=[0.1, 0.15], measure=3000, every=0.3))
+    whole, cut = tmp_path / "whole.h5", tmp_path / "cut.h5"
+    proc = cli(cfg_path, "--output", cut)
+    ckpt = checkpoint_path(cut)
+
+    def measuring():
+        try:
+            return read_checkpoint(ckpt)["phase"] == "measure"
+        except ConfigError:
+            return False
+    wait_for(measuring, 120, proc)
+    time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    tree = read_checkpoint(ckpt)
+    with h5py.File(cut, "r") as f:  # readable after kill -9, rows valid up to what they say
+        written = f["measure/n_written"][:]
+        assert np.all(written >= tree["step"] - tree["step"] % 500) and np.all(written <= 3000)
+        assert np.all(np.isfinite(f["measure/free_energy"][:, : written.min()]))
+    resumed = cli(cfg_path, "--output", cut, "--resume")
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert subprocess.run([sys.executable, "-m", "slmc_hpc", "run", str(cfg_path), "--output", str(whole)],
+                          capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1")).returncode == 0
+    assert_same_files(whole, cut)
