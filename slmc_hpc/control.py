@@ -2,8 +2,8 @@
 
 A SLURM time limit (``--signal=B:USR1@N`` forwarded to the ranks), ``scancel``, or a plain
 ``kill`` may reach any subset of the ranks, and the wall-clock checkpoint schedule is rank 0's
-clock. So at every step boundary the ranks combine what they know in one collective
-(``Control.poll``), and all take the same decision at the same step.
+clock. So at fixed step boundaries (the driver's CONTROL_EVERY) the ranks combine what they
+know in one collective (``Control.poll``), and all take the same decision at the same step.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class StopSignals:
 
 
 class Control:
-    """The per-step collective: one Allreduce of two integers (signals seen anywhere, rank 0's
+    """The control collective: one Allreduce of two integers (signals seen anywhere, rank 0's
     schedule)."""
 
     def __init__(self, comm, every_s: float, signals: StopSignals, clock=time.monotonic):

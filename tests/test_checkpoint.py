@@ -16,6 +16,7 @@ from slmc_hpc import driver
 from slmc_hpc.checkpoint import checkpoint_path, read_checkpoint, write_checkpoint
 from slmc_hpc.config import ConfigError, parse
 from slmc_hpc.control import Control, StopSignals, checkpoint_due, decide
+from slmc_hpc.testing import assert_same_files
 
 CONFIG = """
 [lattice]
@@ -50,27 +51,13 @@ def config(kind="transformer", temps=(0.1, 0.15), measure=40, every=0):
     return parse(CONFIG.format(kind=kind, temps=list(temps), measure=measure, every=every))
 
 
-def assert_same_files(a_path, b_path):
-    """Every dataset equal bit for bit (NaN = NaN), except the wall-clock timing."""
-    with h5py.File(a_path, "r") as a, h5py.File(b_path, "r") as b:
-        names = []
-        a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) else None)
-        other = []
-        b.visit(lambda n: other.append(n) if isinstance(b[n], h5py.Dataset) else None)
-        assert sorted(names) == sorted(other)
-        for name in names:
-            if name == "summary/seconds_per_step":
-                continue
-            x, y = a[name][()], b[name][()]
-            assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), name
-
-
 def quiet(*args, **kwargs):
     pass
 
 
 def stop_at(monkeypatch, phase, step):
     """Deliver SIGUSR1's effect (the flag) just before the poll after (phase, step)."""
+    monkeypatch.setattr(driver, "CONTROL_EVERY", 1)  # any step can be a stop
     original = driver._Run.poll
 
     def poll(self, ph, st):

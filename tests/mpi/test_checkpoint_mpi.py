@@ -1,0 +1,76 @@
+"""Checkpoint and restart across ranks: a tempering run with the shared Transformer being
+trained, stopped by a signal that reaches only one rank, resumed, equals the uninterrupted
+run bit for bit (both MPI writers)."""
+
+import signal
+
+import pytest
+
+from slmc_hpc import driver
+from slmc_hpc.checkpoint import checkpoint_path, read_checkpoint
+from slmc_hpc.config import parse
+from slmc_hpc.parallel.comm import MPIComm
+from slmc_hpc.testing import assert_same_files
+
+from .test_tempering_mpi import on_rank0
+
+pytestmark = pytest.mark.mpi
+
+CONFIG = """
+[lattice]
+L = 4
+[model]
+mu = -2.5
+[temperatures]
+values = {temps}
+exchange_every = 3
+[effective_model]
+kind = "transformer"
+shells = 3
+layers = 1
+heads = 2
+block_shells = 1
+[training]
+every = 10
+epochs = 2
+batch_size = 16
+[run]
+thermalize = 30
+measure = 40
+snapshot_every = 7
+seed = 12
+progress_every = 600
+checkpoint_every = 0
+"""
+
+
+@pytest.mark.parametrize("gather", [False, True], ids=["mpio", "rank0-gather"])
+@pytest.mark.parametrize("phase,step", [("thermalize", 15), ("measure", 20)])
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path_factory, monkeypatch, phase, step, gather):
+    comm = MPIComm()
+    cfg = parse(CONFIG.format(temps=[round(0.1 * 1.4**r, 4) for r in range(comm.size)]))
+    where = comm.bcast(str(tmp_path_factory.mktemp("ckpt")) if comm.rank == 0 else None)
+    quiet = lambda *a, **k: None  # noqa: E731
+    driver.run(cfg, output=f"{where}/whole.h5", comm=comm, log=quiet, gather_output=gather)
+    original = driver._Run.poll
+
+    def poll(self, ph, st):  # the signal reaches the last rank only
+        if (ph, st) == (phase, step) and comm.rank == comm.size - 1:
+            self.control.signals.received = signal.SIGTERM
+        return original(self, ph, st)
+
+    with monkeypatch.context() as m:
+        m.setattr(driver._Run, "poll", poll)
+        m.setattr(driver, "CONTROL_EVERY", 1)  # any step can be a stop
+        with pytest.raises(driver.Interrupted):  # on every rank
+            driver.run(cfg, output=f"{where}/cut.h5", comm=comm, log=quiet, gather_output=gather)
+    comm.barrier()
+
+    def check_checkpoint():
+        tree = read_checkpoint(checkpoint_path(f"{where}/cut.h5"))
+        assert (tree["phase"], tree["step"], tree["n_ranks"]) == (phase, step, comm.size)
+        assert sorted(tree["ranks"]) == [str(r) for r in range(comm.size)]
+
+    on_rank0(comm, check_checkpoint)
+    driver.run(cfg, output=f"{where}/cut.h5", comm=comm, log=quiet, gather_output=gather, resume=True)
+    on_rank0(comm, lambda: assert_same_files(f"{where}/whole.h5", f"{where}/cut.h5"))
