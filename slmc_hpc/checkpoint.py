@@ -9,6 +9,7 @@ a crash at any moment leaves either the old or the new checkpoint, never half of
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -48,6 +49,28 @@ def load_tree(group: h5py.Group) -> dict:
     return tree
 
 
+def tree_digest(tree: dict) -> str:
+    """SHA-256 over every key, dtype, shape and value of the tree, in sorted key order: a
+    flipped bit anywhere in the stored state is detected on reading, not resumed from."""
+    h = hashlib.sha256()
+
+    def feed(node, prefix):
+        for key in sorted(node):
+            value = node[key]
+            if value is None:
+                continue
+            h.update(f"{prefix}/{key}".encode())
+            if isinstance(value, dict):
+                feed(value, f"{prefix}/{key}")
+            elif isinstance(value, str):
+                h.update(b"s" + value.encode())
+            else:
+                a = np.ascontiguousarray(value)
+                h.update(f"{a.dtype.str}{a.shape}".encode() + a.tobytes())
+    feed(tree, "")
+    return h.hexdigest()
+
+
 def write_checkpoint(path: str | Path, tree: dict) -> None:
     """Atomically replace ``path`` by a checkpoint holding ``tree``."""
     path = Path(path)
@@ -55,6 +78,9 @@ def write_checkpoint(path: str | Path, tree: dict) -> None:
     with h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT
         save_tree(f, tree)
+        stored = load_tree(f)  # the digest is of what was stored, as a reader will see it
+        del stored["format"]
+        f.attrs["sha256"] = tree_digest(stored)
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)  # the data are on disk before the rename makes them the checkpoint
@@ -81,9 +107,15 @@ def read_checkpoint(path: str | Path) -> dict:
             if f.attrs.get("format") != FORMAT:
                 raise ConfigError(f"{str(path)!r} is not a slmc-hpc checkpoint (format "
                                   f"{f.attrs.get('format')!r}, expected {FORMAT!r})")
-            return load_tree(f)
+            tree = load_tree(f)
     except ConfigError:
         raise
-    except (OSError, KeyError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes h5py raise
         raise ConfigError(f"checkpoint {str(path)!r} is damaged or unreadable ({exc}); the output file is "
                           f"unchanged. Start again with --overwrite") from None
+    stored = tree.pop("sha256", None)
+    tree.pop("format", None)
+    if stored != tree_digest(tree):
+        raise ConfigError(f"checkpoint {str(path)!r} is damaged (its contents do not match their SHA-256); "
+                          f"the output file is unchanged. Start again with --overwrite")
+    return tree

@@ -44,7 +44,7 @@ def open_for_resuming(path: Path, cfg: Config, comm=None) -> h5py.File:
                     problem = f"{str(path)!r} is not an {FORMAT} output file (format {f.attrs.get('format')!r})"
                 elif f.attrs.get("config") != cfg.text:
                     problem = f"{str(path)!r} was written with another configuration than the checkpoint's"
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes h5py raise
             problem = f"cannot open output file {str(path)!r} to resume: {exc}"
     problem = comm.bcast(problem)
     if problem:

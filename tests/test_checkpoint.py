@@ -227,3 +227,107 @@ def test_kill_9_then_resume_loses_nothing_before_the_last_checkpoint(tmp_path):
     assert subprocess.run([sys.executable, "-m", "slmc_hpc", "run", str(cfg_path), "--output", str(whole)],
                           capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1")).returncode == 0
     assert_same_files(whole, cut)
+
+
+# -- damaged and foreign files (property-based) ---------------------------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from slmc_hpc.cli import main  # noqa: E402
+
+_SMALL = CONFIG.format(kind="linear", temps=[0.1, 0.15], measure=40, every=0)
+_made = {}
+
+
+def interrupted_run(tmp_factory):
+    """(config path, output bytes, checkpoint bytes, uninterrupted output path), made once."""
+    if not _made:
+        where = tmp_factory.mktemp("damage")
+        (where / "run.toml").write_text(_SMALL)
+        cfg = parse(_SMALL)
+        driver.run(cfg, output=where / "whole.h5", log=quiet)
+        mp = pytest.MonkeyPatch()
+        stop_at(mp, "measure", 20)
+        with pytest.raises(driver.Interrupted):
+            driver.run(cfg, output=where / "cut.h5", log=quiet)
+        mp.undo()
+        _made.update(cfg=where / "run.toml", out=(where / "cut.h5").read_bytes(),
+                     ckpt=checkpoint_path(where / "cut.h5").read_bytes(), whole=where / "whole.h5")
+    return _made
+
+
+def resume_in(where, capsys):
+    code = main(["run", str(_made["cfg"]), "--output", str(where / "cut.h5"), "--resume"])
+    err = capsys.readouterr().err
+    return code, err
+
+
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(damage=st.one_of(
+    st.tuples(st.just("truncate"), st.floats(0.0, 0.999)),
+    st.tuples(st.just("overwrite"), st.floats(0.0, 0.999), st.binary(min_size=1, max_size=64))))
+def test_a_damaged_checkpoint_is_refused_or_resumes_correctly(tmp_path_factory, capsys, damage):
+    """Truncated or overwritten anywhere: either exit 2 with one line naming the checkpoint
+    and the output untouched, or (damage in bytes the file does not use) the resumed run is
+    exactly the uninterrupted one. Never a traceback, never a wrong resume."""
+    made = interrupted_run(tmp_path_factory)
+    where = tmp_path_factory.mktemp("case")
+    (where / "cut.h5").write_bytes(made["out"])
+    data = bytearray(made["ckpt"])
+    at = int(damage[1] * len(data))
+    if damage[0] == "truncate":
+        data = data[:at]
+    else:
+        data[at: at + len(damage[2])] = damage[2]
+    checkpoint_path(where / "cut.h5").write_bytes(bytes(data))
+    code, err = resume_in(where, capsys)
+    if code == 0:
+        assert_same_files(made["whole"], where / "cut.h5")
+    else:
+        assert code == 2, err
+        assert err.startswith("slmc-hpc: error: checkpoint") and err.count("\n") == 1, err
+        assert (where / "cut.h5").read_bytes() == made["out"]
+
+
+@settings(max_examples=10, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.one_of(st.binary(max_size=2000), st.just("hdf5")), with_checkpoint=st.booleans())
+def test_an_output_of_another_format_is_never_overwritten(tmp_path_factory, capsys, content, with_checkpoint):
+    made = interrupted_run(tmp_path_factory)
+    where = tmp_path_factory.mktemp("foreign")
+    out = where / "cut.h5"
+    if content == "hdf5":
+        with h5py.File(out, "w") as f:
+            f.attrs["format"] = "someone-else/2"
+            f["x"] = np.arange(3)
+    else:
+        out.write_bytes(content)
+    before = out.read_bytes()
+    if with_checkpoint:
+        checkpoint_path(out).write_bytes(made["ckpt"])
+    for args in (["--resume"], []):
+        code = main(["run", str(made["cfg"]), "--output", str(out), *args])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("slmc-hpc: error:") and err.count("\n") == 1, err
+        assert out.read_bytes() == before
+
+
+def test_a_flipped_bit_in_the_stored_spins_is_detected(tmp_path_factory, capsys):
+    """The targeted case the random damage above rarely hits: one bit of one replica's spins
+    (HDF5 itself would read it back without complaint) is caught by the SHA-256."""
+    made = interrupted_run(tmp_path_factory)
+    where = tmp_path_factory.mktemp("bitflip")
+    (where / "cut.h5").write_bytes(made["out"])
+    ckpt = checkpoint_path(where / "cut.h5")
+    ckpt.write_bytes(made["ckpt"])
+    with h5py.File(ckpt, "r") as f:
+        offset = f["ranks/0/replicas/1/chain/spins"].id.get_offset()
+    data = bytearray(made["ckpt"])
+    data[offset + 8 * 7 + 3] ^= 0x10
+    ckpt.write_bytes(bytes(data))
+    with h5py.File(ckpt, "r") as f:  # still a readable HDF5 file
+        assert f["ranks/0/replicas/1/chain/spins"].shape == (16, 3)
+    code, err = resume_in(where, capsys)
+    assert code == 2 and "do not match their SHA-256" in err
+    assert (where / "cut.h5").read_bytes() == made["out"]
