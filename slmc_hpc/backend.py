@@ -30,3 +30,22 @@ def array_module(name: str):
 def to_numpy(x) -> np.ndarray:
     """Host copy of a NumPy or CuPy array."""
     return x.get() if hasattr(x, "get") else np.asarray(x)
+
+
+def device_for(node_rank: int, n_devices: int) -> int:
+    """The GPU of a rank: its rank within the node modulo the devices it sees. With one GPU
+    per task bound by the scheduler (SLURM --gpus-per-task=1, or CUDA_VISIBLE_DEVICES set per
+    rank) every rank sees one device and takes it; otherwise ranks on a node share the
+    node's GPUs round-robin."""
+    if n_devices < 1:
+        raise RuntimeError("no CUDA device is visible")
+    return node_rank % n_devices
+
+
+def use_device_of_rank(node_rank: int) -> int:
+    """Make CuPy use this rank's GPU (see ``device_for``); returns its index."""
+    import cupy
+
+    index = device_for(node_rank, cupy.cuda.runtime.getDeviceCount())
+    cupy.cuda.Device(index).use()
+    return index

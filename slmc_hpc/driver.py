@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .backend import array_module
+from .backend import array_module, use_device_of_rank
 from .checkpoint import checkpoint_path, read_checkpoint, write_checkpoint
 from .config import Config, ConfigError, parse, temperature_ladder
 from .control import Control, StopSignals
@@ -162,6 +162,9 @@ class _Run:
     def __init__(self, cfg: Config, comm, path: Path, log):
         self.cfg, self.comm, self.path, self.log = cfg, comm, path, log
         physics = build_physics(cfg)
+        if cfg.run.backend == "cupy":
+            device = use_device_of_rank(comm.node_rank)
+            log(f"rank 0 diagonalizes on GPU {device} (each rank: node-local rank modulo visible GPUs)")
         self.lattice = physics.lattice
         self.temperatures = temperature_ladder(cfg, comm.size)
         R = self.R = len(self.temperatures)

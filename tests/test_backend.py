@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from slmc_hpc.backend import device_for
 from slmc_hpc.config import ConfigError, parse
 from slmc_hpc.driver import build_physics
 from slmc_hpc.fermions import DoubleExchange
@@ -39,3 +40,10 @@ def test_cupy_without_gpu_is_a_clear_config_error():
     cfg = parse("[lattice]\nL = 4\n[temperatures]\nvalues = [0.1]\n[run]\nbackend = \"cupy\"\n")
     with pytest.raises(ConfigError, match=r"\[run\] backend = 'cupy': .*(CuPy is not installed|no CUDA device)"):
         build_physics(cfg)
+
+
+def test_each_rank_takes_the_gpu_of_its_node_local_rank():
+    assert [device_for(r, 4) for r in range(6)] == [0, 1, 2, 3, 0, 1]
+    assert [device_for(r, 1) for r in range(3)] == [0, 0, 0]  # one GPU bound per task
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        device_for(0, 0)
