@@ -22,6 +22,8 @@ MAX_MATRIX_DIM = 16384  # 2N beyond this: a 4 GiB complex matrix per diagonaliza
 MAX_LOCAL_UPDATES = 10**6
 MAX_BUFFER_BYTES = 4 * 2**30
 MIN_TEMPERATURE = 1e-6
+MAX_TEMPERATURES = 4096
+MAX_INT = 2**63 - 1  # what HDF5 attributes (int64) can hold; beyond this no key makes sense
 
 
 class ConfigError(ValueError):
@@ -44,6 +46,10 @@ def _positive(v):
 
 def _non_negative(v):
     return None if v >= 0 else "must not be negative"
+
+
+def _file_name(v):
+    return None if v and v.isprintable() else "must be a non-empty file name of printable characters"
 
 
 def _at_least(n):
@@ -79,7 +85,8 @@ SCHEMA: dict[str, list[Key]] = {
         Key("T_min", "float", None, "lowest temperature of a geometric ladder (with T_max, instead of values)",
             lambda v: _temperatures([v])),
         Key("T_max", "float", None, "highest temperature of a geometric ladder", lambda v: _temperatures([v])),
-        Key("count", "int", 0, "temperatures in the geometric ladder; 0: one per MPI rank", _non_negative),
+        Key("count", "int", 0, "temperatures in the geometric ladder; 0: one per MPI rank",
+            lambda v: _non_negative(v) or (None if v <= MAX_TEMPERATURES else f"must be at most {MAX_TEMPERATURES}")),
         Key("exchange_every", "int", 10, "measured steps between replica-exchange rounds (0: never)",
             _non_negative),
     ],
@@ -128,7 +135,7 @@ SCHEMA: dict[str, list[Key]] = {
         Key("snapshot_every", "int", 50, "store the spins every this many measured steps", _at_least(1)),
         Key("seed", "int", 1, "master seed; replica streams come from numpy SeedSequence(seed).spawn(R)",
             lambda v: _non_negative(v) or (None if v < 2**63 else "must be below 2**63")),
-        Key("output", "str", "run.h5", "HDF5 output file (relative to the working directory)"),
+        Key("output", "str", "run.h5", "HDF5 output file (relative to the working directory)", _file_name),
         Key("step_size", "float", 0.5, "single-spin move S -> normalize(S + step_size·gaussian)", _positive),
         Key("initial", "str", "random", "initial spins: random or ferro (all along z)", choices=("random", "ferro")),
         Key("backend", "str", "numpy", "diagonalization backend: numpy (CPU) or cupy (GPU)",
@@ -190,38 +197,57 @@ class Config:
         return parse(to_toml(merged))
 
 
+def _show(value) -> str:
+    """repr for messages, also for integers too long for Python to print."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        return f"an integer of {value.bit_length()} bits"
+    if isinstance(value, list) and any(isinstance(v, int) and abs(v) > MAX_INT for v in value):
+        return "a list with an integer too large to use"
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _to_float(where: str, value) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        raise ConfigError(f"{where} is too large, got {_show(value)}") from None
+
+
 def _coerce(section: str, key: Key, value):
     where = f"[{section}] {key.name}"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise ConfigError(f"{where} is too large, got {_show(value)}")
     if key.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
+            raise ConfigError(f"{where} must be an integer, got {_show(value)}")
     elif key.kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        value = float(value)
+            raise ConfigError(f"{where} must be a number, got {_show(value)}")
+        value = _to_float(where, value)
         if not math.isfinite(value):
             raise ConfigError(f"{where} must be finite, got {value!r}")
     elif key.kind == "str":
         if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
+            raise ConfigError(f"{where} must be a string, got {_show(value)}")
     elif key.kind == "bool":
         if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
+            raise ConfigError(f"{where} must be true or false, got {_show(value)}")
     elif key.kind == "int_or_global":
         if value != "global" and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ConfigError(f"{where} must be an integer or \"global\", got {value!r}")
+            raise ConfigError(f"{where} must be an integer or \"global\", got {_show(value)}")
     elif key.kind == "float_list":
         if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
-            raise ConfigError(f"{where} must be a list of numbers, got {value!r}")
-        value = [float(v) for v in value]
+            raise ConfigError(f"{where} must be a list of numbers, got {_show(value)}")
+        value = [_to_float(where, v) for v in value]
         if not all(math.isfinite(v) for v in value):
             raise ConfigError(f"{where} must contain only finite numbers, got {value!r}")
     if key.choices is not None and value not in key.choices:
-        raise ConfigError(f"{where} must be one of {', '.join(map(repr, key.choices))}, got {value!r}")
+        raise ConfigError(f"{where} must be one of {', '.join(map(repr, key.choices))}, got {_show(value)}")
     if key.check is not None:
         problem = key.check(value)
         if problem:
-            raise ConfigError(f"{where} {problem}, got {value!r}")
+            raise ConfigError(f"{where} {problem}, got {_show(value)}")
     return value
 
 
@@ -229,16 +255,17 @@ def parse(text: str) -> Config:
     """Validate TOML text against SCHEMA; missing optional keys take their defaults."""
     try:
         raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: e.g. an integer of 5000 digits
         raise ConfigError(f"configuration is not valid TOML: {exc}") from None
     unknown = sorted(set(raw) - set(SCHEMA))
     if unknown:
-        raise ConfigError(f"unknown section [{unknown[0]}]; known sections: {', '.join(SCHEMA)}")
+        name = unknown[0] if unknown[0].isprintable() else repr(unknown[0])
+        raise ConfigError(f"unknown section [{name}]; known sections: {', '.join(SCHEMA)}")
     sections = {}
     for name, keys in SCHEMA.items():
         given = raw.get(name, {})
         if not isinstance(given, dict):
-            raise ConfigError(f"[{name}] must be a table (section), got {given!r}")
+            raise ConfigError(f"[{name}] must be a table (section), got {_show(given)}")
         known = {k.name for k in keys}
         for k in given:
             if k not in known:
@@ -330,7 +357,7 @@ def to_toml(sections: dict[str, dict]) -> str:
 def load(path: str | Path) -> Config:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")  # TOML is UTF-8 whatever the locale
     except FileNotFoundError:
         raise ConfigError(f"configuration file {str(path)!r} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -74,6 +74,8 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
     so the file ends up as an uninterrupted run's; without a checkpoint it starts afresh
     when there is no output yet, and does nothing when the output is already complete."""
     comm = comm or SerialComm()
+    if output is not None and not str(output).isprintable():
+        raise ConfigError(f"--output {str(output)!r} must be a file name of printable characters")
     path = Path(output or cfg.run.output)
     ckpt = checkpoint_path(path)
     log = log if comm.rank == 0 else (lambda *a, **k: None)
