@@ -108,7 +108,7 @@ def read_checkpoint(path: str | Path) -> dict:
                 raise ConfigError(f"{str(path)!r} is not a slmc-hpc checkpoint (format "
                                   f"{f.attrs.get('format')!r}, expected {FORMAT!r})")
             tree = load_tree(f)
-    except ConfigError:
+    except (ConfigError, MemoryError):  # too big to hold is not "damaged"
         raise
     except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes h5py raise
         raise ConfigError(f"checkpoint {str(path)!r} is damaged or unreadable ({exc}); the output file is "

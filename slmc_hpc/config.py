@@ -124,7 +124,7 @@ SCHEMA: dict[str, list[Key]] = {
         Key("epochs", "int", 30, "transformer: passes over the training data per round", _at_least(1)),
         Key("learning_rate", "float", 1e-3, "transformer: AdamW learning rate", _positive),
         Key("weight_decay", "float", 0.0, "transformer: AdamW weight decay", _non_negative),
-        Key("batch_size", "int", 128, "transformer: minibatch size", _at_least(1)),
+        Key("batch_size", "int", 128, "transformer: minibatch size, over all ranks", _at_least(1)),
     ],
     "run": [
         Key("sampler", "str", "slmc", "slmc, or exact for plain local-update Metropolis on W_β",

@@ -48,7 +48,8 @@ class StopSignals:
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            # None: a handler installed from C, which Python cannot reinstall; use the default
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         return False
 
 

@@ -79,29 +79,68 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
     path = Path(output or cfg.run.output)
     ckpt = checkpoint_path(path)
     log = log if comm.rank == 0 else (lambda *a, **k: None)
-    tree = None
-    if resume:
-        state = comm.bcast(_resume_state(path, ckpt) if comm.rank == 0 else None)
-        if state == "complete":
-            log(f"slmc-hpc: {path} is already complete; nothing to resume")
-            return path
-        if state == "checkpoint":
-            tree = _load_checkpoint(ckpt, cfg, comm)
-    job = _Run(cfg, comm, path, log)
-    if tree is not None:
-        log(f"slmc-hpc: resuming from {ckpt} ({tree['phase']} step {tree['step']})")
-    job.open_output(overwrite, gather_output, resuming=tree is not None)
-    try:
-        with StopSignals() as signals:
+    # from the start to the file's close a stop signal only sets a flag: the loops act on it,
+    # and one that comes too late to matter (summary, close) no longer kills a finished run
+    with StopSignals() as signals:
+        tree = None
+        if resume:
+            state = _on_rank0(comm, lambda: _resume_state(path, ckpt))
+            if state == "complete":
+                log(f"slmc-hpc: {path} is already complete; nothing to resume")
+                return path
+            if state == "checkpoint":
+                tree = _load_checkpoint(ckpt, cfg, comm)
+        job = _Run(cfg, comm, path, log)
+        if tree is not None:
+            log(f"slmc-hpc: resuming from {ckpt} ({tree['phase']} step {tree['step']})")
+        else:
+            _on_rank0(comm, lambda: _remove_checkpoint(ckpt))  # never resume an earlier run into this one
+        job.open_output(overwrite, gather_output, resuming=tree is not None,
+                        run_id=tree["run_id"] if tree is not None else None)
+        try:
             job.control = Control(comm, cfg.run.checkpoint_every, signals)
             job.start(tree)
-        job.summarize()
-    finally:
+            job.summarize()
+        except Interrupted:
+            job.out.close()  # every rank stopped at the same step: the collective close is safe
+            raise
+        except BaseException:
+            # under MPI-IO closing is collective, and the other ranks may be anywhere: leave
+            # the file as last flushed and let the caller abort the job (cli._fail, or the
+            # uncaught-exception hook); one process, or rank 0's gathered file, closes it
+            if comm.size == 1 or isinstance(job.out, GatheredOutput):
+                job.out.close()
+            raise
         job.out.close()
     comm.barrier()
-    if comm.rank == 0 and ckpt.exists():
-        ckpt.unlink()  # the run is complete; a later --resume finds the finished file
+    if comm.rank == 0:
+        try:
+            ckpt.unlink(missing_ok=True)  # complete; a later --resume finds the finished file
+        except OSError as exc:
+            log(f"slmc-hpc: warning: could not remove the checkpoint {ckpt}: {exc}")
     return path
+
+
+def _remove_checkpoint(ckpt: Path) -> None:
+    try:
+        for stale in (ckpt, ckpt.with_name(ckpt.name + ".tmp")):
+            stale.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot remove the old checkpoint {str(ckpt)!r} of an earlier run: {exc}") from None
+
+
+def _on_rank0(comm, func):
+    """func() on rank 0, its result (or its ConfigError) on every rank."""
+    result = error = None
+    if comm.rank == 0:
+        try:
+            result = func()
+        except ConfigError as exc:
+            error = str(exc)
+    result, error = comm.bcast((result, error))
+    if error:
+        raise ConfigError(error)
+    return result
 
 
 def _resume_state(path: Path, ckpt: Path) -> str:
@@ -121,18 +160,27 @@ def _resume_state(path: Path, ckpt: Path) -> str:
 
 
 def _load_checkpoint(ckpt: Path, cfg: Config, comm) -> dict:
-    """Every rank reads the checkpoint (rank 0 checks it first, so all raise the same error)."""
+    """Rank 0 reads and checks the checkpoint; every rank gets the shared part and its own
+    rank's part (not everyone's: at L = 12 each rank's buffers are tens of MB)."""
+    def read():
+        tree = read_checkpoint(ckpt)
+        _check_checkpoint(tree, ckpt, cfg, comm.size)
+        return tree
+    full = None
     error = None
     if comm.rank == 0:
         try:
-            tree = read_checkpoint(ckpt)
-            _check_checkpoint(tree, ckpt, cfg, comm.size)
+            full = read()
         except ConfigError as exc:
             error = str(exc)
     error = comm.bcast(error)
     if error:
         raise ConfigError(error)
-    return read_checkpoint(ckpt)
+    ranks = full.pop("ranks") if comm.rank == 0 else None
+    tree = comm.bcast(full)
+    tree["ranks"] = {str(comm.rank): comm.scatter([ranks[str(r)] for r in range(comm.size)]
+                                                  if comm.rank == 0 else None)}
+    return tree
 
 
 RESUMABLE_CHANGES = {("run", "checkpoint_every"), ("run", "progress_every"), ("run", "output")}
@@ -141,7 +189,7 @@ RESUMABLE_CHANGES = {("run", "checkpoint_every"), ("run", "progress_every"), ("r
 def _check_checkpoint(tree: dict, ckpt: Path, cfg: Config, n_ranks: int) -> None:
     try:
         saved = parse(tree["config"])
-        phase, ranks = tree["phase"], int(tree["n_ranks"])
+        phase, ranks, _ = tree["phase"], int(tree["n_ranks"]), tree["run_id"]
     except (KeyError, ConfigError, TypeError) as exc:
         raise ConfigError(f"checkpoint {str(ckpt)!r} is damaged or from another version ({exc})") from None
     changed = [(name, key) for name, section in cfg.sections.items() for key, value in section.as_dict().items()
@@ -193,7 +241,8 @@ class _Run:
         self.control = None
         self.resumed_chains = {}
 
-    def open_output(self, overwrite: bool, gather_output: bool | None, resuming: bool) -> None:
+    def open_output(self, overwrite: bool, gather_output: bool | None, resuming: bool,
+                    run_id: str | None = None) -> None:
         cfg, comm, log = self.cfg, self.comm, self.log
         model = next(iter(self.local.values())).model
         n_rounds = n_refits(cfg.run.thermalize, cfg.training.every) if model is not None else 0
@@ -203,9 +252,9 @@ class _Run:
             gather_output = comm.size > 1 and not h5py.get_config().mpi
         if gather_output and comm.size > 1:
             log("slmc-hpc: warning: h5py has no MPI support; rank 0 gathers and writes the output (slower)")
-            self.out = GatheredOutput(comm, lambda: RunOutput(*args, overwrite=overwrite, resume=resuming))
+            self.out = GatheredOutput(comm, lambda: RunOutput(*args, overwrite=overwrite, run_id=run_id))
         else:
-            self.out = RunOutput(*args, overwrite=overwrite, comm=comm, resume=resuming)
+            self.out = RunOutput(*args, overwrite=overwrite, comm=comm, run_id=run_id)
         log(f"slmc-hpc: {cfg.run.sampler} on {self.lattice.kind} L={self.lattice.L} (N={self.lattice.N}), "
             f"{self.R} temperature(s) on {comm.size} process(es), {cfg.local_updates} local updates/step "
             f"-> {self.path}")
@@ -238,6 +287,7 @@ class _Run:
             return
         if phase == "measure":
             self.write_pending(step)
+        self.out.sync()  # the rows the checkpoint counts on are on disk before it is
         self.save_checkpoint(phase, step)
         self.control.checkpointed()
         if stop:
@@ -248,14 +298,19 @@ class _Run:
                 "counts": self.counts.copy(),
                 "replicas": {str(r): rep.state_dict() for r, rep in self.local.items()}}
         parts = self.comm.gather(mine)
-        if self.comm.rank == 0:
-            tree = {"config": self.cfg.text, "phase": phase, "step": step, "n_ranks": self.comm.size,
-                    "n_exchange": self.n_exchange, "slot_of_replica": self.slot_of_replica.copy(),
-                    "trips": self.trips.state_dict(),
+
+        def write():
+            tree = {"config": self.cfg.text, "run_id": self.out.run_id, "phase": phase, "step": step,
+                    "n_ranks": self.comm.size, "n_exchange": self.n_exchange,
+                    "slot_of_replica": self.slot_of_replica.copy(), "trips": self.trips.state_dict(),
                     "controller_rng": json.dumps(self.controller_rng.bit_generator.state),
                     "ranks": {str(rank): part for rank, part in enumerate(parts)}}
-            write_checkpoint(checkpoint_path(self.path), tree)
-        self.comm.barrier()  # nobody leaves before the checkpoint is on disk
+            try:
+                write_checkpoint(checkpoint_path(self.path), tree)
+            except OSError as exc:  # disk full, quota, permissions: the old checkpoint is intact
+                raise ConfigError(f"cannot write the checkpoint {str(checkpoint_path(self.path))!r}: {exc}; "
+                                  f"the previous checkpoint and the output are intact") from None
+        _on_rank0(self.comm, write)  # also: nobody goes on before the checkpoint is on disk
 
     def restore(self, tree: dict) -> None:
         mine = tree["ranks"][str(self.comm.rank)]
@@ -270,11 +325,11 @@ class _Run:
         self.slot_of_replica = np.array(tree["slot_of_replica"])
         self.trips.load_state_dict(tree["trips"])
         self.n_exchange = int(tree["n_exchange"])
-        if tree["phase"] == "measure":
-            if self.comm.rank == 0:  # what was written after the checkpoint is redone
-                self.out.rewind(int(tree["step"]), self.n_exchange)
-            self.out.drop_summary()
-            self.out.flush()
+        measured = int(tree["step"]) if tree["phase"] == "measure" else 0
+        if self.comm.rank == 0:  # what was written after the checkpoint is redone
+            self.out.rewind(measured, self.n_exchange)
+        self.out.drop_summary()
+        self.out.flush()
 
     # -- thermalization ----------------------------------------------------------------
 

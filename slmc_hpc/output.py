@@ -8,6 +8,8 @@ many entries of each row are valid, so a file from an interrupted run is still r
 from __future__ import annotations
 
 import datetime
+import os
+import uuid
 from pathlib import Path
 
 import h5py
@@ -33,8 +35,9 @@ MEASURE_DTYPES = {
 }
 
 
-def open_for_resuming(path: Path, cfg: Config, comm=None) -> h5py.File:
-    """Open an existing output file of this run for writing (collectively under MPI)."""
+def open_for_resuming(path: Path, run_id: str, comm=None) -> h5py.File:
+    """Open the existing output file of run ``run_id`` (the checkpoint's) for writing,
+    collectively under MPI."""
     comm = comm or SerialComm()
     problem = None
     if comm.rank == 0:
@@ -42,8 +45,9 @@ def open_for_resuming(path: Path, cfg: Config, comm=None) -> h5py.File:
             with h5py.File(path, "r") as f:
                 if f.attrs.get("format") != FORMAT:
                     problem = f"{str(path)!r} is not an {FORMAT} output file (format {f.attrs.get('format')!r})"
-                elif f.attrs.get("config") != cfg.text:
-                    problem = f"{str(path)!r} was written with another configuration than the checkpoint's"
+                elif f.attrs.get("run_id") != run_id:
+                    problem = (f"{str(path)!r} is not the output of the checkpoint's run (run id "
+                               f"{f.attrs.get('run_id')!r}, the checkpoint's {run_id!r})")
         except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes h5py raise
             problem = f"cannot open output file {str(path)!r} to resume: {exc}"
     problem = comm.bcast(problem)
@@ -78,15 +82,19 @@ class RunOutput:
     metadata operations are collective); afterwards each rank writes only rows' data."""
 
     def __init__(self, path: str | Path, cfg: Config, lattice: Lattice, temperatures, model,
-                 n_rounds: int, n_exchanges: int = 0, overwrite: bool = False, comm=None, resume: bool = False):
-        """Create the file; with ``resume``, open the run's existing file instead."""
+                 n_rounds: int, n_exchanges: int = 0, overwrite: bool = False, comm=None,
+                 run_id: str | None = None):
+        """Create the file with a new random run id; or, given the ``run_id`` of a checkpoint,
+        open that run's existing file to resume it."""
         comm = comm or SerialComm()
         self.path = Path(path)
         self.collective = comm.size > 1
         self.snapshot_every, self.thermalize = cfg.run.snapshot_every, cfg.run.thermalize
-        if resume:
-            self.file = open_for_resuming(self.path, cfg, comm)
+        if run_id is not None:
+            self.file = open_for_resuming(self.path, run_id, comm)
+            self.run_id = run_id
             return
+        self.run_id = comm.bcast(uuid.uuid4().hex)
         R, n = len(temperatures), cfg.run.measure
         m = n // cfg.run.snapshot_every
         N = lattice.N
@@ -94,7 +102,7 @@ class RunOutput:
         f = self.file = open_for_writing(self.path, overwrite, comm)
         f.attrs.update({
             "format": FORMAT, "version": __version__, "config": cfg.text,
-            "created": created,
+            "created": created, "run_id": self.run_id,
             "sampler": cfg.run.sampler, "seed": cfg.run.seed, "lattice_kind": lattice.kind,
             "L": lattice.L, "N": N, "local_updates": cfg.local_updates,
         })
@@ -197,6 +205,13 @@ class RunOutput:
         """Push written rows to disk (collective: every rank calls it at the same step)."""
         self.file.flush()
 
+    def sync(self) -> None:
+        """flush, and (one process) fsync: what a checkpoint counts on must survive a node
+        crash. Under MPI-IO, HDF5's flush already syncs (MPI_File_sync)."""
+        self.file.flush()
+        if not self.collective:
+            os.fsync(self.file.id.get_vfd_handle())
+
     def close(self) -> None:
         self.file.close()
 
@@ -230,6 +245,15 @@ class GatheredOutput:
         if name in ("write_exchanges", "write_summary", "rewind", "drop_summary"):  # rank 0 alone has these to write
             return getattr(self.inner, name) if self.inner is not None else (lambda *a, **k: None)
         return lambda *args, **kwargs: self.pending.append((name, args, kwargs))
+
+    @property
+    def run_id(self) -> str | None:
+        return self.inner.run_id if self.inner is not None else None
+
+    def sync(self) -> None:
+        self.flush()
+        if self.inner is not None:
+            self.inner.sync()
 
     def flush(self) -> None:
         parts = self.comm.gather(self.pending)

@@ -302,8 +302,9 @@ class TorchTrainer:
         use = self._fitted_columns(data[4].numpy())
         n = len(train)
         n_sites = self.net.lattice.N
-        # the same number of minibatches on every rank (collectives in lockstep)
-        n_batches = max(1, -(-max(self.comm.allgather(n)) // self.batch_size))
+        # minibatches of about batch_size samples in all (over all ranks), the same number on
+        # every rank (collectives in lockstep)
+        n_batches = max(1, -(-sum(self.comm.allgather(n)) // self.batch_size))
         trainable = self.net.wq.numel() > 0
         for epoch in range(self.epochs if trainable else 0):
             order = torch.randperm(n, generator=self.generator)

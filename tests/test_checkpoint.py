@@ -331,3 +331,49 @@ def test_a_flipped_bit_in_the_stored_spins_is_detected(tmp_path_factory, capsys)
     code, err = resume_in(where, capsys)
     assert code == 2 and "do not match their SHA-256" in err
     assert (where / "cut.h5").read_bytes() == made["out"]
+
+
+def test_a_new_run_never_resumes_an_earlier_runs_checkpoint(tmp_path, monkeypatch):
+    """Starting again (--overwrite) removes the old checkpoint; and a checkpoint next to an
+    output of another run (same configuration) is refused: outputs carry a run id."""
+    cfg = config("linear")
+    out, other = tmp_path / "cut.h5", tmp_path / "other.h5"
+    with monkeypatch.context() as m:
+        stop_at(m, "measure", 20)
+        with pytest.raises(driver.Interrupted):
+            driver.run(cfg, output=out, log=quiet)
+    old = checkpoint_path(out).read_bytes()
+    driver.run(cfg, output=other, log=quiet)
+    checkpoint_path(other).write_bytes(old)
+    before = other.read_bytes()
+    with pytest.raises(ConfigError, match="not the output of the checkpoint's run"):
+        driver.run(cfg, output=other, log=quiet, resume=True)
+    assert other.read_bytes() == before
+
+    with monkeypatch.context() as m:  # start again, and die before the first checkpoint
+        def crash(self, phase, step):
+            raise RuntimeError("node died")
+        m.setattr(driver._Run, "poll", crash)
+        with pytest.raises(RuntimeError):
+            driver.run(cfg, output=out, log=quiet, overwrite=True)
+    assert not checkpoint_path(out).exists()
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        driver.run(cfg, output=out, log=quiet, resume=True)
+
+
+def test_resume_after_the_summary_was_written_and_with_resumable_changes(tmp_path, monkeypatch):
+    """A run that died after its summary but before removing its checkpoint resumes from a
+    thermalization checkpoint cleanly; checkpoint_every and progress_every may change."""
+    cfg = config("linear", measure=40)
+    driver.run(cfg, output=tmp_path / "whole.h5", log=quiet)
+    out = tmp_path / "cut.h5"
+    with monkeypatch.context() as m:
+        stop_at(m, "thermalize", 20)
+        with pytest.raises(driver.Interrupted):
+            driver.run(cfg, output=out, log=quiet)
+    saved = checkpoint_path(out).read_bytes()
+    driver.run(cfg, output=out, log=quiet, resume=True)  # completes: summary written
+    checkpoint_path(out).write_bytes(saved)  # as if the removal never happened
+    changed = cfg.replace("run", checkpoint_every=5.0, progress_every=1.0)
+    driver.run(changed, output=out, log=quiet, resume=True)
+    assert_same_files(tmp_path / "whole.h5", out)

@@ -36,6 +36,9 @@ class SerialComm:
     def alltoall(self, objs: list) -> list:
         return list(objs)
 
+    def scatter(self, objs: list, root: int = 0):
+        return objs[0]
+
     def allreduce_sum(self, array: np.ndarray) -> np.ndarray:
         return np.array(array, copy=True)
 
@@ -71,6 +74,10 @@ class MPIComm:
     def alltoall(self, objs: list) -> list:
         """objs[j] goes to rank j; returns what each rank sent to this one."""
         return self.comm.alltoall(objs)
+
+    def scatter(self, objs: list | None, root: int = 0):
+        """objs[j] (given on root) goes to rank j."""
+        return self.comm.scatter(objs, root=root)
 
     def allreduce_sum(self, array: np.ndarray) -> np.ndarray:
         array = np.ascontiguousarray(array)
