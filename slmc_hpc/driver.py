@@ -340,7 +340,7 @@ class _Run:
         samples come from one β and a slot's linear fit never mixes temperatures."""
         cfg, log = self.cfg, self.log
         log(f"thermalizing {cfg.run.thermalize} steps" + (f" from step {start}" if start else ""))
-        prog = Progress("therm", cfg.run.thermalize, cfg.run.progress_every, log)
+        prog = Progress("therm", cfg.run.thermalize, cfg.run.progress_every, log, done=start)
         n_acc = n_tests = 0
         replicas = list(self.local.values())
         begin, training = time.perf_counter(), 0.0
@@ -386,7 +386,7 @@ class _Run:
         self.written = start  # measured steps in the file
         log(f"measuring {run.measure} steps" + (f", exchanging every {every}" if every else "")
             + (f", from step {start}" if start else ""))
-        prog = Progress("meas", run.measure, run.progress_every, log)
+        prog = Progress("meas", run.measure, run.progress_every, log, done=start)
         t0 = time.perf_counter()
         # wall seconds outside the Monte Carlo steps: waiting for the slowest rank before an
         # exchange (load imbalance), the exchange itself, and writing the file

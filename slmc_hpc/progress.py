@@ -7,8 +7,10 @@ import time
 
 
 class Progress:
-    def __init__(self, label: str, total: int, every_s: float, log=None):
-        self.label, self.total, self.every_s = label, total, every_s
+    def __init__(self, label: str, total: int, every_s: float, log=None, done: int = 0):
+        """``done``: steps already done before this process started (a resumed run), which
+        do not count in the rate."""
+        self.label, self.total, self.every_s, self.first = label, total, every_s, done
         self.log = log or (lambda line: print(line, file=sys.stdout, flush=True))
         self.start = self._last = time.monotonic()
 
@@ -18,7 +20,7 @@ class Progress:
             return
         self._last = now
         elapsed = now - self.start
-        rate = done / elapsed if elapsed > 0 else float("nan")
+        rate = (done - self.first) / elapsed if elapsed > 0 else float("nan")
         eta = (self.total - done) / rate if rate > 0 else float("nan")
         self.log(f"{self.label:>10} {done:>8d}/{self.total:<8d} {rate:9.1f} steps/s  ETA {_hms(eta)}  "
                  f"acceptance {acceptance:.3f}")
