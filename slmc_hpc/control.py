@@ -4,6 +4,8 @@ A SLURM time limit (``--signal=B:USR1@N`` forwarded to the ranks), ``scancel``, 
 ``kill`` may reach any subset of the ranks, and the wall-clock checkpoint schedule is rank 0's
 clock. So at fixed step boundaries (the driver's CONTROL_EVERY) the ranks combine what they
 know in one collective (``Control.poll``), and all take the same decision at the same step.
+The same collective decides when the measured records go to the file (every 30 s of rank
+0's clock), so writing costs the same share of the run whether a step takes 0.5 ms or 1 s.
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ import numpy as np
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
-def decide(n_signalled: int, checkpoint_due: bool) -> tuple[bool, bool]:
-    """(checkpoint now, then stop) from the number of ranks that received a stop signal and
-    rank 0's schedule. A signal always means: checkpoint, then stop."""
+def decide(n_signalled: int, checkpoint_due: bool, write_due: bool = False) -> tuple[bool, bool, bool]:
+    """(write the pending records, checkpoint, then stop) from the number of ranks that got
+    a stop signal and rank 0's two clocks. A signal always means: write, checkpoint, stop;
+    a checkpoint always comes with a write (it records how far the output is written)."""
     stop = n_signalled > 0
-    return stop or bool(checkpoint_due), stop
+    checkpoint = stop or bool(checkpoint_due)
+    return checkpoint or bool(write_due), checkpoint, stop
 
 
 def checkpoint_due(now: float, last: float, every_s: float) -> bool:
-    """Whether ``every_s`` seconds (wall clock) have passed since the last checkpoint; never
-    when ``every_s`` is 0 (checkpoints on signals only)."""
+    """Whether ``every_s`` seconds (wall clock) have passed since ``last``; never when
+    ``every_s`` is 0 (for checkpoints: on signals only)."""
     return every_s > 0 and now - last >= every_s
 
 
@@ -54,18 +58,26 @@ class StopSignals:
 
 
 class Control:
-    """The control collective: one Allreduce of two integers (signals seen anywhere, rank 0's
-    schedule)."""
+    """The control collective: one Allreduce of three integers (signals seen anywhere, rank
+    0's checkpoint clock, rank 0's output clock)."""
 
-    def __init__(self, comm, every_s: float, signals: StopSignals, clock=time.monotonic):
+    def __init__(self, comm, every_s: float, signals: StopSignals, write_every_s: float = 30.0,
+                 clock=time.monotonic):
         self.comm, self.every_s, self.signals, self.clock = comm, every_s, signals, clock
-        self.last = clock()
+        self.write_every_s = write_every_s
+        self.last = self.last_write = clock()
 
-    def poll(self) -> tuple[bool, bool]:
-        """(checkpoint now, then stop); the same answer on every rank."""
-        due = self.comm.rank == 0 and checkpoint_due(self.clock(), self.last, self.every_s)
-        flags = self.comm.allreduce_sum(np.array([int(self.signals.received != 0), int(due)], dtype=np.int64))
-        return decide(int(flags[0]), bool(flags[1]))
+    def poll(self) -> tuple[bool, bool, bool]:
+        """(write, checkpoint, stop); the same answer on every rank."""
+        now = self.clock()
+        due = self.comm.rank == 0 and checkpoint_due(now, self.last, self.every_s)
+        write = self.comm.rank == 0 and checkpoint_due(now, self.last_write, self.write_every_s)
+        flags = self.comm.allreduce_sum(np.array([int(self.signals.received != 0), int(due), int(write)],
+                                                 dtype=np.int64))
+        return decide(int(flags[0]), bool(flags[1]), bool(flags[2]))
+
+    def wrote(self) -> None:
+        self.last_write = self.clock()
 
     def checkpointed(self) -> None:
-        self.last = self.clock()
+        self.last = self.last_write = self.clock()

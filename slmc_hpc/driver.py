@@ -30,11 +30,12 @@ from .tempering import RoundTrips, exchange
 from .training import n_refits
 
 
-WRITE_BLOCK = 500  # measured steps held in memory before they go to the file (and the file is flushed)
-# steps between the collective that agrees on checkpoints and stops: every step made each
-# step wait for the slowest rank (measured 1.3x slower, 2 ranks, L = 6); every 10 steps a
-# signal is still answered within 10 steps
+# steps between the collective that agrees on writes, checkpoints and stops: every step made
+# each step wait for the slowest rank (measured 1.3x slower, 2 ranks, L = 6); every 10 steps
+# a signal is still answered within 10 steps
 CONTROL_EVERY = 10
+WRITE_SECONDS = 30.0  # measured records go to the file (and it is flushed) this often ...
+MAX_PENDING_STEPS = 5000  # ... or after this many measured steps, whichever comes first
 
 
 def build_physics(cfg: Config) -> DoubleExchange:
@@ -98,7 +99,7 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
         job.open_output(overwrite, gather_output, resuming=tree is not None,
                         run_id=tree["run_id"] if tree is not None else None)
         try:
-            job.control = Control(comm, cfg.run.checkpoint_every, signals)
+            job.control = Control(comm, cfg.run.checkpoint_every, signals, WRITE_SECONDS)
             job.start(tree)
             job.summarize()
         except Interrupted:
@@ -282,11 +283,12 @@ class _Run:
         after a signal."""
         if step % CONTROL_EVERY:
             return
-        save, stop = self.control.poll()
+        write, save, stop = self.control.poll()
+        if write and phase == "measure":
+            self.write_pending(step)
+            self.control.wrote()
         if not save:
             return
-        if phase == "measure":
-            self.write_pending(step)
         self.out.sync()  # the rows the checkpoint counts on are on disk before it is
         self.save_checkpoint(phase, step)
         self.control.checkpointed()
@@ -401,7 +403,7 @@ class _Run:
                     record["spins"] = rep.state.spins.copy()
                 self.segments[r].append(record)
             t_out = time.perf_counter()
-            if (k + 1) % WRITE_BLOCK == 0:
+            if k + 1 - self.written >= MAX_PENDING_STEPS:  # the same step on every rank
                 self.write_pending(k + 1)
             t_ex = time.perf_counter()
             spent["output"] += t_ex - t_out
