@@ -22,7 +22,7 @@ from .control import Control, StopSignals
 from .parallel.comm import SerialComm
 from .fermions import DoubleExchange
 from .lattice import Lattice
-from .output import FORMAT, GatheredOutput, RunOutput
+from .output import FORMAT, MEASURE_DTYPES, GatheredOutput, RunOutput
 from .progress import Progress
 from .replica import Replica, shared_trainer, train_round, uses_shared_network
 from .stats import estimate
@@ -475,11 +475,20 @@ class _Segments:
         self.runs.append((slot, start, []))
 
     def take(self) -> list:
-        """All runs so far; the replica goes on in a new, empty run at the same slot."""
-        runs = [run for run in self.runs if run[2]]
+        """All runs so far as (slot, start, columns): one array per field (sending arrays
+        between ranks is far cheaper than sending thousands of small dicts); the replica goes
+        on in a new, empty run at the same slot."""
+        runs = [(slot, start, _columns(records)) for slot, start, records in self.runs if records]
         slot, start, records = self.runs[-1]
         self.runs = [(slot, start + len(records), [])]
         return runs
+
+
+def _columns(records: list[dict]) -> dict:
+    """Records of consecutive steps as one array per field; "spins": the snapshots among them."""
+    columns = {name: np.array([r[name] for r in records]) for name in MEASURE_DTYPES}
+    columns["spins"] = np.array([r["spins"] for r in records if "spins" in r])
+    return columns
 
 
 def _write_block(out: RunOutput, segments: dict, comm, n_slots: int, start: int, stop: int) -> None:
@@ -490,13 +499,20 @@ def _write_block(out: RunOutput, segments: dict, comm, n_slots: int, start: int,
     for seg in segments.values():
         for run in seg.take():
             outgoing[run[0] % comm.size].append(run)
-    blocks = {slot: [None] * (stop - start) for slot in range(comm.rank, n_slots, comm.size)}
+    runs = {slot: [] for slot in range(comm.rank, n_slots, comm.size)}
     for part in comm.alltoall(outgoing):
-        for slot, first, records in part:
-            blocks[slot][first - start: first - start + len(records)] = records
-    for slot, records in blocks.items():
-        assert all(r is not None for r in records), f"slot {slot}: steps missing from the block"
-        out.write_block(slot, start, records)
+        for slot, first, columns in part:
+            runs[slot].append((first, columns))
+    for slot, parts in runs.items():
+        parts.sort(key=lambda part: part[0])
+        lengths = [len(columns["free_energy"]) for _, columns in parts]
+        contiguous = all(first == start + sum(lengths[:k]) for k, (first, _) in enumerate(parts))
+        assert contiguous and sum(lengths) == stop - start, f"slot {slot}: steps missing from the block"
+        block = {name: np.concatenate([columns[name] for _, columns in parts]) if parts else np.empty(0)
+                 for name in MEASURE_DTYPES}
+        snaps = [columns["spins"] for _, columns in parts if len(columns["spins"])]
+        block["spins"] = np.concatenate(snaps) if snaps else np.empty(0)
+        out.write_block(slot, start, block)
 
 
 def _summarize(out: RunOutput, lattice, temperatures, counts, seconds_per_step, trips, log, comm) -> None:

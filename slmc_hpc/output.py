@@ -145,25 +145,27 @@ class RunOutput:
         else:
             dset[where] = values
 
-    def write_block(self, slot: int, start: int, records: list[dict]) -> None:
+    def write_block(self, slot: int, start: int, columns: dict[str, np.ndarray]) -> None:
         """Measured steps start, start+1, ... of one slot, all of them up to the end of the
-        block, and the snapshots among them (records with "spins"); then the counts of valid
-        entries. Under MPI-IO every rank calls this at the same time with blocks of the same
-        length (collective writes)."""
-        stop = start + len(records)
-        if records:
+        block (``columns``: one array per MEASURE_DTYPES name, and "spins" for the snapshots
+        in the block, in order), then the counts of valid entries. Under MPI-IO every rank
+        calls this at the same time with blocks of the same length (collective writes)."""
+        n = len(columns["free_energy"])
+        stop = start + n
+        if n:
             for name in MEASURE_DTYPES:
-                self._write(f"measure/{name}", (slot, slice(start, stop)), np.array([r[name] for r in records]))
-        first = start // self.snapshot_every  # snapshot k is taken after measured step (k+1)·every
-        snaps = [r for r in records if "spins" in r]
-        if snaps:
-            where = (slot, slice(first, first + len(snaps)))
-            self._write("snapshots/spins", where, np.array([r["spins"] for r in snaps]))
-            self._write("snapshots/free_energy", where, np.array([r["free_energy"] for r in snaps]))
-            steps = self.thermalize + self.snapshot_every * np.arange(first + 1, first + len(snaps) + 1)
-            self._write("snapshots/step", where, steps)
+                self._write(f"measure/{name}", (slot, slice(start, stop)), columns[name])
+        # snapshot k is taken after measured step (k+1)·every
+        first, last = start // self.snapshot_every, stop // self.snapshot_every
+        if last > first:
+            assert len(columns["spins"]) == last - first, "snapshots missing from the block"
+            where = (slot, slice(first, last))
+            at = self.snapshot_every * np.arange(first + 1, last + 1)  # measured steps done
+            self._write("snapshots/spins", where, columns["spins"])
+            self._write("snapshots/free_energy", where, columns["free_energy"][at - 1 - start])
+            self._write("snapshots/step", where, self.thermalize + at)
         self._write("measure/n_written", slot, stop)
-        self._write("snapshots/n_written", slot, stop // self.snapshot_every)
+        self._write("snapshots/n_written", slot, last)
 
     def rewind(self, measured: int, n_exchanges: int) -> None:
         """Forget everything after measured step ``measured`` and exchange round

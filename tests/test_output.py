@@ -121,3 +121,19 @@ def test_training_failure_exits_3_and_keeps_the_file(tmp_path, capsys, monkeypat
     assert "training failed: training loss became nan" in capsys.readouterr().err
     with h5py.File(out, "r") as f:  # closed cleanly, still a valid file
         assert f.attrs["format"] == "slmc-hpc/1"
+
+
+def test_records_written_in_blocks_of_any_size_give_the_same_file(tmp_path, monkeypatch):
+    """Where the writes fall (a cap of 7 steps, or one write at the end) changes nothing in
+    the file, including a block that ends exactly at the last step."""
+    from slmc_hpc import driver
+    from slmc_hpc.config import parse
+    from slmc_hpc.testing import assert_same_files
+
+    cfg = parse("[lattice]\nL = 3\n[model]\nmu = -1.0\n[temperatures]\nvalues = [0.2, 0.3]\nexchange_every = 2\n"
+                "[effective_model]\nshells = 2\n[training]\nevery = 10\n[run]\nthermalize = 10\nmeasure = 28\n"
+                "snapshot_every = 3\nprogress_every = 600\n")
+    driver.run(cfg, output=tmp_path / "one.h5", log=lambda *a: None)
+    monkeypatch.setattr(driver, "MAX_PENDING_STEPS", 7)
+    driver.run(cfg, output=tmp_path / "blocks.h5", log=lambda *a: None)
+    assert_same_files(tmp_path / "one.h5", tmp_path / "blocks.h5")
