@@ -30,9 +30,9 @@ from .tempering import RoundTrips, exchange
 from .training import n_refits
 
 
-# steps between the collective that agrees on writes, checkpoints and stops: every step made
-# each step wait for the slowest rank (measured 1.3x slower, 2 ranks, L = 6); every 10 steps
-# a signal is still answered within 10 steps
+# steps between the collective that agrees on writes, checkpoints and stops: every step makes
+# each step wait for the slowest rank (within noise on a quiet node, but 1.3x slower with 2
+# ranks at L = 6 on a busy one); every 10 steps a signal is still answered within 10 steps
 CONTROL_EVERY = 10
 WRITE_SECONDS = 30.0  # measured records go to the file (and it is flushed) this often ...
 MAX_PENDING_STEPS = 5000  # ... or after this many measured steps, whichever comes first
