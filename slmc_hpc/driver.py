@@ -30,9 +30,10 @@ from .tempering import RoundTrips, exchange
 from .training import n_refits
 
 
-# steps between the collective that agrees on writes, checkpoints and stops: every step makes
-# each step wait for the slowest rank (within noise on a quiet node, but 1.3x slower with 2
-# ranks at L = 6 on a busy one); every 10 steps a signal is still answered within 10 steps
+# steps between the collective that agrees on writes, checkpoints and stops (a signal is
+# answered within this many steps). Every step makes every step wait for the slowest rank:
+# the logged control share was 5-6% (2 ranks, L = 6), 48% with 4 ranks on 2 cores, and 1.3x
+# slower runs on busy cores; every 10 steps it is under 1% (2 ranks)
 CONTROL_EVERY = 10
 WRITE_SECONDS = 30.0  # measured records go to the file (and it is flushed) this often ...
 MAX_PENDING_STEPS = 5000  # ... or after this many measured steps, whichever comes first
@@ -389,7 +390,7 @@ class _Run:
         log(f"measuring {run.measure} steps" + (f", exchanging every {every}" if every else "")
             + (f", from step {start}" if start else ""))
         prog = Progress("meas", run.measure, run.progress_every, log, done=start)
-        t0 = time.perf_counter()
+        t0, reduce_before = time.perf_counter(), self.comm.allreduce_seconds
         # wall seconds outside the Monte Carlo steps: waiting for the slowest rank before an
         # exchange (load imbalance), the exchange itself, and writing the file
         spent = {"waiting": 0.0, "exchange": 0.0, "output": 0.0}
@@ -420,9 +421,10 @@ class _Run:
         self.write_pending(run.measure)
         spent["output"] += time.perf_counter() - t_out
         total = time.perf_counter() - t0
+        spent["control"] = self.comm.allreduce_seconds - reduce_before  # the per-step poll, waiting included
         shares = {key: value / total for key, value in spent.items()} if total > 0 else dict.fromkeys(spent, 0.0)
         log("wall-time share of measurement on rank 0: exchanges {exchange:.1%}, output {output:.1%}, "
-            "waiting for other ranks {waiting:.1%}".format(**shares))
+            "waiting for other ranks {waiting:.1%}, control all-reduce {control:.1%}".format(**shares))
         self.seconds_per_step = total / (max(run.measure - start, 1) * len(self.local))
 
     def exchange(self, step: int, slot_models: dict) -> None:
