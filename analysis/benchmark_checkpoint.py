@@ -57,7 +57,7 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "run.h5"
             job = _Run(cfg, SerialComm(), out, log=lambda *a: None)
-            job.open_output(overwrite=False, gather_output=False, resuming=False)
+            job.open_output(overwrite=False, gather_output=False)
             rep = job.local[0]
             rep.step()
             n = rep.physics.lattice.N

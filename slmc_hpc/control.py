@@ -27,9 +27,9 @@ def decide(n_signalled: int, checkpoint_due: bool, write_due: bool = False) -> t
     return checkpoint or bool(write_due), checkpoint, stop
 
 
-def checkpoint_due(now: float, last: float, every_s: float) -> bool:
-    """Whether ``every_s`` seconds (wall clock) have passed since ``last``; never when
-    ``every_s`` is 0 (for checkpoints: on signals only)."""
+def is_due(now: float, last: float, every_s: float) -> bool:
+    """Whether ``every_s`` seconds (wall clock) have passed since ``last`` (the checkpoint
+    and the output clocks); never when ``every_s`` is 0 (for checkpoints: signals only)."""
     return every_s > 0 and now - last >= every_s
 
 
@@ -70,8 +70,8 @@ class Control:
     def poll(self) -> tuple[bool, bool, bool]:
         """(write, checkpoint, stop); the same answer on every rank."""
         now = self.clock()
-        due = self.comm.rank == 0 and checkpoint_due(now, self.last, self.every_s)
-        write = self.comm.rank == 0 and checkpoint_due(now, self.last_write, self.write_every_s)
+        due = self.comm.rank == 0 and is_due(now, self.last, self.every_s)
+        write = self.comm.rank == 0 and is_due(now, self.last_write, self.write_every_s)
         flags = self.comm.allreduce_sum(np.array([int(self.signals.received != 0), int(due), int(write)],
                                                  dtype=np.int64))
         return decide(int(flags[0]), bool(flags[1]), bool(flags[2]))

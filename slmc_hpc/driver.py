@@ -97,8 +97,7 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
             log(f"slmc-hpc: resuming from {ckpt} ({tree['phase']} step {tree['step']})")
         else:
             _on_rank0(comm, lambda: _remove_checkpoint(ckpt))  # never resume an earlier run into this one
-        job.open_output(overwrite, gather_output, resuming=tree is not None,
-                        run_id=tree["run_id"] if tree is not None else None)
+        job.open_output(overwrite, gather_output, run_id=tree["run_id"] if tree is not None else None)
         try:
             job.control = Control(comm, cfg.run.checkpoint_every, signals, WRITE_SECONDS)
             job.start(tree)
@@ -131,15 +130,19 @@ def _remove_checkpoint(ckpt: Path) -> None:
         raise ConfigError(f"cannot remove the old checkpoint {str(ckpt)!r} of an earlier run: {exc}") from None
 
 
-def _on_rank0(comm, func):
-    """func() on rank 0, its result (or its ConfigError) on every rank."""
+def _on_rank0(comm, func, share: bool = True):
+    """func() on rank 0; its ConfigError raised on every rank, and its result returned on
+    every rank (``share``) or on rank 0 only (None elsewhere)."""
     result = error = None
     if comm.rank == 0:
         try:
             result = func()
         except ConfigError as exc:
             error = str(exc)
-    result, error = comm.bcast((result, error))
+    if share:
+        result, error = comm.bcast((result, error))
+    else:
+        error = comm.bcast(error)
     if error:
         raise ConfigError(error)
     return result
@@ -168,16 +171,7 @@ def _load_checkpoint(ckpt: Path, cfg: Config, comm) -> dict:
         tree = read_checkpoint(ckpt)
         _check_checkpoint(tree, ckpt, cfg, comm.size)
         return tree
-    full = None
-    error = None
-    if comm.rank == 0:
-        try:
-            full = read()
-        except ConfigError as exc:
-            error = str(exc)
-    error = comm.bcast(error)
-    if error:
-        raise ConfigError(error)
+    full = _on_rank0(comm, read, share=False)
     ranks = full.pop("ranks") if comm.rank == 0 else None
     tree = comm.bcast(full)
     tree["ranks"] = {str(comm.rank): comm.scatter([ranks[str(r)] for r in range(comm.size)]
@@ -243,8 +237,8 @@ class _Run:
         self.control = None
         self.resumed_chains = {}
 
-    def open_output(self, overwrite: bool, gather_output: bool | None, resuming: bool,
-                    run_id: str | None = None) -> None:
+    def open_output(self, overwrite: bool, gather_output: bool | None, run_id: str | None = None) -> None:
+        """Create the output, or with the ``run_id`` of a checkpoint reopen that run's file."""
         cfg, comm, log = self.cfg, self.comm, self.log
         model = next(iter(self.local.values())).model
         n_rounds = n_refits(cfg.run.thermalize, cfg.training.every) if model is not None else 0

@@ -178,10 +178,10 @@ class Replica:
                 tree[key] = {"couplings": trainer.model.couplings.copy(), "e0": trainer.model.e0}
         return tree
 
-    def load_state_dict(self, tree: dict, model=None, inner=None) -> None:
-        """Continue from ``state_dict``'s tree (the shared Transformer already loaded). The
-        chain samples with ``model``/``inner`` (the current slot's, during measurement) or
-        else the models this replica trained; its state is restored exactly as saved."""
+    def load_state_dict(self, tree: dict) -> None:
+        """Continue from ``state_dict``'s tree (the shared Transformer already loaded), at the
+        saved β with the models this replica trained (the driver installs another slot's
+        afterwards, see ``set_beta``); the chain state is restored exactly as saved."""
         self.rng.bit_generator.state = json.loads(tree["rng"])
         self.steps_done = int(tree["steps_done"])
         self.counts[:] = tree["counts"]
@@ -198,7 +198,7 @@ class Replica:
             own, own_inner = self.slot_models
             if isinstance(self.trainer, TorchTrainer):
                 own = TransformerModel.frozen(self.trainer.net, beta)
-            self._use_models((model or own).with_beta(beta), inner or own_inner)
+            self._use_models(own.with_beta(beta), own_inner)
         self.restore_chain(tree["chain"])
 
     def restore_chain(self, chain: dict) -> None:

@@ -15,7 +15,7 @@ import pytest
 from slmc_hpc import driver
 from slmc_hpc.checkpoint import checkpoint_path, read_checkpoint, write_checkpoint
 from slmc_hpc.config import ConfigError, parse
-from slmc_hpc.control import Control, StopSignals, checkpoint_due, decide
+from slmc_hpc.control import Control, StopSignals, decide, is_due
 from slmc_hpc.testing import assert_same_files
 
 CONFIG = """
@@ -145,8 +145,8 @@ def test_decisions():
     assert decide(0, False, True) == (True, False, False)
     assert decide(0, True, False) == (True, True, False)
     assert decide(1, False, False) == (True, True, True) and decide(2, True, True) == (True, True, True)
-    assert not checkpoint_due(100.0, 0.0, 0.0)  # 0: signals only
-    assert checkpoint_due(10.0, 0.0, 10.0) and not checkpoint_due(9.9, 0.0, 10.0)
+    assert not is_due(100.0, 0.0, 0.0)  # 0: signals only
+    assert is_due(10.0, 0.0, 10.0) and not is_due(9.9, 0.0, 10.0)
 
 
 def test_signals_set_the_flag_and_handlers_come_back():
