@@ -19,7 +19,7 @@ from .backend import array_module, use_device_of_rank
 from .checkpoint import checkpoint_path, read_checkpoint, write_checkpoint
 from .config import Config, ConfigError, parse, temperature_ladder
 from .control import Control, StopSignals
-from .parallel.comm import SerialComm
+from .parallel.comm import SerialComm, on_rank0
 from .fermions import DoubleExchange
 from .lattice import Lattice
 from .output import FORMAT, MEASURE_DTYPES, GatheredOutput, RunOutput
@@ -131,21 +131,8 @@ def _remove_checkpoint(ckpt: Path) -> None:
 
 
 def _on_rank0(comm, func, share: bool = True):
-    """func() on rank 0; its ConfigError raised on every rank, and its result returned on
-    every rank (``share``) or on rank 0 only (None elsewhere)."""
-    result = error = None
-    if comm.rank == 0:
-        try:
-            result = func()
-        except ConfigError as exc:
-            error = str(exc)
-    if share:
-        result, error = comm.bcast((result, error))
-    else:
-        error = comm.bcast(error)
-    if error:
-        raise ConfigError(error)
-    return result
+    """func() on rank 0; its ConfigError on every rank (see parallel.comm.on_rank0)."""
+    return on_rank0(comm, func, (ConfigError,), share)
 
 
 def _resume_state(path: Path, ckpt: Path) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 from . import __version__
 from .config import Config, ConfigError
 from .lattice import Lattice
-from .parallel.comm import SerialComm
+from .parallel.comm import SerialComm, on_rank0
 from .replica import ROUND_FIELDS
 
 FORMAT = "slmc-hpc/1"
@@ -39,20 +39,20 @@ def open_for_resuming(path: Path, run_id: str, comm=None) -> h5py.File:
     """Open the existing output file of run ``run_id`` (the checkpoint's) for writing,
     collectively under MPI."""
     comm = comm or SerialComm()
-    problem = None
-    if comm.rank == 0:
+
+    def check():  # rank 0 alone reads the file before every rank opens it
         try:
             with h5py.File(path, "r") as f:
-                if f.attrs.get("format") != FORMAT:
-                    problem = f"{str(path)!r} is not an {FORMAT} output file (format {f.attrs.get('format')!r})"
-                elif f.attrs.get("run_id") != run_id:
-                    problem = (f"{str(path)!r} is not the output of the checkpoint's run (run id "
-                               f"{f.attrs.get('run_id')!r}, the checkpoint's {run_id!r})")
+                stored_format, stored_id = f.attrs.get("format"), f.attrs.get("run_id")
         except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes h5py raise
-            problem = f"cannot open output file {str(path)!r} to resume: {exc}"
-    problem = comm.bcast(problem)
-    if problem:
-        raise ConfigError(problem + "; nothing was changed")
+            raise ConfigError(f"cannot open output file {str(path)!r} to resume: {exc}; nothing was changed") from None
+        if stored_format != FORMAT:
+            raise ConfigError(f"{str(path)!r} is not an {FORMAT} output file (format {stored_format!r}); "
+                              f"nothing was changed")
+        if stored_id != run_id:
+            raise ConfigError(f"{str(path)!r} is not the output of the checkpoint's run (run id {stored_id!r}, "
+                              f"the checkpoint's {run_id!r}); nothing was changed")
+    on_rank0(comm, check, (ConfigError,))
     if comm.size == 1:
         return h5py.File(path, "r+")
     return h5py.File(path, "r+", driver="mpio", comm=comm.comm)
@@ -229,15 +229,7 @@ class GatheredOutput:
 
     def __init__(self, comm, make_output):
         self.comm = comm
-        error, self.inner = None, None
-        if comm.rank == 0:
-            try:
-                self.inner = make_output()
-            except ConfigError as exc:
-                error = str(exc)
-        error = comm.bcast(error)
-        if error:
-            raise ConfigError(error)
+        self.inner = on_rank0(comm, make_output, (ConfigError,), share=False)
         self.file = self.inner.file if self.inner is not None else None
         self.pending = []
 

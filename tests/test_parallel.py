@@ -2,6 +2,7 @@
 never initializes MPI; launcher variables select MPI."""
 
 import numpy as np
+import pytest
 import torch
 
 from slmc_hpc.parallel import comm as comm_mod
@@ -38,3 +39,17 @@ def test_serial_gradient_average_keeps_gradients_and_checksum_sees_bits():
     with torch.no_grad():
         m.weight[0, 0] = torch.nextafter(m.weight[0, 0], torch.tensor(10.0, dtype=torch.float64))
     assert parameter_checksum(m) != before
+
+
+def test_on_rank0_returns_the_result_and_reraises_only_the_named_errors():
+    from slmc_hpc.parallel.comm import SerialComm, on_rank0
+
+    comm = SerialComm()
+    assert on_rank0(comm, lambda: 7) == 7 and on_rank0(comm, lambda: 7, share=False) == 7
+
+    def bad():
+        raise KeyError("k")
+    with pytest.raises(KeyError, match="k"):
+        on_rank0(comm, bad, (KeyError,))
+    with pytest.raises(KeyError):  # not named: it escapes as itself, uncaught
+        on_rank0(comm, bad, (ValueError,))

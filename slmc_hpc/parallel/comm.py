@@ -94,6 +94,25 @@ class MPIComm:
         self.comm.Abort(code)
 
 
+def on_rank0(comm, func, errors: tuple = (), share: bool = True):
+    """func() on rank 0 alone. An exception of a type in ``errors`` is raised on every rank
+    (same type and message), so no rank is left waiting in a later collective; the result
+    is returned on every rank (``share``) or on rank 0 only (None elsewhere)."""
+    result = failure = None
+    if comm.rank == 0:
+        try:
+            result = func()
+        except errors as exc:
+            failure = (type(exc), str(exc))
+    if share:
+        result, failure = comm.bcast((result, failure))
+    else:
+        failure = comm.bcast(failure)
+    if failure:
+        raise failure[0](failure[1])
+    return result
+
+
 def abort_on_uncaught_exception(comm) -> None:
     """Make an uncaught exception on any rank print its traceback and abort the whole job
     (MPI_Abort), instead of leaving the other ranks waiting in a collective for ever."""
