@@ -217,3 +217,26 @@ def test_data_at_several_beta_fit_the_beta_slopes(rng):
     TorchTrainer(one_beta, epochs=1, learning_rate=1e-2, weight_decay=0.0, batch_size=64, seed=0).train(
         Samples(spins[::2], targets[::2]), empty, beta=2.0)
     assert torch.all(one_beta.couplings[1] == 0) and one_beta.e0[1] == 0
+
+
+@pytest.mark.parametrize("kw", [{}, {"attention_shells": 1}, {"normalize": True}, {"layers": 3, "heads": 3}])
+def test_numpy_inference_equals_the_network(kw, rng):
+    """The frozen model's NumPy evaluation is the network's forward pass (float64, to
+    round-off), single configurations and batches, and at another β through with_beta."""
+    lat = Lattice.from_kind("square", 4)
+    net = random_net(lat, **kw)
+    net.beta_ref = 5.0
+    with torch.no_grad():
+        net.couplings[1] = 0.2 * torch.arange(net.couplings.shape[1])  # β-slopes, so with_beta matters
+        net.e0[1] = 0.7
+    spins = random_spins(lat.N, rng, size=(4,))
+    model = TransformerModel.frozen(net, 7.0)
+    for beta, frozen in ((7.0, model), (3.0, model.with_beta(3.0))):
+        with torch.no_grad():
+            reference = net(torch.as_tensor(spins), beta).numpy()
+            reference_spins = net.effective_spins(torch.as_tensor(spins)).numpy()
+        assert np.allclose(frozen.energy(spins), reference, rtol=0, atol=1e-12)
+        assert isinstance(frozen.energy(spins[1]), float)
+        assert abs(frozen.energy(spins[1]) - reference[1]) < 1e-12
+        assert np.allclose(frozen.effective_spins(spins), reference_spins, rtol=0, atol=1e-13)
+    assert not np.allclose(model.with_beta(3.0).energy(spins), model.energy(spins))
