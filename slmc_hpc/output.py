@@ -128,6 +128,10 @@ class RunOutput:
         if beta_ref is not None:
             g.attrs["beta_ref"] = beta_ref
         g.create_dataset("parameters", shape=(R, len(values)), dtype="f8", fillvalue=np.nan)
+        if has_inner_model(cfg):
+            n_inner = cfg.effective_model.shells + 1
+            g.attrs["inner_parameter_names"] = ["E0"] + [f"J{k}" for k in range(1, n_inner)]
+            g.create_dataset("inner_parameters", shape=(R, n_inner), dtype="f8", fillvalue=np.nan)
         for name in ROUND_FIELDS:
             integer = name in ("step", "n_train")
             f.create_dataset(f"training/{name}", shape=(R, n_rounds), dtype="i8" if integer else "f8",
@@ -190,8 +194,11 @@ class RunOutput:
         self.file["tempering/slot_of_replica"][first:stop] = slot_of_replica
         self.file["tempering/accepted"][first:stop] = accepted
 
-    def write_model(self, slot: int, parameters: np.ndarray) -> None:
+    def write_model(self, slot: int, parameters: np.ndarray, inner: np.ndarray | None = None) -> None:
+        """The frozen model of a slot, and (nested SLMC) the inner linear model that slot uses."""
         self.file["model/parameters"][slot] = parameters
+        if inner is not None:
+            self.file["model/inner_parameters"][slot] = inner
 
     def write_training(self, slot: int, rounds: list[dict]) -> None:
         if not rounds:
@@ -263,9 +270,16 @@ class GatheredOutput:
             self.inner.close()
 
 
-def read_model(path: str | Path, slot: int = 0):
+def has_inner_model(cfg) -> bool:
+    """Whether the run's sampler is nested SLMC, with an inner linear model per slot."""
+    return (cfg.run.sampler == "slmc" and cfg.effective_model.kind == "transformer"
+            and cfg.slmc.scheme == "nested")
+
+
+def read_model(path: str | Path, slot: int = 0, inner: bool = False):
     """The frozen effective model of a slot from a run file, rebuilt from the stored
-    configuration and parameter vector: a LinearModel, or a TransformerModel at that slot's β."""
+    configuration and parameter vector: a LinearModel, or a TransformerModel at that slot's β.
+    ``inner``: nested SLMC's inner linear model of that slot instead."""
     import torch
 
     from .config import parse
@@ -279,11 +293,13 @@ def read_model(path: str | Path, slot: int = 0):
             raise ConfigError(f"{str(path)!r} is not an {FORMAT} file")
         kind = f["model"].attrs["kind"]
         cfg = parse(f.attrs["config"])
-        params = f["model/parameters"][slot]
+        if inner and "inner_parameters" not in f["model"]:
+            raise ConfigError(f"{str(path)!r} holds no inner model (only nested SLMC runs have one)")
+        params = f["model/inner_parameters" if inner else "model/parameters"][slot]
         T = float(f["temperatures"][slot])
         beta_ref = f["model"].attrs.get("beta_ref")
     lattice = build_physics(cfg).lattice
-    if kind == "linear":
+    if kind == "linear" or inner:
         return LinearModel(lattice, couplings=params[1:].copy(), e0=float(params[0]))
     if kind == "transformer":
         net = build_network(cfg, lattice, float(beta_ref))

@@ -108,6 +108,46 @@ def test_transformer_run_stores_rounds_and_a_reloadable_model(tmp_path):
     assert np.allclose(model.energy(spins), e_eff, rtol=0, atol=1e-10)
 
 
+def test_nested_run_stores_the_inner_model_each_slot_measured_with(tmp_path, monkeypatch):
+    """Nested SLMC: /model/inner_parameters row s is the inner linear model the chain at slot
+    s's temperature used in every measured step (the models travel with the labels)."""
+    from slmc_hpc.output import read_model
+    from slmc_hpc.samplers.nested import NestedSLMCSampler
+
+    used = []
+    step = NestedSLMCSampler.step
+
+    def spy(self, state, rng):
+        used.append((self.beta, self.inner.parameters()[0]))
+        return step(self, state, rng)
+
+    monkeypatch.setattr(NestedSLMCSampler, "step", spy)
+    out = tmp_path / "t.h5"
+    (tmp_path / "t.toml").write_text(TRANSFORMER.format(output=out).replace("[slmc]", "[slmc]\nscheme = \"nested\""))
+    assert main(["run", str(tmp_path / "t.toml")]) == 0
+    with h5py.File(out, "r") as f:
+        temps = f["temperatures"][:]
+        measured = f["measure/n_written"][0]
+        assert f["model"].attrs["inner_parameter_names"][0] == "E0"
+    assert measured == 60
+    for slot, T in enumerate(temps):
+        inner = read_model(out, slot, inner=True)
+        stored = inner.parameters()[0]
+        in_measurement = [p for beta, p in used[-measured * len(temps):] if beta == 1.0 / T]
+        assert len(in_measurement) == measured and np.all(np.isfinite(stored))
+        for p in in_measurement:
+            np.testing.assert_array_equal(p, stored)
+    assert not np.array_equal(read_model(out, 0, inner=True).couplings, read_model(out, 1, inner=True).couplings)
+
+
+def test_read_model_inner_of_a_run_without_one(run_file):
+    from slmc_hpc.config import ConfigError
+    from slmc_hpc.output import read_model
+
+    with pytest.raises(ConfigError, match="no inner model"):
+        read_model(run_file[1], 0, inner=True)
+
+
 def test_training_failure_exits_3_and_keeps_the_file(tmp_path, capsys, monkeypatch):
     from slmc_hpc import training
 
