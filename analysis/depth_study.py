@@ -12,7 +12,8 @@ fitted to the Transformer points).
     python analysis/depth_study.py analysis/reference.toml --scheme plain --outdir runs/depth-plain
 
 Columns: parameters; validation loss (per-site MSE of the last training round, held-out
-proposals); acceptance of the exact test; moved = fraction of steps that changed the
+proposals); middle = acceptance of nested SLMC's middle (Transformer) test (NaN for the
+linear model); acceptance of the exact test; moved = fraction of steps that changed the
 configuration; tau_int of F (steps); seconds per measured step; cost = seconds per
 effectively independent sample = 2 tau_int x seconds per step.
 """
@@ -44,6 +45,7 @@ def read_row(path: Path) -> dict:
             "parameters": f["model/parameters"].shape[1],
             "validation_loss": float(val[-1]) if len(val) else float("nan"),
             "acceptance": float(np.nanmean(f["measure/acceptance"][0])),
+            "middle": float(f["summary/middle_acceptance"][0]) if "summary/middle_acceptance" in f else float("nan"),
             "moved": float(np.mean(f["measure/accepted"][0])),
             "tau": float(f["summary/tau_free_energy"][0]),
             "seconds_per_step": float(f["summary/seconds_per_step"][0]),
@@ -111,12 +113,12 @@ def main(argv=None) -> int:
             print(f"== {name}", flush=True)
             run(variant, output=path, overwrite=args.overwrite)
         rows[name] = read_row(path)
-    header = (f"{'model':<15} {'params':>6} {'val loss':>10} {'accept':>7} {'moved':>6} {'tau_F':>7} "
+    header = (f"{'model':<15} {'params':>6} {'val loss':>10} {'middle':>7} {'accept':>7} {'moved':>6} {'tau_F':>7} "
               f"{'ms/step':>8} {'cost ms':>8}")
     lines = [header]
     for name, r in rows.items():
         cost = 2 * r["tau"] * r["seconds_per_step"]
-        lines.append(f"{name:<15} {r['parameters']:>6d} {r['validation_loss']:>10.3e} {r['acceptance']:>7.3f} "
+        lines.append(f"{name:<15} {r['parameters']:>6d} {r['validation_loss']:>10.3e} {r['middle']:>7.3f} {r['acceptance']:>7.3f} "
                      f"{r['moved']:>6.3f} {r['tau']:>7.1f} {r['seconds_per_step'] * 1e3:>8.3f} {cost * 1e3:>8.2f}")
     lin = rows["linear"]
     for name, r in rows.items():
