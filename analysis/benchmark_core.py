@@ -4,7 +4,8 @@
 1. One F_β evaluation (build H, eigvalsh, softplus sum) vs numpy.linalg.eigvalsh alone on
    the same matrix, L = 6, 12, 16.
 2. Linear-model local updates per second (the SLMC inner chain), L = 6 and 12.
-3. On a config (default: the shipped example), SLMC and the exact local sampler side by side:
+3. One frozen-Transformer energy: NumPy inference vs the PyTorch forward pass, L = 6, 10.
+4. On a config (default: the shipped example), SLMC and the exact local sampler side by side:
    acceptance, seconds per step, τ_int of F, and cost per independent sample.
 
     OMP_NUM_THREADS=1 python analysis/benchmark_core.py [--config jobscripts/example.toml]
@@ -17,12 +18,14 @@ import time
 import timeit
 
 import numpy as np
+import torch
 
 from slmc_hpc.config import load
 from slmc_hpc.driver import build_physics
 from slmc_hpc.fermions import DoubleExchange
 from slmc_hpc.lattice import Lattice
 from slmc_hpc.models import LinearModel
+from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
 from slmc_hpc.observables import random_spins
 from slmc_hpc.replica import Replica
 from slmc_hpc.samplers.slmc import effective_chain
@@ -57,10 +60,28 @@ def local_updates_per_second(rng):
         print(f"   L = {L:>2}: {n / t:,.0f} updates/s")
 
 
+def transformer_energy(rng):
+    print("3. one frozen-Transformer energy (2 layers x 2 heads, global attention, 6 head shells):")
+    print("   NumPy inference (what the samplers use) vs the PyTorch network's forward pass")
+    print(f"   {'L':>3} {'NumPy [ms]':>11} {'PyTorch [ms]':>13} {'PyTorch/NumPy':>14}")
+    for L in (6, 10):
+        lat = Lattice.from_kind("square", L)
+        net = EquivariantTransformer(lat, layers=2, heads=2, block_shells=2, attention_shells=None, shells=6)
+        model = TransformerModel.frozen(net, 50.0)
+        spins = random_spins(lat.N, rng)
+        batch = torch.as_tensor(spins[None])
+        n = 2000 // L
+        t_np = best_time(lambda: model.energy(spins), n)
+        with torch.inference_mode():
+            maps = net.block_maps()  # computed once, as the PyTorch frozen model did
+            t_torch = best_time(lambda: net(batch, 50.0, maps), n)
+        print(f"   {L:>3} {t_np * 1e3:>11.3f} {t_torch * 1e3:>13.3f} {t_torch / t_np:>14.1f}")
+
+
 def samplers_side_by_side(path: str, seed: int):
     cfg = load(path)
     T = cfg.temperatures.values[0]
-    print(f"3. {path}: L = {cfg.lattice.L}, T = {T}, {cfg.local_updates} local updates/step, "
+    print(f"4. {path}: L = {cfg.lattice.L}, T = {T}, {cfg.local_updates} local updates/step, "
           f"thermalize {cfg.run.thermalize}, measure {cfg.run.measure}")
     rows = {}
     for sampler in ("slmc", "exact"):
@@ -90,6 +111,7 @@ def main():
     rng = np.random.default_rng(args.seed)
     free_energy_vs_eigvalsh(rng)
     local_updates_per_second(rng)
+    transformer_energy(rng)
     samplers_side_by_side(args.config, args.seed)
 
 
