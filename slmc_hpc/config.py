@@ -102,7 +102,7 @@ SCHEMA: dict[str, list[Key]] = {
             "shells, or \"global\" for all sites", lambda v: None if v == "global" or v >= 1 else
             "must be \"global\" or at least 1"),
         Key("normalize", "bool", False, "transformer: rescale each effective spin to unit length after a layer"),
-        Key("dtype", "str", "float64", "transformer arithmetic", choices=("float64", "float32")),
+        Key("dtype", "str", "float64", "Transformer training arithmetic (sampling evaluates the frozen model in float64)", choices=("float64", "float32")),
     ],
     "slmc": [
         Key("local_updates", "int", 0, "single-spin updates per step (SLMC inner chain, or exact moves "

@@ -197,7 +197,8 @@ class RunOutput:
     def write_model(self, slot: int, parameters: np.ndarray, inner: np.ndarray | None = None) -> None:
         """The frozen model of a slot, and (nested SLMC) the inner linear model that slot uses."""
         self.file["model/parameters"][slot] = parameters
-        if inner is not None:
+        # files created before inner models were stored (resumed from an older checkpoint) lack it
+        if inner is not None and "inner_parameters" in self.file["model"]:
             self.file["model/inner_parameters"][slot] = inner
 
     def write_training(self, slot: int, rounds: list[dict]) -> None:
@@ -294,7 +295,7 @@ def read_model(path: str | Path, slot: int = 0, inner: bool = False):
         kind = f["model"].attrs["kind"]
         cfg = parse(f.attrs["config"])
         if inner and "inner_parameters" not in f["model"]:
-            raise ConfigError(f"{str(path)!r} holds no inner model (only nested SLMC runs have one)")
+            raise ConfigError(f"{str(path)!r} holds no inner model (only nested SLMC runs store one; older files never do)")
         params = f["model/inner_parameters" if inner else "model/parameters"][slot]
         T = float(f["temperatures"][slot])
         beta_ref = f["model"].attrs.get("beta_ref")

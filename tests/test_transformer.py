@@ -240,3 +240,17 @@ def test_numpy_inference_equals_the_network(kw, rng):
         assert abs(frozen.energy(spins[1]) - reference[1]) < 1e-12
         assert np.allclose(frozen.effective_spins(spins), reference_spins, rtol=0, atol=1e-13)
     assert not np.allclose(model.with_beta(3.0).energy(spins), model.energy(spins))
+
+
+def test_numpy_inference_of_a_float32_network(rng):
+    """A float32 network is evaluated in float64 when frozen: equal to its float32 forward
+    pass to float32 round-off, and exactly to a float64 copy of the same weights."""
+    lat = Lattice.from_kind("square", 4)
+    net = random_net(lat, dtype=torch.float32)
+    spins = random_spins(lat.N, rng, size=(3,))
+    frozen = TransformerModel.frozen(net, 2.0)
+    with torch.no_grad():
+        single = net(torch.as_tensor(spins, dtype=torch.float32), 2.0).numpy()
+        double = copy.deepcopy(net).double()(torch.as_tensor(spins), 2.0).numpy()
+    assert np.allclose(frozen.energy(spins), single, rtol=0, atol=1e-4)
+    assert np.allclose(frozen.energy(spins), double, rtol=0, atol=1e-12)
