@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""How well can a model class fit the SLMC acceptance's log-ratio? Offline, on one fixed data set.
+
+Runs linear SLMC on a config's first temperature (thermalization with its training rounds),
+then records ``--pairs`` (current, proposal, F_β) pairs of the settled chain. The first 80%
+fit each model by least squares on F differences (the pair loss); the last 20% (a contiguous
+block, so no held-out configuration served as a training reference) are held out. Printed per
+model: fitted parameters (E_0 aside for the feature models), held-out per-site MSE, σ = β·std(ΔF - ΔE_eff) (the spread of the exact
+test's log-ratio) and the proxy acceptance mean(min(1, exp(-β (ΔF - ΔE_eff)))) on the
+held-out pairs (exact for the linear model that made them, a proxy for the others). For a
+Gaussian log-ratio, acceptance = erfc(σ / 2√2): halving a rejection of 0.39 needs σ ≈ 0.5.
+
+Models: the linear model with the config's shells and with every shell; with powers x², x³ of
+each bond's S_i·S_j per shell; plus nearest-neighbour plaquette terms (4-spin products and the
+squared scalar chirality); and the config's Transformer trained for ``--epochs`` passes.
+
+    OMP_NUM_THREADS=1 python analysis/model_capacity.py analysis/reference.toml --pairs 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from slmc_hpc.config import load
+from slmc_hpc.driver import build_physics
+from slmc_hpc.replica import Replica, build_network
+from slmc_hpc.models.transformer import TransformerModel
+from slmc_hpc.training import Samples, TorchTrainer
+
+
+def collect_pairs(cfg, n_pairs: int, seed: int):
+    """Linear SLMC on the first temperature: thermalize (with training), then n_pairs steps."""
+    cfg = cfg.replace("effective_model", kind="linear").replace("temperatures", values=[cfg.temperatures.values[0]])
+    beta = 1.0 / cfg.temperatures.values[0]
+    rep = Replica(cfg, build_physics(cfg), beta, np.random.default_rng(seed))
+    for _ in range(cfg.run.thermalize):
+        rep.step()
+    rep.buffer = None
+    cols = {k: [] for k in ("X", "Y", "XR", "YR")}
+    for _ in range(n_pairs):
+        ref, f_ref = rep.state.spins, rep.sampler.free_energy(rep.state)
+        info = rep.step()
+        for k, v in zip(cols, (info.proposal, info.proposal_free_energy, ref, f_ref)):
+            cols[k].append(v)
+    return rep.physics.lattice, beta, {k: np.array(v) for k, v in cols.items()}
+
+
+def bond_features(lattice, spins, n_shells: int, powers) -> np.ndarray:
+    """Σ_<ij>_n (S_i·S_j)^p for each shell n < n_shells and power p, (B, n_shells·len(powers))."""
+    cols = []
+    for p in powers:
+        for nbrs in lattice.shell_neighbours(n_shells):
+            x = np.einsum("bik,bizk->biz", spins, spins[:, nbrs, :])
+            cols.append(0.5 * (x ** p).sum(axis=(1, 2)))
+    return np.stack(cols, axis=1)
+
+
+def plaquette_features(lattice, spins) -> np.ndarray:
+    """Nearest-neighbour plaquettes (a, b, c, d counter-clockwise): Σ (ab·cd + bc·da),
+    Σ ac·bd, Σ of products of adjacent bonds, and Σ χ² (χ over the two triangles abc, acd)."""
+    c = lattice.coords
+    a = np.arange(lattice.N)
+    b, cc, d = (lattice.index((c + shift) % lattice.L) for shift in ([1, 0], [1, 1], [0, 1]))
+    dot = lambda p, q: np.einsum("bik,bik->bi", spins[:, p], spins[:, q])
+    ab, bc, cd, da, ac, bd = dot(a, b), dot(b, cc), dot(cc, d), dot(d, a), dot(a, cc), dot(b, d)
+    chi = (np.einsum("bik,bik->bi", spins[:, a], np.cross(spins[:, b], spins[:, cc]))
+           + np.einsum("bik,bik->bi", spins[:, a], np.cross(spins[:, cc], spins[:, d])))
+    return np.stack([(ab * cd + bc * da).sum(1), (ac * bd).sum(1),
+                     (ab * bc + bc * cd + cd * da + da * ab).sum(1), (chi ** 2).sum(1)], axis=1)
+
+
+def report(name, n_params, residual, n_sites, beta):
+    mse = np.mean((residual / n_sites) ** 2)
+    acc = np.mean(np.minimum(1.0, np.exp(-beta * residual)))
+    print(f"{name:<44} {n_params:>6d} {mse:>10.3e} {beta * residual.std():>7.3f} {acc:>7.3f}", flush=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("config")
+    p.add_argument("--pairs", type=int, default=10000)
+    p.add_argument("--epochs", type=int, default=8, help="passes over the pairs for the Transformer")
+    p.add_argument("--layers", type=int, help="override [effective_model] layers of the Transformer")
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args(argv)
+    cfg = load(args.config)
+    if args.layers is not None:
+        cfg = cfg.replace("effective_model", layers=args.layers)
+    lattice, beta, d = collect_pairs(cfg, args.pairs, args.seed)
+    n_fit, N = int(0.8 * args.pairs), lattice.N
+    fit, held = slice(0, n_fit), slice(n_fit, None)
+    target = d["Y"] - d["YR"]
+    shells, all_shells = cfg.effective_model.shells, len(lattice.shell_distances)
+    print(f"{args.pairs} pairs at T = {1 / beta}, L = {lattice.L}; {n_fit} fit, the rest held out")
+    print(f"{'model':<44} {'params':>6} {'val MSE':>10} {'sigma':>7} {'accept':>7}")
+    feature_sets = {
+        f"linear, {shells} shells": lambda s: bond_features(lattice, s, shells, (1,)),
+        f"linear, all {all_shells} shells": lambda s: bond_features(lattice, s, all_shells, (1,)),
+        "+ x^2, x^3 per shell": lambda s: bond_features(lattice, s, all_shells, (1, 2, 3)),
+        "+ plaquette 4-spin terms and chi^2": lambda s: np.hstack([bond_features(lattice, s, all_shells, (1, 2, 3)),
+                                                                   plaquette_features(lattice, s)]),
+    }
+    for name, features in feature_sets.items():
+        design = features(d["X"]) - features(d["XR"])
+        coef, *_ = np.linalg.lstsq(design[fit], target[fit], rcond=None)
+        report(name, design.shape[1], target[held] - design[held] @ coef, N, beta)
+    em = cfg.effective_model
+    net = build_network(cfg, lattice, beta)
+    tr = cfg.training
+    trainer = TorchTrainer(net, epochs=1, learning_rate=tr.learning_rate, weight_decay=tr.weight_decay,
+                           batch_size=256, seed=args.seed, loss="pair")
+    part = lambda s: Samples(d["X"][s], d["Y"][s], d["XR"][s], d["YR"][s], np.full(len(d["Y"][s]), beta))
+    for _ in range(args.epochs):
+        trainer.train(part(fit), part(held))
+    model = TransformerModel.frozen(net, beta)
+    residual = target[held] - (model.energy(d["X"][held]) - model.energy(d["XR"][held]))
+    report(f"Transformer {em.layers} layers x {em.heads} heads, {args.epochs} passes", net.n_parameters(),
+           residual, N, beta)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
