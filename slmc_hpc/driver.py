@@ -346,9 +346,9 @@ class _Run:
                 f"all-reduce (waiting included) {reduce / total:.1%}")
         for slot, rep in self.local.items():
             if rep.model is not None:
-                inner = getattr(rep.sampler, "inner", None)
+                inner = rep.slot_models[1]
                 self.out.write_model(slot, rep.model.parameters()[0],
-                                 None if inner is None else inner.parameters()[0])
+                                     None if inner is None else inner.parameters()[0])
                 self.out.write_training(slot, rep.rounds)
 
     # -- measurement -------------------------------------------------------------------

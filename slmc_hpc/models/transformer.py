@@ -146,18 +146,17 @@ class TransformerModel:
 
     @classmethod
     def frozen(cls, net: EquivariantTransformer, beta: float) -> "TransformerModel":
-        net = copy.deepcopy(net).requires_grad_(False)
-        with torch.no_grad():  # in float64 also for a float32 network: its weights, exactly
-            maps = copy.deepcopy(net).double().block_maps().numpy()
-        return cls(net, beta, maps, net.mask.to(torch.float64).numpy(), *cls._head(net, beta))
+        # a float64 copy also of a float32 network (its weights, exactly): inference is float64
+        net = copy.deepcopy(net).requires_grad_(False).double()
+        with torch.no_grad():
+            maps = net.block_maps().numpy()
+        return cls(net, beta, maps, net.mask.numpy(), *cls._head(net, beta))
 
     @staticmethod
     def _head(net: EquivariantTransformer, beta: float) -> tuple[np.ndarray, float]:
         x = math.log(beta / net.beta_ref)
-        with torch.no_grad():
-            c, e = net.couplings.to(torch.float64).numpy(), net.e0.to(torch.float64).numpy()
-        couplings, e0 = c[0] + x * c[1], float(e[0] + x * e[1])
-        return 0.5 * np.einsum("n,nij->ij", couplings, net.pairs.to(torch.float64).numpy()), e0
+        c, e = net.couplings.detach().numpy(), net.e0.detach().numpy()
+        return 0.5 * np.einsum("n,nij->ij", c[0] + x * c[1], net.pairs.numpy()), float(e[0] + x * e[1])
 
     @property
     def lattice(self) -> Lattice:
