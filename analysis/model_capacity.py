@@ -12,7 +12,10 @@ Gaussian log-ratio, acceptance = erfc(σ / 2√2): halving a rejection of 0.39 n
 
 Models: the linear model with the config's shells and with every shell; with powers x², x³ of
 each bond's S_i·S_j per shell; plus nearest-neighbour plaquette terms (4-spin products and the
-squared scalar chirality); and the config's Transformer trained for ``--epochs`` passes.
+squared scalar chirality); the linear model plus bond-pair terms (one coupling per symmetry
+class of pairs of bonds within shells 1..k, any separation: the Transformer's head with
+``bond_shells = k`` on the raw spins, 0 layers); and the config's Transformer trained for
+``--epochs`` passes.
 
     OMP_NUM_THREADS=1 python analysis/model_capacity.py analysis/reference.toml --pairs 10000
 """
@@ -25,8 +28,10 @@ import numpy as np
 
 from slmc_hpc.config import load
 from slmc_hpc.driver import build_physics
+import torch
+
 from slmc_hpc.replica import Replica, build_network
-from slmc_hpc.models.transformer import TransformerModel
+from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
 from slmc_hpc.training import Samples, TorchTrainer
 
 
@@ -71,6 +76,15 @@ def plaquette_features(lattice, spins) -> np.ndarray:
                      (ab * bc + bc * cd + cd * da + da * ab).sum(1), (chi ** 2).sum(1)], axis=1)
 
 
+def bond_pair_features(lattice, spins, bond_shells: int) -> np.ndarray:
+    """The head features φ_n (all shells) and ψ_o (bond-pair classes) of a 0-layer network."""
+    net = EquivariantTransformer(lattice, layers=0, heads=1, block_shells=0, attention_shells=None,
+                                 shells=len(lattice.shell_distances), bond_shells=bond_shells)
+    with torch.no_grad():  # in chunks: the pair products are (batch, ~B²/2)
+        parts = [net.head_features(torch.as_tensor(chunk), 1.0).numpy() for chunk in np.array_split(spins, len(spins) // 500 + 1)]
+    return -np.concatenate(parts)[:, 2:2 + net.couplings.shape[1]]
+
+
 def report(name, n_params, residual, n_sites, beta):
     mse = np.mean((residual / n_sites) ** 2)
     acc = np.mean(np.minimum(1.0, np.exp(-beta * residual)))
@@ -102,6 +116,8 @@ def main(argv=None) -> int:
         "+ plaquette 4-spin terms and chi^2": lambda s: np.hstack([bond_features(lattice, s, all_shells, (1, 2, 3)),
                                                                    plaquette_features(lattice, s)]),
     }
+    for k in (1, 2, 3):
+        feature_sets[f"linear + bond pairs within shells 1..{k}"] = lambda s, k=k: bond_pair_features(lattice, s, k)
     for name, features in feature_sets.items():
         design = features(d["X"]) - features(d["XR"])
         coef, *_ = np.linalg.lstsq(design[fit], target[fit], rcond=None)

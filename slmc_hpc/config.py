@@ -101,6 +101,8 @@ SCHEMA: dict[str, list[Key]] = {
         Key("attention_shells", "int_or_global", "global", "transformer: attend to sites within this many "
             "shells, or \"global\" for all sites", lambda v: None if v == "global" or v >= 1 else
             "must be \"global\" or at least 1"),
+        Key("bond_shells", "int", 0, "transformer: add four-spin terms to the head, one coupling per symmetry "
+            "class of pairs of bonds within shells 1..bond_shells (any separation); 0: none", _non_negative),
         Key("normalize", "bool", False, "transformer: rescale each effective spin to unit length after a layer"),
         Key("dtype", "str", "float64", "Transformer training arithmetic (sampling evaluates the frozen model in float64)", choices=("float64", "float32")),
     ],
@@ -311,7 +313,7 @@ def _check_consistency(cfg: Config) -> None:
                           f"at most {MAX_MATRIX_DIM} is supported")
     n_distances = len(Lattice.from_kind(cfg.lattice.kind, cfg.lattice.L).shell_distances)
     em = cfg.effective_model
-    shell_keys = ["shells"] + (["block_shells", "attention_shells"] if em.kind == "transformer" else [])
+    shell_keys = ["shells"] + (["block_shells", "attention_shells", "bond_shells"] if em.kind == "transformer" else [])
     for key in shell_keys if cfg.run.sampler == "slmc" else []:
         value = getattr(em, key)
         if value != "global" and value > n_distances:

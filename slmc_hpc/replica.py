@@ -45,7 +45,7 @@ def build_network(cfg, lattice, beta_ref: float) -> EquivariantTransformer:
         lattice, layers=em.layers, heads=em.heads, block_shells=em.block_shells,
         attention_shells=None if em.attention_shells == "global" else em.attention_shells,
         shells=em.shells, normalize=em.normalize, beta_ref=beta_ref,
-        dtype=getattr(torch, em.dtype), seed=cfg.run.seed)
+        dtype=getattr(torch, em.dtype), seed=cfg.run.seed, bond_shells=em.bond_shells)
 
 
 def shared_trainer(cfg, lattice, beta_ref: float, seed: int, comm=None) -> TorchTrainer:

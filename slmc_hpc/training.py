@@ -188,9 +188,10 @@ class TorchTrainer:
     """AdamW on the per-site MSE of the attention layers, with the energy head solved in
     closed form (variable projection), ready for data spread over MPI ranks.
 
-    E_eff is linear in the head (E_0, J_n and their β-slopes) given the effective spins. For
-    every minibatch the head is the least-squares fit on that minibatch (the normal equations
-    are summed over ranks), and the layers get the gradient at that fixed head: at the
+    E_eff is linear in the head (E_0, J_n, K_o and their β-slopes) given the effective spins.
+    For every minibatch the head is the least-squares fit on that minibatch (the normal
+    equations are summed over ranks; for heads too wide for the minibatch, the fit on all
+    training data at the start of each epoch), and the layers get the gradient at that fixed head: at the
     least-squares optimum ∂loss/∂head = 0, so this is the full gradient. Gradients are summed
     over ranks (the loss is the global mean), so all ranks take the same step and keep
     bit-identical parameters. At the end of a round the head is refitted on all training data.
@@ -306,11 +307,21 @@ class TorchTrainer:
         # every rank (collectives in lockstep)
         n_batches = max(1, -(-sum(self.comm.allgather(n)) // self.batch_size))
         trainable = self.net.wq.numel() > 0
+        # A minibatch must over-determine the head: with about as many samples as head columns
+        # (bond-pair terms add ~100) its least-squares head interpolates the minibatch, the
+        # loss is ~0 and the layers get no gradient. Then use the head of all training data,
+        # refitted at the start of every epoch (the layers' gradient at that head is still
+        # the gradient of the full loss, as its ∂/∂head vanishes there).
+        per_batch = sum(self.comm.allgather(n)) / n_batches >= 4 * int(use.sum())
         for epoch in range(self.epochs if trainable else 0):
+            if not per_batch:
+                with torch.no_grad():
+                    head = self._global_head(*self._design(*data), use)
             order = torch.randperm(n, generator=self.generator)
             for idx in torch.tensor_split(order, n_batches):
                 design, target = self._design(*(None if a is None else a[idx] for a in data))
-                head = self._global_head(design, target, use)
+                if per_batch:
+                    head = self._global_head(design, target, use)
                 count = self.comm.allreduce_sum(np.array([float(len(idx))]))[0]
                 loss = (((design @ head - target) / n_sites) ** 2).sum() / count
                 total = self.comm.allreduce_sum(np.array([loss.item()]))[0]

@@ -27,7 +27,8 @@ def random_net(lattice, seed=0, **kw):
     return net
 
 
-@pytest.mark.parametrize("kw", [{}, {"attention_shells": 2}, {"normalize": True}, {"layers": 3, "heads": 1}])
+@pytest.mark.parametrize("kw", [{}, {"attention_shells": 2}, {"normalize": True}, {"layers": 3, "heads": 1},
+                                {"bond_shells": 3}, {"layers": 0, "bond_shells": 2}])
 def test_equivariance_to_round_off(kw, rng):
     lat = Lattice.from_kind("square", 4)
     model = TransformerModel.frozen(random_net(lat, **kw), beta=7.0)
@@ -81,6 +82,52 @@ def test_beta_conditioning_changes_the_head_only_through_log_beta(rng):
     assert e[2] - e[1] == pytest.approx(e[1] - e[0], abs=1e-12)  # affine in log β
 
 
+def test_bond_pair_terms_cover_every_pair_of_bonds_once(rng):
+    """Closed forms: summed over classes, ψ_o = Σ_{a<=b} b_a b_b = ((Σ b)² + Σ b²)/2; for the
+    ferromagnet (every b = 1) ψ_o counts the pairs in class o, and the classes are a
+    partition of all B(B+1)/2 pairs. On a 6x6 lattice with bonds of shells 1..3 there are
+    72 + 72 + 72 bonds."""
+    lat = Lattice.from_kind("square", 6)
+    net = EquivariantTransformer(lat, layers=0, heads=1, block_shells=1, attention_shells=None, shells=2,
+                                 bond_shells=3)
+    bonds, pairs, orbit = lat.bond_pair_orbits(3)
+    assert len(bonds) == 216 and len(pairs) == 216 * 217 // 2 and net.n_orbits == orbit.max() + 1
+    spins = random_spins(lat.N, rng, size=(3,))
+    with torch.no_grad():
+        psi = net.head_features(torch.as_tensor(spins), 1.0)[:, 2 + 2:2 + 2 + net.n_orbits].neg().numpy()
+    b = np.einsum("cak,cak->ca", spins[:, bonds[:, 0]], spins[:, bonds[:, 1]])
+    assert np.allclose(psi.sum(axis=1), 0.5 * (b.sum(axis=1) ** 2 + (b**2).sum(axis=1)), rtol=1e-12)
+    ferro = np.tile([0.0, 0.0, 1.0], (1, lat.N, 1))
+    with torch.no_grad():
+        counts = net.head_features(torch.as_tensor(ferro), 1.0)[0, 4:4 + net.n_orbits].neg().numpy()
+    assert np.array_equal(counts, np.bincount(orbit))
+    # one class per symmetry type: nearest-neighbour bond with itself, with a parallel
+    # neighbour, ... a bond paired with itself forms one class per shell
+    same = pairs[:, 0] == pairs[:, 1]
+    assert len(np.unique(orbit[same])) == 3
+
+
+def test_zero_layer_network_learns_bond_pair_couplings_exactly(rng):
+    """Targets from a 0-layer network with random J_n and K_o: training (the closed-form head)
+    recovers every coupling, so the four-spin columns are fitted like the others."""
+    lat = Lattice.from_kind("square", 4)
+    make = lambda: EquivariantTransformer(lat, layers=0, heads=1, block_shells=1, attention_shells=None, shells=3,
+                                          bond_shells=2, beta_ref=5.0)
+    true = make()
+    with torch.no_grad():
+        true.couplings[0] = 0.1 * torch.randn(true.couplings.shape[1], dtype=torch.float64,
+                                              generator=torch.Generator().manual_seed(3))
+        true.e0[0] = -4.0
+    spins = random_spins(lat.N, rng, size=(400,))
+    with torch.no_grad():
+        targets = true(torch.as_tensor(spins), 5.0).numpy()
+    net = make()
+    TorchTrainer(net, epochs=1, learning_rate=1e-2, weight_decay=0.0, batch_size=64, seed=0).train(
+        Samples(spins, targets), Samples(spins[:0], targets[:0]), 5.0)
+    assert true.n_orbits > 10
+    assert torch.allclose(net.head_vector(), true.head_vector(), atol=1e-8)
+
+
 @pytest.fixture(scope="module")
 def data_4x4():
     """Exact F of perturbed ordered and random 4x4 configurations at T = 0.1."""
@@ -104,6 +151,20 @@ def test_brief_training_beats_the_linear_model(data_4x4):
     trainer = TorchTrainer(net, epochs=15, learning_rate=1e-2, weight_decay=0.0, batch_size=128, seed=0)
     result = trainer.train(Samples(xs, ys), Samples(xv, yv), beta)
     assert result.validation_loss < 0.9 * linear.validation_loss, (result, linear)
+
+
+def test_attention_layers_train_under_a_head_wider_than_the_minibatch(data_4x4):
+    """With bond-pair terms the head (40 columns) is too wide for a 128-sample minibatch's own
+    least-squares fit; trained against the epoch's full-data head, one attention layer still
+    beats the same head on the raw spins (0 layers)."""
+    lat, xs, ys, xv, yv, beta = data_4x4
+    losses = []
+    for layers in (0, 1):
+        net = EquivariantTransformer(lat, layers=layers, heads=2, block_shells=2, attention_shells=None, shells=4,
+                                     beta_ref=beta, bond_shells=2)
+        trainer = TorchTrainer(net, epochs=15, learning_rate=1e-2, weight_decay=0.0, batch_size=128, seed=0)
+        losses.append(trainer.train(Samples(xs, ys), Samples(xv, yv), beta).validation_loss)
+    assert losses[1] < 0.95 * losses[0], losses
 
 
 def test_zero_layer_network_trains_to_the_least_squares_linear_model(data_4x4):
@@ -219,7 +280,8 @@ def test_data_at_several_beta_fit_the_beta_slopes(rng):
     assert torch.all(one_beta.couplings[1] == 0) and one_beta.e0[1] == 0
 
 
-@pytest.mark.parametrize("kw", [{}, {"attention_shells": 1}, {"normalize": True}, {"layers": 3, "heads": 3}])
+@pytest.mark.parametrize("kw", [{}, {"attention_shells": 1}, {"normalize": True}, {"layers": 3, "heads": 3},
+                                {"bond_shells": 3}])
 def test_numpy_inference_equals_the_network(kw, rng):
     """The frozen model's NumPy evaluation is the network's forward pass (float64, to
     round-off), single configurations and batches, and at another β through with_beta."""

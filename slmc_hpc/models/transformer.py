@@ -3,7 +3,7 @@
 Layers map the spins S (N, 3) to effective spins that rotate with the input; the energy is
 the linear shell form on the effective spins (whole lattice, same units as F_β):
 
-    E_eff[S] = E_0(β) - Σ_n J_n(β) Σ_<ij>_n S^eff_i · S^eff_j
+    E_eff[S] = E_0(β) - Σ_n J_n(β) Σ_<ij>_n S^eff_i · S^eff_j  [- Σ_o K_o(β) Σ_{(a,b) in o} b_a b_b]
 
 One layer, for each head h (block spins: weights depend only on the distance shell d(i,k),
 shell 0 being the site itself):
@@ -12,13 +12,22 @@ shell 0 being the site itself):
     a_ij = softmax_j(Q_i · K_j)    over j within attention_shells of i, or all j ("global")
     S_i <- S_i + Σ_h Σ_j a^h_ij V^h_j,   then optionally S_i <- S_i / |S_i|
 
+The optional bracket (``bond_shells`` > 0) adds four-spin terms to the head: b_a =
+S^eff_i · S^eff_j on each bond a = {i, j} of shells 1..bond_shells, and one coupling K_o per
+symmetry class o of bond pairs (Lattice.bond_pair_orbits), at any separation. Why: integrating
+out the electrons couples the bond kinetic energies over long distances (to second order
+ΔF ≈ Σ_ab χ_ab δt_a δt_b); on the reference problem these terms cut the spread of the exact
+test's log-ratio from σ ≈ 1.0 (linear) to 0.62 offline, which no attention stack tried had
+reached (see README, depth study).
+
 Scores are dot products (O(3) invariant) and all site maps are functions of lattice distance
 only, so translations and the point group permute the effective spins. Value weights start
 at zero, so an untrained network is exactly the linear model of its head; training solves
 the head by least squares at every step (see training.TorchTrainer).
 
 β-conditioning (one network for all temperatures): J_n(β) = J_n + J'_n x and
-E_0(β) = E_0 + E'_0 x with x = log(β / β_ref); the attention layers are shared.
+E_0(β) = E_0 + E'_0 x with x = log(β / β_ref), and K_o(β) likewise; the attention layers
+are shared.
 """
 
 from __future__ import annotations
@@ -46,24 +55,32 @@ def shell_index(lattice: Lattice) -> np.ndarray:
 class EquivariantTransformer(torch.nn.Module):
     def __init__(self, lattice: Lattice, layers: int, heads: int, block_shells: int,
                  attention_shells: int | None, shells: int, normalize: bool = False,
-                 beta_ref: float = 1.0, dtype: torch.dtype = torch.float64, seed: int = 0):
+                 beta_ref: float = 1.0, dtype: torch.dtype = torch.float64, seed: int = 0,
+                 bond_shells: int = 0):
         super().__init__()
         self.lattice, self.normalize, self.beta_ref = lattice, normalize, beta_ref
         idx = torch.as_tensor(shell_index(lattice))
         n_dist = int(idx.max())
-        if max(block_shells, shells) > n_dist or (attention_shells is not None and attention_shells > n_dist):
+        if max(block_shells, shells, bond_shells) > n_dist or (attention_shells is not None and attention_shells > n_dist):
             raise ValueError(f"shell counts exceed the {n_dist} distinct distances of this lattice")
         # M_s for s = 0..block_shells (block spins) and 1..shells (head), as dense (., N, N)
         self.register_buffer("block", torch.stack([(idx == s).to(dtype) for s in range(block_shells + 1)]))
         self.register_buffer("pairs", torch.stack([(idx == s).to(dtype) for s in range(1, shells + 1)]))
         allowed = torch.ones_like(idx, dtype=torch.bool) if attention_shells is None else idx <= attention_shells
         self.register_buffer("mask", torch.where(allowed, 0.0, float("-inf")).to(dtype))
+        # derived from the lattice, so not stored in state dicts (persistent=False)
+        bonds, pairs, orbit = lattice.bond_pair_orbits(bond_shells) if bond_shells else (
+            np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64), np.zeros(0, np.int64))
+        self.n_orbits = int(orbit.max()) + 1 if len(orbit) else 0
+        for name, value in (("bond_sites", bonds), ("bond_pairs", pairs), ("bond_orbit", orbit)):
+            self.register_buffer(name, torch.as_tensor(value), persistent=False)
         gen = torch.Generator().manual_seed(seed)
         shape = (layers, heads, block_shells + 1)
         self.wq = torch.nn.Parameter(0.5 * torch.randn(shape, generator=gen, dtype=dtype))
         self.wk = torch.nn.Parameter(0.5 * torch.randn(shape, generator=gen, dtype=dtype))
         self.wv = torch.nn.Parameter(torch.zeros(shape, dtype=dtype))
-        self.couplings = torch.nn.Parameter(torch.zeros(2, shells, dtype=dtype))  # J_n, J'_n
+        # row 0: J_1..J_shells then K_1..K_n_orbits; row 1: their β-slopes
+        self.couplings = torch.nn.Parameter(torch.zeros(2, shells + self.n_orbits, dtype=dtype))
         self.e0 = torch.nn.Parameter(torch.zeros(2, dtype=dtype))  # E_0, E'_0
 
     @property
@@ -91,14 +108,20 @@ class EquivariantTransformer(torch.nn.Module):
 
     def head_features(self, spins: torch.Tensor, beta: torch.Tensor | float,
                       maps: torch.Tensor | None = None) -> torch.Tensor:
-        """D (B, 2 + 2 n_shells) with E_eff = D @ head_vector(): columns 1, x, -φ_n, -x φ_n,
-        φ_n = Σ_<ij>_n Se_i·Se_j on the effective spins, x = log(β/β_ref). The energy is
-        linear in the head, which training exploits (see training.TorchTrainer)."""
+        """D (B, 2 + 2 n_terms) with E_eff = D @ head_vector(): columns 1, x, -φ, -x φ, where
+        φ = (φ_n, ψ_o): φ_n = Σ_<ij>_n Se_i·Se_j on the effective spins, ψ_o = Σ_{(a,b) in o}
+        b_a b_b over bond pairs of class o, x = log(β/β_ref). The energy is linear in the
+        head, which training exploits (see training.TorchTrainer)."""
         x = torch.log(torch.as_tensor(beta, dtype=spins.dtype) / self.beta_ref).expand(spins.shape[0])
         se = self.effective_spins(spins, maps)
         n_sites = se.shape[1]
         gram = (se @ se.transpose(-1, -2)).reshape(-1, n_sites * n_sites)  # Se_i·Se_j
         phi = 0.5 * gram @ self.pairs.reshape(-1, n_sites * n_sites).T
+        if self.n_orbits:
+            b = (se[:, self.bond_sites[:, 0]] * se[:, self.bond_sites[:, 1]]).sum(dim=-1)  # (B, bonds)
+            prod = b[:, self.bond_pairs[:, 0]] * b[:, self.bond_pairs[:, 1]]
+            psi = torch.zeros(prod.shape[0], self.n_orbits, dtype=prod.dtype).index_add_(1, self.bond_orbit, prod)
+            phi = torch.cat([phi, psi], dim=1)
         return torch.cat([torch.ones_like(x)[:, None], x[:, None], -phi, -x[:, None] * phi], dim=1)
 
     def head_vector(self) -> torch.Tensor:
@@ -134,7 +157,8 @@ class TransformerModel:
     PyTorch call is mostly per-call overhead (measured 0.17 ms against 0.06 ms here for 2
     layers × 2 heads), and the nested sampler evaluates the model once per step. The head is
     folded into one pair matrix C(β) = (1/2) Σ_n J_n(β) M_n, so E_eff = E_0(β) - Σ_ij C_ij
-    Se_i·Se_j. tests/test_transformer.py holds this equal to the network's forward pass.
+    Se_i·Se_j, and the bond-pair terms into one bond matrix G(β) with Σ_o K_o ψ_o = (1/2) bᵀ G b.
+    tests/test_transformer.py holds this equal to the network's forward pass.
     """
 
     net: EquivariantTransformer  # for the parameters and the lattice; not called here
@@ -142,6 +166,7 @@ class TransformerModel:
     maps: np.ndarray  # (layers, 3 H, N, N): the block maps of Q, K, V
     mask: np.ndarray  # (N, N): 0 inside the attention window, -inf outside
     pair_matrix: np.ndarray  # (N, N): C(β)
+    bond_matrix: np.ndarray  # (bonds, bonds): G(β); empty without bond-pair terms
     e0: float  # E_0(β)
 
     @classmethod
@@ -153,10 +178,16 @@ class TransformerModel:
         return cls(net, beta, maps, net.mask.numpy(), *cls._head(net, beta))
 
     @staticmethod
-    def _head(net: EquivariantTransformer, beta: float) -> tuple[np.ndarray, float]:
+    def _head(net: EquivariantTransformer, beta: float) -> tuple[np.ndarray, np.ndarray, float]:
         x = math.log(beta / net.beta_ref)
         c, e = net.couplings.detach().numpy(), net.e0.detach().numpy()
-        return 0.5 * np.einsum("n,nij->ij", c[0] + x * c[1], net.pairs.numpy()), float(e[0] + x * e[1])
+        shells = net.pairs.shape[0]
+        j, k = np.split(c[0] + x * c[1], [shells])
+        a, b = net.bond_pairs.numpy().T
+        bond_matrix = np.zeros((len(net.bond_sites),) * 2)
+        np.add.at(bond_matrix, (a, b), k[net.bond_orbit.numpy()])
+        bond_matrix = bond_matrix + bond_matrix.T  # a pair (a, a) lands twice on the diagonal: (1/2) G_aa = K
+        return 0.5 * np.einsum("n,nij->ij", j, net.pairs.numpy()), bond_matrix, float(e[0] + x * e[1])
 
     @property
     def lattice(self) -> Lattice:
@@ -164,7 +195,7 @@ class TransformerModel:
 
     def with_beta(self, beta: float) -> "TransformerModel":
         """The same frozen network evaluated at another β (its head depends on log β)."""
-        return replace(self, beta=beta, **dict(zip(("pair_matrix", "e0"), self._head(self.net, beta))))
+        return replace(self, beta=beta, **dict(zip(("pair_matrix", "bond_matrix", "e0"), self._head(self.net, beta))))
 
     @property
     def n_parameters(self) -> int:
@@ -185,6 +216,10 @@ class TransformerModel:
     def energy(self, spins: np.ndarray) -> np.ndarray | float:
         se = self.effective_spins(spins)
         e = self.e0 - np.einsum("...ik,...ik->...", se, self.pair_matrix @ se)
+        if self.bond_matrix.size:
+            i, j = self.net.bond_sites.numpy().T
+            b = np.einsum("...ak,...ak->...a", se[..., i, :], se[..., j, :])
+            e = e - 0.5 * np.einsum("...a,...a->...", b, b @ self.bond_matrix)
         return float(e) if np.ndim(e) == 0 else e
 
     def delta_energy(self, spins: np.ndarray, i: int, new_spin: np.ndarray) -> float:
