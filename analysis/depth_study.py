@@ -10,6 +10,7 @@ fitted to the Transformer points).
 
     python analysis/depth_study.py analysis/reference.toml --layers 1 2 3 4 --outdir runs/depth
     python analysis/depth_study.py analysis/reference.toml --scheme plain --outdir runs/depth-plain
+    python analysis/depth_study.py analysis/reference.toml --bond-shells 3 --layers 0 1 2 3 --outdir runs/depth-bonds
 
 Columns: parameters; validation loss (per-site MSE of the last training round, held-out
 proposals); middle = acceptance of nested SLMC's middle (Transformer) test (NaN for the
@@ -95,6 +96,8 @@ def main(argv=None) -> int:
     p.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3, 4])
     p.add_argument("--outdir", default="runs/depth")
     p.add_argument("--scheme", choices=("nested", "plain"), help="override [slmc] scheme for the Transformers")
+    p.add_argument("--bond-shells", type=int, help="override [effective_model] bond_shells of the Transformers "
+                                                   "(four-spin head terms; 0 layers then isolates their effect)")
     p.add_argument("--seed", type=int, help="override [run] seed (repeat the study with several seeds to see "
                                             "the run-to-run spread)")
     p.add_argument("--overwrite", action="store_true", help="rerun variants whose file exists")
@@ -104,6 +107,8 @@ def main(argv=None) -> int:
         cfg = cfg.replace("slmc", scheme=args.scheme)
     if args.seed is not None:
         cfg = cfg.replace("run", seed=args.seed)
+    if args.bond_shells is not None:
+        cfg = cfg.replace("effective_model", bond_shells=args.bond_shells)
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     rows = {}
