@@ -116,7 +116,7 @@ def main(argv=None) -> int:
         "+ plaquette 4-spin terms and chi^2": lambda s: np.hstack([bond_features(lattice, s, all_shells, (1, 2, 3)),
                                                                    plaquette_features(lattice, s)]),
     }
-    for k in (1, 2, 3):
+    for k in range(1, min(3, all_shells) + 1):
         feature_sets[f"linear + bond pairs within shells 1..{k}"] = lambda s, k=k: bond_pair_features(lattice, s, k)
     for name, features in feature_sets.items():
         design = features(d["X"]) - features(d["XR"])

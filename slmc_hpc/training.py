@@ -310,8 +310,8 @@ class TorchTrainer:
         # A minibatch must over-determine the head: with about as many samples as head columns
         # (bond-pair terms add ~100) its least-squares head interpolates the minibatch, the
         # loss is ~0 and the layers get no gradient. Then use the head of all training data,
-        # refitted at the start of every epoch (the layers' gradient at that head is still
-        # the gradient of the full loss, as its ∂/∂head vanishes there).
+        # refitted at the start of every epoch, and step the layers at that fixed head
+        # (alternating minimisation: exact variable projection only at each epoch's start).
         per_batch = sum(self.comm.allgather(n)) / n_batches >= 4 * int(use.sum())
         for epoch in range(self.epochs if trainable else 0):
             if not per_batch:
