@@ -80,9 +80,8 @@ def bond_pair_features(lattice, spins, bond_shells: int) -> np.ndarray:
     """The head features φ_n (all shells) and ψ_o (bond-pair classes) of a 0-layer network."""
     net = EquivariantTransformer(lattice, layers=0, heads=1, block_shells=0, attention_shells=None,
                                  shells=len(lattice.shell_distances), bond_shells=bond_shells)
-    with torch.no_grad():  # in chunks: the pair products are (batch, ~B²/2)
-        parts = [net.head_features(torch.as_tensor(chunk), 1.0).numpy() for chunk in np.array_split(spins, len(spins) // 500 + 1)]
-    return -np.concatenate(parts)[:, 2:2 + net.couplings.shape[1]]
+    with torch.no_grad():
+        return -net.head_features(torch.as_tensor(spins), 1.0).numpy()[:, 2:2 + net.couplings.shape[1]]
 
 
 def report(name, n_params, residual, n_sites, beta):

@@ -325,12 +325,14 @@ def _check_consistency(cfg: Config) -> None:
     if em.kind == "transformer" and em.bond_shells and cfg.run.sampler == "slmc" and em.bond_shells <= n_distances:
         lattice = Lattice.from_kind(cfg.lattice.kind, cfg.lattice.L)
         n_bonds = sum(nbrs.size for nbrs in lattice.shell_neighbours(em.bond_shells)) // 2
-        pair_bytes = 8 * cfg.training.buffer_size * n_bonds * (n_bonds + 1) // 2 * (2 if cfg.training.loss == "pair" else 1)
+        # a minibatch (or a 256-sample chunk) keeps three (samples, bond pairs) tensors
+        chunk = max(cfg.training.batch_size, 256)
+        pair_bytes = 3 * 8 * chunk * n_bonds * (n_bonds + 1) // 2 * (2 if cfg.training.loss == "pair" else 1)
         if pair_bytes > MAX_BUFFER_BYTES:
-            raise ConfigError(f"[effective_model] bond_shells = {em.bond_shells} with [training] buffer_size = "
-                              f"{cfg.training.buffer_size}: training would hold {pair_bytes / 2**30:.1f} GiB of "
+            raise ConfigError(f"[effective_model] bond_shells = {em.bond_shells} with [training] batch_size = "
+                              f"{cfg.training.batch_size}: training would hold {pair_bytes / 2**30:.1f} GiB of "
                               f"bond-pair products ({n_bonds} bonds); at most {MAX_BUFFER_BYTES / 2**30:.0f} GiB "
-                              f"is allowed (fewer bond_shells or a smaller buffer)")
+                              f"is allowed (fewer bond_shells or a smaller batch_size)")
     buffer_bytes = cfg.training.buffer_size * cfg.n_sites * 3 * 8 * (2 if cfg.training.loss == "pair" else 1)
     if buffer_bytes > MAX_BUFFER_BYTES:
         raise ConfigError(f"[training] buffer_size = {cfg.training.buffer_size} would hold "

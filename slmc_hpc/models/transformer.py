@@ -117,12 +117,15 @@ class EquivariantTransformer(torch.nn.Module):
         n_sites = se.shape[1]
         gram = (se @ se.transpose(-1, -2)).reshape(-1, n_sites * n_sites)  # Se_i·Se_j
         phi = 0.5 * gram @ self.pairs.reshape(-1, n_sites * n_sites).T
-        if self.n_orbits:
-            b = (se[:, self.bond_sites[:, 0]] * se[:, self.bond_sites[:, 1]]).sum(dim=-1)  # (B, bonds)
-            prod = b[:, self.bond_pairs[:, 0]] * b[:, self.bond_pairs[:, 1]]
-            psi = torch.zeros(prod.shape[0], self.n_orbits, dtype=prod.dtype).index_add_(1, self.bond_orbit, prod)
-            phi = torch.cat([phi, psi], dim=1)
+        if self.n_orbits:  # in chunks: the pair products are (chunk, bonds²/2)
+            phi = torch.cat([phi, torch.cat([self._bond_pair_sums(c) for c in se.split(256)])], dim=1)
         return torch.cat([torch.ones_like(x)[:, None], x[:, None], -phi, -x[:, None] * phi], dim=1)
+
+    def _bond_pair_sums(self, se: torch.Tensor) -> torch.Tensor:
+        """(B, n_orbits): ψ_o = Σ_{(a,b) in o} b_a b_b with b_a = Se_i·Se_j on bond a = {i, j}."""
+        b = (se[:, self.bond_sites[:, 0]] * se[:, self.bond_sites[:, 1]]).sum(dim=-1)  # (B, bonds)
+        prod = b[:, self.bond_pairs[:, 0]] * b[:, self.bond_pairs[:, 1]]
+        return torch.zeros(prod.shape[0], self.n_orbits, dtype=prod.dtype).index_add_(1, self.bond_orbit, prod)
 
     def head_vector(self) -> torch.Tensor:
         """(E_0, E'_0, J_1.., J'_1..) in the column order of head_features."""
