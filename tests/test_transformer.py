@@ -107,6 +107,23 @@ def test_bond_pair_terms_cover_every_pair_of_bonds_once(rng):
     assert len(np.unique(orbit[same])) == 3
 
 
+@pytest.mark.parametrize("kind,L,k", [("square", 2, 2), ("square", 4, 5), ("square", 5, 4), ("chain", 6, 3),
+                                      ("cubic", 2, 3), ("cubic", 3, 2)])
+def test_bond_pair_sums_by_correlation_equal_the_pair_enumeration(kind, L, k, rng):
+    """ψ_o computed as translation correlations of bond fields equals the plain sum over the
+    enumerated bond pairs of each class, also where a bond is its own translate (L = 2,
+    distance L/2) so that classes have multiplicity > 1."""
+    lat = Lattice.from_kind(kind, L)
+    net = EquivariantTransformer(lat, layers=0, heads=1, block_shells=0, attention_shells=None, shells=1, bond_shells=k)
+    spins = torch.as_tensor(random_spins(lat.N, rng, size=(3,)))
+    with torch.no_grad():
+        psi = net._bond_pair_sums(spins).numpy()
+        b = (spins[:, net.bond_sites[:, 0]] * spins[:, net.bond_sites[:, 1]]).sum(-1).numpy()
+    a, c = net.bond_pairs.numpy().T
+    expected = np.stack([np.bincount(net.bond_orbit.numpy(), weights=row, minlength=net.n_orbits) for row in b[:, a] * b[:, c]])
+    assert np.allclose(psi, expected, rtol=0, atol=1e-12)
+
+
 def test_zero_layer_network_learns_bond_pair_couplings_exactly(rng):
     """Targets from a 0-layer network with random J_n and K_o: training (the closed-form head)
     recovers every coupling, so the four-spin columns are fitted like the others."""

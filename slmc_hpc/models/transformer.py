@@ -52,6 +52,41 @@ def shell_index(lattice: Lattice) -> np.ndarray:
     return index
 
 
+def bond_correlation_tables(lattice: Lattice, bonds: np.ndarray, pairs: np.ndarray, orbit: np.ndarray):
+    """Tables that turn the bond-pair sums ψ_o into translation correlations of bond fields.
+
+    Bonds fall into translation classes τ (T of them); slots[τ, t] is the bond of class τ
+    translated by translation t (site index t = its vector, t = 0 the identity), so a bond
+    field b becomes b[slots] of shape (T, N). With shift[t, d] = t + d,
+    C_ττ'(d) = Σ_t b[slots[τ, t]] b[slots[τ', shift[t, d]]] visits every ordered bond pair
+    m_τ m_τ' times (m: translations that map a bond onto itself), so
+    ψ_o = Σ_{(τ,τ',d) in o} weight · C_ττ'(d) with weight = 1/(m_τ m_τ'), halved for two
+    different bonds (the unordered pair is visited in both orders). Returns (slots (T, N),
+    shift (N, N), orbit of each flattened (τ, τ', d) (T² N,), weight (T² N,)).
+    Cost: T² N² per configuration, against B²/2 = T² N²/2 pair products, but as one batched
+    matrix product instead of gathers and scatters (about 10× faster on a CPU at L = 6).
+    """
+    n_bonds, n = len(bonds), lattice.N
+    code = np.full((n, n), -1, dtype=np.int64)
+    code[bonds[:, 0], bonds[:, 1]] = code[bonds[:, 1], bonds[:, 0]] = np.arange(n_bonds)
+    trans = np.array(lattice.translations())  # (N, N): trans[t][i] = site i moved by vector t
+    images = code[trans[:, bonds[:, 0]], trans[:, bonds[:, 1]]].T  # (bonds, N)
+    slots, covered = [], np.zeros(n_bonds, dtype=bool)
+    for a in range(n_bonds):
+        if not covered[a]:
+            slots.append(images[a])
+            covered[images[a]] = True
+    slots = np.array(slots)
+    mult = np.array([n // len(np.unique(row)) for row in slots])
+    shift = lattice.index(lattice.coords[:, None, :] + lattice.coords[None, :, :])
+    pair_orbit = np.full((n_bonds, n_bonds), -1, dtype=np.int64)
+    pair_orbit[pairs[:, 0], pairs[:, 1]] = pair_orbit[pairs[:, 1], pairs[:, 0]] = orbit
+    a = np.broadcast_to(slots[:, 0][:, None, None], (len(slots), len(slots), n))
+    b = np.broadcast_to(slots[None, :, :], (len(slots), len(slots), n))
+    weight = np.where(a == b, 1.0, 0.5) / (mult[:, None, None] * mult[None, :, None])
+    return slots, shift, pair_orbit[a, b].ravel(), weight.ravel()
+
+
 class EquivariantTransformer(torch.nn.Module):
     def __init__(self, lattice: Lattice, layers: int, heads: int, block_shells: int,
                  attention_shells: int | None, shells: int, normalize: bool = False,
@@ -72,7 +107,10 @@ class EquivariantTransformer(torch.nn.Module):
         bonds, pairs, orbit = lattice.bond_pair_orbits(bond_shells) if bond_shells else (
             np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64), np.zeros(0, np.int64))
         self.n_orbits = int(orbit.max()) + 1 if len(orbit) else 0
-        for name, value in (("bond_sites", bonds), ("bond_pairs", pairs), ("bond_orbit", orbit)):
+        slots, shift, corr_orbit, corr_weight = bond_correlation_tables(lattice, bonds, pairs, orbit) if bond_shells \
+            else (np.zeros((0, lattice.N), np.int64), np.zeros((0, 0), np.int64), np.zeros(0, np.int64), np.zeros(0))
+        for name, value in (("bond_sites", bonds), ("bond_pairs", pairs), ("bond_orbit", orbit), ("bond_slots", slots),
+                            ("bond_shift", shift), ("corr_orbit", corr_orbit), ("corr_weight", corr_weight)):
             self.register_buffer(name, torch.as_tensor(value), persistent=False)
         gen = torch.Generator().manual_seed(seed)
         shape = (layers, heads, block_shells + 1)
@@ -117,15 +155,17 @@ class EquivariantTransformer(torch.nn.Module):
         n_sites = se.shape[1]
         gram = (se @ se.transpose(-1, -2)).reshape(-1, n_sites * n_sites)  # Se_i·Se_j
         phi = 0.5 * gram @ self.pairs.reshape(-1, n_sites * n_sites).T
-        if self.n_orbits:  # in chunks: the pair products are (chunk, bonds²/2)
+        if self.n_orbits:  # in chunks: the shifted bond fields are (chunk, T, N, N)
             phi = torch.cat([phi, torch.cat([self._bond_pair_sums(c) for c in se.split(256)])], dim=1)
         return torch.cat([torch.ones_like(x)[:, None], x[:, None], -phi, -x[:, None] * phi], dim=1)
 
     def _bond_pair_sums(self, se: torch.Tensor) -> torch.Tensor:
         """(B, n_orbits): ψ_o = Σ_{(a,b) in o} b_a b_b with b_a = Se_i·Se_j on bond a = {i, j}."""
         b = (se[:, self.bond_sites[:, 0]] * se[:, self.bond_sites[:, 1]]).sum(dim=-1)  # (B, bonds)
-        prod = b[:, self.bond_pairs[:, 0]] * b[:, self.bond_pairs[:, 1]]
-        return torch.zeros(prod.shape[0], self.n_orbits, dtype=prod.dtype).index_add_(1, self.bond_orbit, prod)
+        fields = b[:, self.bond_slots]  # (B, T, N), see bond_correlation_tables
+        corr = torch.einsum("bst,bqtd->bsqd", fields, fields[:, :, self.bond_shift]).flatten(1)
+        weight = self.corr_weight.to(corr.dtype)
+        return torch.zeros(len(b), self.n_orbits, dtype=corr.dtype).index_add_(1, self.corr_orbit, corr * weight)
 
     def head_vector(self) -> torch.Tensor:
         """(E_0, E'_0, J_1.., J'_1..) in the column order of head_features."""
