@@ -324,10 +324,12 @@ def _check_consistency(cfg: Config) -> None:
                           f"{cfg.training.every}: the effective model would never be trained")
     if em.kind == "transformer" and em.bond_shells and cfg.run.sampler == "slmc" and em.bond_shells <= n_distances:
         lattice = Lattice.from_kind(cfg.lattice.kind, cfg.lattice.L)
-        n_bonds = sum(nbrs.size for nbrs in lattice.shell_neighbours(em.bond_shells)) // 2
-        # a minibatch (or a 256-sample chunk) keeps three (samples, bond pairs) tensors
+        # a minibatch (or a 256-sample chunk) keeps (samples, T, N, N) shifted bond fields and
+        # (samples, T, T, N) correlations, T <= z (the bond classes; z = neighbours in the shells)
+        z = sum(nbrs.shape[1] for nbrs in lattice.shell_neighbours(em.bond_shells))
+        n_bonds = z * cfg.n_sites // 2
         chunk = max(cfg.training.batch_size, 256)
-        pair_bytes = 3 * 8 * chunk * n_bonds * (n_bonds + 1) // 2 * (2 if cfg.training.loss == "pair" else 1)
+        pair_bytes = 2 * 8 * chunk * (z * cfg.n_sites**2 + z * z * cfg.n_sites) * (2 if cfg.training.loss == "pair" else 1)
         if pair_bytes > MAX_BUFFER_BYTES:
             raise ConfigError(f"[effective_model] bond_shells = {em.bond_shells} with [training] batch_size = "
                               f"{cfg.training.batch_size}: training would hold {pair_bytes / 2**30:.1f} GiB of "

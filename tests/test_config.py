@@ -135,8 +135,8 @@ def test_replace_revalidates_and_rewrites_the_text():
     ("[run]", "[training]\nbuffer_size = 1000000000000\n[run]",
      r"\[training\] buffer_size = 1000000000000 would hold"),
     ("local_updates = 16", "local_updates = 100000000", r"\[slmc\] local_updates must be at most"),
-    ('kind = "linear"\nshells = 3', 'kind = "transformer"\nshells = 3\nbond_shells = 4\n[training]\nbatch_size = 40000',
-     r"bond_shells = 4 with \[training\] batch_size = 40000: training would hold .* GiB of bond-pair products"),
+    ('kind = "linear"\nshells = 3', 'kind = "transformer"\nshells = 3\nbond_shells = 4\n[training]\nbatch_size = 100000',
+     r"bond_shells = 4 with \[training\] batch_size = 100000: training would hold .* GiB of bond-pair products"),
 ])
 def test_absurd_values_are_clear_errors(old, new, message):
     with pytest.raises(ConfigError, match=message):
