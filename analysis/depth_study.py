@@ -10,7 +10,8 @@ fitted to the Transformer points).
 
     python analysis/depth_study.py analysis/reference.toml --layers 1 2 3 4 --outdir runs/depth
     python analysis/depth_study.py analysis/reference.toml --scheme plain --outdir runs/depth-plain
-    python analysis/depth_study.py analysis/reference.toml --bond-shells 3 --layers 0 1 2 3 --outdir runs/depth-bonds
+    python analysis/depth_study.py analysis/reference.toml --layers 0 1 2 3 --outdir runs/depth-0   # 0: head alone
+    python analysis/depth_study.py analysis/reference.toml --bond-shells 0 --outdir runs/depth-nobonds
 
 Columns: parameters; validation loss (per-site MSE of the last training round, held-out
 proposals); middle = acceptance of nested SLMC's middle (Transformer) test (NaN for the

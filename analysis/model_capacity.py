@@ -13,7 +13,7 @@ Gaussian log-ratio, acceptance = erfc(σ / 2√2): halving a rejection of 0.39 n
 Models: the linear model with the config's shells and with every shell; with powers x², x³ of
 each bond's S_i·S_j per shell; plus nearest-neighbour plaquette terms (4-spin products and the
 squared scalar chirality); the linear model plus bond-pair terms (one coupling per symmetry
-class of pairs of bonds within shells 1..k, any separation: the Transformer's head with
+class of pairs of bonds within shells 1..k ≤ 4, any separation: the Transformer's head with
 ``bond_shells = k`` on the raw spins, 0 layers); and the config's Transformer trained for
 ``--epochs`` passes.
 
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
         "+ plaquette 4-spin terms and chi^2": lambda s: np.hstack([bond_features(lattice, s, all_shells, (1, 2, 3)),
                                                                    plaquette_features(lattice, s)]),
     }
-    for k in range(1, min(3, all_shells) + 1):
+    for k in range(1, min(4, all_shells) + 1):
         feature_sets[f"linear + bond pairs within shells 1..{k}"] = lambda s, k=k: bond_pair_features(lattice, s, k)
     for name, features in feature_sets.items():
         design = features(d["X"]) - features(d["XR"])

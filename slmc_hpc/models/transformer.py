@@ -165,10 +165,10 @@ class EquivariantTransformer(torch.nn.Module):
         fields = b[:, self.bond_slots]  # (B, T, N), see bond_correlation_tables
         corr = torch.einsum("bst,bqtd->bsqd", fields, fields[:, :, self.bond_shift]).flatten(1)
         weight = self.corr_weight.to(corr.dtype)
-        return torch.zeros(len(b), self.n_orbits, dtype=corr.dtype).index_add_(1, self.corr_orbit, corr * weight)
+        return corr.new_zeros(len(b), self.n_orbits).index_add_(1, self.corr_orbit, corr * weight)
 
     def head_vector(self) -> torch.Tensor:
-        """(E_0, E'_0, J_1.., J'_1..) in the column order of head_features."""
+        """(E_0, E'_0, J_1.., K_1.., J'_1.., K'_1..) in the column order of head_features."""
         return torch.cat([self.e0, self.couplings[0], self.couplings[1]])
 
     def set_head(self, vector: torch.Tensor) -> None:
