@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+import torch
 
 from slmc_hpc.config import load
 from slmc_hpc.driver import build_physics
-import torch
-
-from slmc_hpc.replica import Replica, build_network
 from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
+from slmc_hpc.replica import Replica, build_network
 from slmc_hpc.training import Samples, TorchTrainer
 
 

@@ -98,33 +98,41 @@ class Lattice:
             out.append(self.index(self.coords[:, None, :] + vectors[None, :, :]))
         return out
 
-    def bond_pair_orbits(self, n_shells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Bonds of shells 1..n_shells and the symmetry classes of pairs of them.
-
-        Returns (bonds, pairs, orbit): bonds (B, 2) the unordered site pairs {i, j} at the
-        first n_shells distances (i < j); pairs (P, 2) every unordered pair of bonds (a, b),
-        a <= b, as indices into bonds; orbit (P,) the class of each pair under the lattice's
-        translations and point group, numbered 0..n_orbits-1. A function of the pairs that
-        depends only on the orbit is therefore invariant under every lattice symmetry.
-        Brute force over the space group: O(P N |point group|), seconds up to L ≈ 10 in 2D.
-        """
+    def shell_bonds(self, n_shells: int) -> tuple[np.ndarray, np.ndarray]:
+        """(bonds, index): bonds (B, 2) the unordered site pairs {i, j}, i < j, at the first
+        n_shells distances; index (N, N) the bond number of each such site pair (both
+        orders), -1 elsewhere."""
         sites = []
         for nbrs in self.shell_neighbours(n_shells):
             rows = np.repeat(np.arange(self.N), nbrs.shape[1])
             sites.append(np.sort(np.stack([rows, nbrs.ravel()], axis=1), axis=1))
         bonds = np.unique(np.concatenate(sites), axis=0)
-        code = np.full((self.N, self.N), -1, dtype=np.int64)
-        code[bonds[:, 0], bonds[:, 1]] = code[bonds[:, 1], bonds[:, 0]] = np.arange(len(bonds))
+        index = np.full((self.N, self.N), -1, dtype=np.int64)
+        index[bonds[:, 0], bonds[:, 1]] = index[bonds[:, 1], bonds[:, 0]] = np.arange(len(bonds))
+        return bonds, index
+
+    def bond_pair_orbits(self, n_shells: int) -> tuple[np.ndarray, np.ndarray]:
+        """Bonds of shells 1..n_shells (see shell_bonds) and the symmetry classes of pairs of them.
+
+        Returns (bonds, pair_class): pair_class (B, B) symmetric, the class of the unordered
+        bond pair {a, b} (a = b included) under the lattice's translations and point group,
+        numbered 0..n_classes-1. A function of the pairs that depends only on the class is
+        therefore invariant under every lattice symmetry. Brute force over the space group:
+        O(B² N |point group|), seconds up to L ≈ 10 in 2D.
+        """
+        bonds, index = self.shell_bonds(n_shells)
         a, b = np.triu_indices(len(bonds))
         canonical = None
         for t in self.translations():
             for g in self.point_group():
-                image = code[g[t][bonds[:, 0]], g[t][bonds[:, 1]]]  # bond -> bond under this symmetry
+                image = index[g[t][bonds[:, 0]], g[t][bonds[:, 1]]]  # bond -> bond under this symmetry
                 lo, hi = np.minimum(image[a], image[b]), np.maximum(image[a], image[b])
                 key = lo * len(bonds) + hi
                 canonical = key if canonical is None else np.minimum(canonical, key)
         _, orbit = np.unique(canonical, return_inverse=True)
-        return bonds, np.stack([a, b], axis=1), orbit.ravel()
+        pair_class = np.empty((len(bonds), len(bonds)), dtype=np.int64)
+        pair_class[a, b] = pair_class[b, a] = orbit.ravel()
+        return bonds, pair_class
 
     def translations(self) -> list[np.ndarray]:
         """Site permutations p for every lattice translation: (T S)_i = S_{p[i]}."""

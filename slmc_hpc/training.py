@@ -305,14 +305,15 @@ class TorchTrainer:
         n_sites = self.net.lattice.N
         # minibatches of about batch_size samples in all (over all ranks), the same number on
         # every rank (collectives in lockstep)
-        n_batches = max(1, -(-sum(self.comm.allgather(n)) // self.batch_size))
+        n_total = sum(self.comm.allgather(n))
+        n_batches = max(1, -(-n_total // self.batch_size))
         trainable = self.net.wq.numel() > 0
         # A minibatch must over-determine the head: with about as many samples as head columns
         # (bond-pair terms add ~100) its least-squares head interpolates the minibatch, the
         # loss is ~0 and the layers get no gradient. Then use the head of all training data,
         # refitted at the start of every epoch, and step the layers at that fixed head
         # (alternating minimisation: exact variable projection only at each epoch's start).
-        per_batch = sum(self.comm.allgather(n)) / n_batches >= 4 * int(use.sum())
+        per_batch = n_total / n_batches >= 4 * int(use.sum())
         for epoch in range(self.epochs if trainable else 0):
             if not per_batch:
                 with torch.no_grad():
