@@ -34,7 +34,11 @@ from slmc_hpc.driver import run
 
 
 def variants(cfg, layers):
-    yield "linear", cfg.replace("effective_model", kind="linear")
+    """The linear model of Liu et al. (no four-spin terms), the linear model with the config's
+    bond_shells (if any; least squares, compiled local chain), then the Transformers."""
+    yield "linear", cfg.replace("effective_model", kind="linear", bond_shells=0)
+    if cfg.effective_model.bond_shells:
+        yield "linear-bonds", cfg.replace("effective_model", kind="linear")
     for n in layers:
         yield f"transformer-{n}", cfg.replace("effective_model", kind="transformer", layers=n)
 
@@ -131,7 +135,7 @@ def main(argv=None) -> int:
         if name != "linear":
             lines.append(f"{name}: rejection / linear rejection = {(1 - r['acceptance']) / (1 - lin['acceptance']):.3f}, "
                          f"cost / linear cost = {r['tau'] * r['seconds_per_step'] / (lin['tau'] * lin['seconds_per_step']):.2f}")
-    trans = [n for n in rows if n != "linear"]
+    trans = [n for n in rows if n.startswith("transformer")]
     _, b_loss = power_law([rows[n]["parameters"] for n in trans], [rows[n]["validation_loss"] for n in trans])
     _, b_rej = power_law([rows[n]["parameters"] for n in trans], [1 - rows[n]["acceptance"] for n in trans])
     lines.append(f"power-law exponents vs parameters: validation loss {b_loss:.3f}, rejection rate {b_rej:.3f}")

@@ -101,8 +101,8 @@ SCHEMA: dict[str, list[Key]] = {
         Key("attention_shells", "int_or_global", "global", "transformer: attend to sites within this many "
             "shells, or \"global\" for all sites", lambda v: None if v == "global" or v >= 1 else
             "must be \"global\" or at least 1"),
-        Key("bond_shells", "int", 0, "transformer: add four-spin terms to the head, one coupling per symmetry "
-            "class of pairs of bonds within shells 1..bond_shells (any separation); 0: none", _non_negative),
+        Key("bond_shells", "int", 0, "add four-spin terms to the model, one coupling per symmetry class of "
+            "pairs of bonds within shells 1..bond_shells (any separation); 0: none", _non_negative),
         Key("normalize", "bool", False, "transformer: rescale each effective spin to unit length after a layer"),
         Key("dtype", "str", "float64", "Transformer training arithmetic (sampling evaluates the frozen model in float64)", choices=("float64", "float32")),
     ],
@@ -114,6 +114,8 @@ SCHEMA: dict[str, list[Key]] = {
             "test on the transformer, outer exact test) or plain (transformer in the inner chain)",
             choices=("nested", "plain")),
         Key("middle_steps", "int", 1, "nested: inner chains + transformer tests per exact test", _at_least(1)),
+        Key("inner_bond_shells", "int", 0, "nested: the inner linear model's four-spin bond-pair terms "
+            "(as [effective_model] bond_shells, on the raw spins); 0: none", _non_negative),
     ],
     "training": [
         Key("every", "int", 20, "a training round every this many thermalization steps", _at_least(1)),
@@ -313,28 +315,37 @@ def _check_consistency(cfg: Config) -> None:
                           f"at most {MAX_MATRIX_DIM} is supported")
     n_distances = len(Lattice.from_kind(cfg.lattice.kind, cfg.lattice.L).shell_distances)
     em = cfg.effective_model
-    shell_keys = ["shells"] + (["block_shells", "attention_shells", "bond_shells"] if em.kind == "transformer" else [])
-    for key in shell_keys if cfg.run.sampler == "slmc" else []:
-        value = getattr(em, key)
+    nested = em.kind == "transformer" and cfg.slmc.scheme == "nested"
+    shell_keys = [("effective_model", k) for k in ["shells", "bond_shells"] + (
+        ["block_shells", "attention_shells"] if em.kind == "transformer" else [])] + (
+        [("slmc", "inner_bond_shells")] if nested else [])
+    for section, key in shell_keys if cfg.run.sampler == "slmc" else []:
+        value = getattr(getattr(cfg, section), key)
         if value != "global" and value > n_distances:
-            raise ConfigError(f"[effective_model] {key} = {value} exceeds the {n_distances} "
+            raise ConfigError(f"[{section}] {key} = {value} exceeds the {n_distances} "
                               f"distinct distances of a {cfg.lattice.kind} lattice with L = {cfg.lattice.L}")
     if cfg.run.sampler == "slmc" and cfg.run.thermalize < cfg.training.every:
         raise ConfigError(f"[run] thermalize = {cfg.run.thermalize} is shorter than [training] every = "
                           f"{cfg.training.every}: the effective model would never be trained")
-    if em.kind == "transformer" and em.bond_shells and cfg.run.sampler == "slmc" and em.bond_shells <= n_distances:
-        lattice = Lattice.from_kind(cfg.lattice.kind, cfg.lattice.L)
-        # a minibatch (or a 256-sample chunk) keeps (samples, T, N, N) shifted bond fields and
-        # (samples, T, T, N) correlations, T <= z (the bond classes; z = neighbours in the shells)
-        z = sum(nbrs.shape[1] for nbrs in lattice.shell_neighbours(em.bond_shells))
-        n_bonds = z * cfg.n_sites // 2
-        chunk = max(cfg.training.batch_size, 256)
-        pair_bytes = 2 * 8 * chunk * (z * cfg.n_sites**2 + z * z * cfg.n_sites) * (2 if cfg.training.loss == "pair" else 1)
-        if pair_bytes > MAX_BUFFER_BYTES:
-            raise ConfigError(f"[effective_model] bond_shells = {em.bond_shells} with [training] batch_size = "
-                              f"{cfg.training.batch_size}: training would hold {pair_bytes / 2**30:.1f} GiB of "
-                              f"bond-pair products ({n_bonds} bonds); at most {MAX_BUFFER_BYTES / 2**30:.0f} GiB "
-                              f"is allowed (fewer bond_shells or a smaller batch_size)")
+    # bond-pair terms: a Transformer minibatch (or 256-sample chunk), or a 256-sample chunk of
+    # the linear least-squares fit, keeps (samples, T, N, N) shifted bond fields and
+    # (samples, T, T, N) correlations, T <= z (the bond classes; z = neighbours in the shells)
+    transformer = em.kind == "transformer"
+    bond_terms = [("effective_model", "bond_shells", em.bond_shells,
+                   max(cfg.training.batch_size, 256) if transformer else 256,
+                   2 if transformer and cfg.training.loss == "pair" else 1)]
+    if nested:
+        bond_terms.append(("slmc", "inner_bond_shells", cfg.slmc.inner_bond_shells, 256, 1))
+    for section, key, k, chunk, copies in bond_terms if cfg.run.sampler == "slmc" else []:
+        if 0 < k <= n_distances:
+            lattice = Lattice.from_kind(cfg.lattice.kind, cfg.lattice.L)
+            z = sum(nbrs.shape[1] for nbrs in lattice.shell_neighbours(k))
+            pair_bytes = 2 * 8 * chunk * (z * cfg.n_sites**2 + z * z * cfg.n_sites) * copies
+            if pair_bytes > MAX_BUFFER_BYTES:
+                raise ConfigError(f"[{section}] {key} = {k} with [training] batch_size = "
+                                  f"{cfg.training.batch_size}: training would hold {pair_bytes / 2**30:.1f} GiB of "
+                                  f"bond-pair products ({z * cfg.n_sites // 2} bonds); at most "
+                                  f"{MAX_BUFFER_BYTES / 2**30:.0f} GiB is allowed (fewer {key} or a smaller batch_size)")
     buffer_bytes = cfg.training.buffer_size * cfg.n_sites * 3 * 8 * (2 if cfg.training.loss == "pair" else 1)
     if buffer_bytes > MAX_BUFFER_BYTES:
         raise ConfigError(f"[training] buffer_size = {cfg.training.buffer_size} would hold "

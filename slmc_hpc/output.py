@@ -129,9 +129,11 @@ class RunOutput:
             g.attrs["beta_ref"] = beta_ref
         g.create_dataset("parameters", shape=(R, len(values)), dtype="f8", fillvalue=np.nan)
         if has_inner_model(cfg):
-            n_inner = cfg.effective_model.shells + 1
-            g.attrs["inner_parameter_names"] = ["E0"] + [f"J{k}" for k in range(1, n_inner)]
-            g.create_dataset("inner_parameters", shape=(R, n_inner), dtype="f8", fillvalue=np.nan)
+            from .replica import build_linear  # not at the top: replica imports torch
+
+            _, inner_names = build_linear(cfg, lattice, inner=True).parameters()
+            g.attrs["inner_parameter_names"] = inner_names
+            g.create_dataset("inner_parameters", shape=(R, len(inner_names)), dtype="f8", fillvalue=np.nan)
         for name in ROUND_FIELDS:
             integer = name in ("step", "n_train")
             f.create_dataset(f"training/{name}", shape=(R, n_rounds), dtype="i8" if integer else "f8",
@@ -287,7 +289,7 @@ def read_model(path: str | Path, slot: int = 0, inner: bool = False):
     from .driver import build_physics
     from .models import LinearModel
     from .models.transformer import TransformerModel
-    from .replica import build_network
+    from .replica import build_linear, build_network
 
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != FORMAT:
@@ -301,7 +303,8 @@ def read_model(path: str | Path, slot: int = 0, inner: bool = False):
         beta_ref = f["model"].attrs.get("beta_ref")
     lattice = build_physics(cfg).lattice
     if kind == "linear" or inner:
-        return LinearModel(lattice, couplings=params[1:].copy(), e0=float(params[0]))
+        shape = build_linear(cfg, lattice, inner)
+        return LinearModel.from_parameters(lattice, params, shape.n_shells, shape.bond_shells)
     if kind == "transformer":
         net = build_network(cfg, lattice, float(beta_ref))
         with torch.no_grad():

@@ -48,6 +48,13 @@ def build_network(cfg, lattice, beta_ref: float) -> EquivariantTransformer:
         dtype=getattr(torch, em.dtype), seed=cfg.run.seed, bond_shells=em.bond_shells)
 
 
+def build_linear(cfg, lattice, inner: bool = False) -> LinearModel:
+    """The untrained (zero) linear model of a slot: ``[effective_model]`` shells and
+    bond_shells, or with ``inner`` nested SLMC's inner model (shells, ``[slmc] inner_bond_shells``)."""
+    em = cfg.effective_model
+    return LinearModel.zeros(lattice, em.shells, cfg.slmc.inner_bond_shells if inner else em.bond_shells)
+
+
 def shared_trainer(cfg, lattice, beta_ref: float, seed: int, comm=None) -> TorchTrainer:
     """The trainer of the one Transformer all temperature slots share, collective over
     ``comm``: the same initial parameters on every rank (broadcast from rank 0); ``seed``
@@ -99,7 +106,7 @@ class Replica:
         if run.sampler == "exact":
             self.sampler = ExactLocalSampler(physics, beta, n_local, step_size)
         elif cfg.effective_model.kind == "linear":
-            self.trainer = LinearTrainer(LinearModel.zeros(lattice, cfg.effective_model.shells), tr.loss)
+            self.trainer = LinearTrainer(build_linear(cfg, lattice), tr.loss)
             self.sampler = SLMCSampler(physics, self.trainer.model, beta, n_local, step_size)
         else:
             if trainer is None:
@@ -110,7 +117,7 @@ class Replica:
             if cfg.slmc.scheme == "plain":
                 self.sampler = SLMCSampler(physics, model, beta, n_local, step_size)
             else:
-                self.inner_trainer = LinearTrainer(LinearModel.zeros(lattice, cfg.effective_model.shells), tr.loss)
+                self.inner_trainer = LinearTrainer(build_linear(cfg, lattice, inner=True), tr.loss)
                 self.sampler = NestedSLMCSampler(physics, self.inner_trainer.model, model, beta, n_local,
                                                  step_size, cfg.slmc.middle_steps)
         self.state = self.sampler.init_state(initial_spins(run.initial, lattice.N, rng))
@@ -175,7 +182,7 @@ class Replica:
                 "buffer": self.buffer.state_dict() if self.buffer is not None else None}
         for key, trainer in (("linear", self.trainer), ("inner", self.inner_trainer)):
             if isinstance(trainer, LinearTrainer):
-                tree[key] = {"couplings": trainer.model.couplings.copy(), "e0": trainer.model.e0}
+                tree[key] = {"parameters": trainer.model.parameters()[0]}
         return tree
 
     def load_state_dict(self, tree: dict) -> None:
@@ -190,8 +197,10 @@ class Replica:
         self.buffer = ReplayBuffer.from_state(tree["buffer"]) if "buffer" in tree else None
         for key, trainer in (("linear", self.trainer), ("inner", self.inner_trainer)):
             if key in tree:
-                trainer.model = LinearModel(self.physics.lattice, couplings=np.asarray(tree[key]["couplings"]),
-                                            e0=float(tree[key]["e0"]))
+                saved, old = tree[key], trainer.model
+                # checkpoints written before bond-pair terms existed hold e0 and couplings
+                vector = saved["parameters"] if "parameters" in saved else np.r_[saved["e0"], saved["couplings"]]
+                trainer.model = LinearModel.from_parameters(old.lattice, vector, old.n_shells, old.bond_shells)
         beta = float(tree["beta"])
         self.sampler = replace(self.sampler, beta=beta)
         if self.model is not None:

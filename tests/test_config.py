@@ -143,6 +143,21 @@ def test_absurd_values_are_clear_errors(old, new, message):
         parse(GOOD.replace(old, new, 1))
 
 
+def test_bond_pair_terms_of_linear_and_inner_models_are_checked():
+    """bond_shells on the linear model and [slmc] inner_bond_shells (nested only) obey the
+    lattice's shell count and the training-memory limit, each error naming its key."""
+    big = GOOD.replace("L = 4", "L = 16").replace("shells = 3", "shells = 3\nbond_shells = 4")
+    with pytest.raises(ConfigError, match=r"\[effective_model\] bond_shells = 4 with .* GiB of bond-pair products"):
+        parse(big)
+    nested = GOOD.replace('kind = "linear"', 'kind = "transformer"').replace("local_updates = 16",
+                                                                           "local_updates = 16\ninner_bond_shells = 6")
+    with pytest.raises(ConfigError, match=r"\[slmc\] inner_bond_shells = 6 exceeds the 5 distinct distances"):
+        parse(nested)
+    # the inner model exists only in the nested scheme
+    assert parse(nested.replace("[slmc]", '[slmc]\nscheme = "plain"')).slmc.inner_bond_shells == 6
+    assert parse(nested.replace("inner_bond_shells = 6", "inner_bond_shells = 2")).slmc.inner_bond_shells == 2
+
+
 def test_shell_limit_only_applies_to_slmc():
     text = GOOD.replace("L = 4", "L = 3").replace("shells = 3", "shells = 4")
     with pytest.raises(ConfigError, match="shells = 4 exceeds"):

@@ -72,3 +72,53 @@ def test_pair_fit_recovers_couplings_and_matches_the_mean_energy(model, rng):
         spins, model.energy(spins), ref, model.energy(ref))
     assert np.allclose(fitted.couplings, model.couplings, atol=1e-10)
     assert fitted.e0 == pytest.approx(model.e0, abs=1e-10)
+
+
+@pytest.fixture
+def bond_model(rng):
+    """Linear model with four-spin terms over bonds of shells 1..2 on a 4 x 4 lattice."""
+    lat = Lattice.from_kind("square", 4)
+    n_orbits = len(LinearModel.zeros(lat, 3, bond_shells=2).bond_couplings)
+    return LinearModel(lat, couplings=np.array([1.0, -0.4, 0.25]), e0=-3.0, bond_shells=2,
+                       bond_couplings=0.2 * rng.normal(size=n_orbits))
+
+
+def test_bond_pair_energy_equals_the_enumeration_of_bond_pairs(bond_model, rng):
+    """E = E_0 - Σ J φ - Σ_{a <= b} K_class(a,b) b_a b_b over unordered bond pairs (a bond with
+    itself once), enumerated; the model computes it as (1/2) bᵀ G b."""
+    bonds, pair_class = bond_model.lattice.bond_pair_orbits(2)
+    spins = random_spins(bond_model.lattice.N, rng)
+    b = np.array([spins[i] @ spins[j] for i, j in bonds])
+    four = sum(bond_model.bond_couplings[pair_class[a, c]] * b[a] * b[c]
+               for a in range(len(b)) for c in range(a, len(b)))
+    linear = LinearModel(bond_model.lattice, bond_model.couplings, bond_model.e0)
+    assert bond_model.energy(spins) == pytest.approx(brute_force_energy(linear, spins) - four, abs=1e-12)
+
+
+def test_bond_pair_energy_is_o3_and_lattice_invariant(bond_model, rng):
+    spins = random_spins(bond_model.lattice.N, rng)
+    for proper in (True, False):
+        assert_invariant(bond_model.energy, spins, rotations(rng, 3, proper))
+    lat = bond_model.lattice
+    assert_invariant(bond_model.energy, spins, permutations(lat.translations() + lat.point_group()))
+
+
+def test_fits_recover_bond_pair_couplings(bond_model, rng):
+    """Least squares on the class sums ψ_o (translation correlations) recovers the couplings
+    of the (1/2) bᵀ G b energy: both forms of the four-spin terms agree."""
+    n = 3 * bond_model.n_parameters
+    spins = random_spins(bond_model.lattice.N, rng, size=(n,))
+    ref = random_spins(bond_model.lattice.N, rng, size=(n,))
+    zero = LinearModel.zeros(bond_model.lattice, 3, bond_shells=2)
+    for fitted in (zero.fit(spins, bond_model.energy(spins)),
+                   zero.fit_pairs(spins, bond_model.energy(spins), ref, bond_model.energy(ref))):
+        np.testing.assert_allclose(fitted.parameters()[0], bond_model.parameters()[0], rtol=0, atol=1e-9)
+
+
+def test_parameters_round_trip(bond_model):
+    vector, names = bond_model.parameters()
+    assert names[:5] == ["E0", "J1", "J2", "J3", "K1"] and len(names) == bond_model.n_parameters
+    back = LinearModel.from_parameters(bond_model.lattice, vector, 3, bond_shells=2)
+    np.testing.assert_array_equal(back.parameters()[0], vector)
+    with pytest.raises(ValueError, match="bond-pair couplings"):
+        LinearModel(bond_model.lattice, np.zeros(3), bond_shells=2, bond_couplings=np.zeros(2))

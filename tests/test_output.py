@@ -108,9 +108,11 @@ def test_transformer_run_stores_rounds_and_a_reloadable_model(tmp_path):
     assert np.allclose(model.energy(spins), e_eff, rtol=0, atol=1e-10)
 
 
-def test_nested_run_stores_the_inner_model_each_slot_measured_with(tmp_path, monkeypatch):
+@pytest.mark.parametrize("inner_bond_shells", [0, 2])
+def test_nested_run_stores_the_inner_model_each_slot_measured_with(tmp_path, monkeypatch, inner_bond_shells):
     """Nested SLMC: /model/inner_parameters row s is the inner linear model the chain at slot
-    s's temperature used in every measured step (the models travel with the labels)."""
+    s's temperature used in every measured step (the models travel with the labels), also
+    with four-spin terms in the inner model."""
     from slmc_hpc.output import read_model
     from slmc_hpc.samplers.nested import NestedSLMCSampler
 
@@ -123,12 +125,14 @@ def test_nested_run_stores_the_inner_model_each_slot_measured_with(tmp_path, mon
 
     monkeypatch.setattr(NestedSLMCSampler, "step", spy)
     out = tmp_path / "t.h5"
-    (tmp_path / "t.toml").write_text(TRANSFORMER.format(output=out).replace("[slmc]", "[slmc]\nscheme = \"nested\""))
+    (tmp_path / "t.toml").write_text(TRANSFORMER.format(output=out).replace(
+        "[slmc]", f"[slmc]\nscheme = \"nested\"\ninner_bond_shells = {inner_bond_shells}"))
     assert main(["run", str(tmp_path / "t.toml")]) == 0
     with h5py.File(out, "r") as f:
         temps = f["temperatures"][:]
         measured = f["measure/n_written"][0]
-        assert f["model"].attrs["inner_parameter_names"][0] == "E0"
+        names = list(f["model"].attrs["inner_parameter_names"])
+        assert names[0] == "E0" and ("K1" in names) == (inner_bond_shells > 0)
     assert measured == 60
     for slot, T in enumerate(temps):
         inner = read_model(out, slot, inner=True)

@@ -73,6 +73,9 @@ def chi_square_p_value(cos_samples, beta, n_bins=8):
 # antiparallel ones. SLMC must still be exact, only less efficient.
 EXACT_TWO_SITE = ExactLocalSampler(TWO_SITE, BETA, n_local=2, step_size=1.0)
 POOR_MODEL = LinearModel(TWO_SITE.lattice, couplings=np.array([0.8]), e0=0.0)
+# two sites have one bond, paired only with itself: E = -J b - K b² (compiled chain with G)
+BOND_PAIR_MODEL = LinearModel(TWO_SITE.lattice, couplings=np.array([0.8]), e0=0.0, bond_shells=1,
+                              bond_couplings=np.array([-0.6]))
 
 
 @pytest.mark.parametrize("name,sampler", [
@@ -80,6 +83,7 @@ POOR_MODEL = LinearModel(TWO_SITE.lattice, couplings=np.array([0.8]), e0=0.0)
     ("slmc-poor-model", SLMCSampler(TWO_SITE, POOR_MODEL, BETA, n_local=4, step_size=1.0)),
     ("slmc-no-model", SLMCSampler(TWO_SITE, LinearModel.zeros(TWO_SITE.lattice, 1), BETA, n_local=3,
                                   step_size=0.7)),
+    ("slmc-bond-pairs", SLMCSampler(TWO_SITE, BOND_PAIR_MODEL, BETA, n_local=4, step_size=1.0)),
 ])
 def test_two_site_cos_theta_distribution(name, sampler):
     cos = sample_cos(sampler, 40000, seed=7)
@@ -100,7 +104,7 @@ def test_slmc_without_the_effective_energy_correction_is_caught():
 
     class NoCorrection(SLMCSampler):
         def step(self, state, rng):
-            proposal = effective_chain(self.model, state.spins, self.beta, self.n_local, self.step_size, rng)
+            proposal, _ = effective_chain(self.model, state.spins, self.beta, self.n_local, self.step_size, rng)
             new = self.init_state(proposal)
             if np.log(rng.random()) < -self.beta * (self.free_energy(new) - self.free_energy(state)):
                 return new, None
@@ -124,7 +128,8 @@ def test_inner_chain_sites_are_independent_and_uniform():
 @functools.cache
 def run_replica(sampler, n_measure, seed, transformer_scheme=None):
     """Thermalize (SLMC: with online training of the effective model), then measure F/N and |m|.
-    With transformer_scheme ("plain" or "nested") the effective model is a 1-layer Transformer."""
+    With transformer_scheme ("plain" or "nested") the effective model is a 1-layer Transformer
+    (nested: the inner linear model has bond-pair terms)."""
     cfg = parse(f"""
         [lattice]
         L = 4
@@ -143,6 +148,8 @@ def run_replica(sampler, n_measure, seed, transformer_scheme=None):
     if transformer_scheme:
         cfg = cfg.replace("effective_model", kind="transformer", layers=1, heads=2, block_shells=2)
         cfg = cfg.replace("slmc", scheme=transformer_scheme).replace("training", every=250, epochs=10)
+        if transformer_scheme == "nested":  # inner model with four-spin terms, as in analysis/reference.toml
+            cfg = cfg.replace("slmc", inner_bond_shells=2)
     rep = Replica(cfg, build_physics(cfg), 10.0, np.random.default_rng(seed))
     for _ in range(cfg.run.thermalize):
         rep.step()
@@ -198,6 +205,8 @@ NESTED_TWO_SITE = NestedSLMCSampler(TWO_SITE, POOR_MODEL, random_two_site_transf
     ("plain-transformer", SLMCSampler(TWO_SITE, random_two_site_transformer(1), BETA, n_local=2, step_size=1.0),
      20000),
     ("nested", NESTED_TWO_SITE, 30000),
+    ("nested-bond-pair-inner", NestedSLMCSampler(TWO_SITE, BOND_PAIR_MODEL, random_two_site_transformer(2, -0.5),
+                                                 BETA, n_local=3, step_size=1.0, middle_steps=2), 30000),
 ])
 def test_two_site_distribution_with_transformer_models(name, sampler, n_steps):
     cos = sample_cos(sampler, n_steps, seed=9)
@@ -215,7 +224,7 @@ def test_nested_outer_test_with_the_inner_energy_is_caught():
             e_in = e_in0 = float(self.inner.energy(spins))
             moved = False
             for _ in range(self.middle_steps):
-                proposal = effective_chain(self.inner, spins, self.beta, self.n_local, self.step_size, rng)
+                proposal, _ = effective_chain(self.inner, spins, self.beta, self.n_local, self.step_size, rng)
                 p_in, p_mid = float(self.inner.energy(proposal)), float(self.model.energy(proposal))
                 if np.log(rng.random()) < -self.beta * ((p_mid - e_mid) - (p_in - e_in)):
                     spins, e_mid, e_in, moved = proposal, p_mid, p_in, True
@@ -228,3 +237,23 @@ def test_nested_outer_test_with_the_inner_energy_is_caught():
     n = NESTED_TWO_SITE
     wrong = OuterUsesInner(n.physics, n.inner, n.model, n.beta, n.n_local, n.step_size, n.middle_steps)
     assert chi_square_p_value(sample_cos(wrong, 30000, seed=9), BETA) < P_VALUE_THRESHOLD
+
+
+@pytest.mark.parametrize("bond_shells", [0, 2])
+def test_slmc_keeps_e_eff_equal_to_the_model_energy(bond_shells):
+    """SLMC takes the proposal's E_eff from the inner chain's summed ΔE; after many steps the
+    chain's E_eff is still the model's energy of its spins."""
+    physics = DoubleExchange(Lattice.from_kind("square", 4), t=1.0, J=4.0, mu=-2.5)
+    lat = physics.lattice
+    n_orbits = len(LinearModel.zeros(lat, 2, bond_shells).bond_couplings)
+    model = LinearModel(lat, couplings=np.array([0.3, -0.1]), e0=1.0, bond_shells=bond_shells,
+                        bond_couplings=0.01 * np.cos(np.arange(n_orbits)))
+    sampler = SLMCSampler(physics, model, 5.0, n_local=16, step_size=0.5)
+    rng = np.random.default_rng(4)
+    state = sampler.init_state(random_spins(lat.N, rng))
+    moved = 0
+    for _ in range(2000):
+        state, info = sampler.step(state, rng)
+        moved += info.accepted
+    assert moved > 100
+    assert state.e_eff == pytest.approx(model.energy(state.spins), abs=1e-10)

@@ -121,9 +121,9 @@ def test_bond_pair_sums_by_correlation_equal_the_pair_enumeration(kind, L, k, rn
     spins = torch.as_tensor(random_spins(lat.N, rng, size=(3,)))
     with torch.no_grad():
         psi = net._bond_pair_sums(spins).numpy()
-        b = (spins[:, net.bond_sites[:, 0]] * spins[:, net.bond_sites[:, 1]]).sum(-1).numpy()
+        b = (spins[:, net.bp_bonds[:, 0]] * spins[:, net.bp_bonds[:, 1]]).sum(-1).numpy()
     a, c = np.triu_indices(b.shape[1])
-    orbit = net.bond_class.numpy()[a, c]
+    orbit = net.bp_pair_class.numpy()[a, c]
     expected = np.stack([np.bincount(orbit, weights=row, minlength=net.n_orbits) for row in b[:, a] * b[:, c]])
     assert np.allclose(psi, expected, rtol=0, atol=1e-12)
 

@@ -6,6 +6,9 @@ Every model is an immutable object with
     parameters() -> (vector, names)             for the output file
     with_beta(beta) -> model                    the model at another temperature (tempering)
     n_parameters -> int
+and optionally
+    bond_form                                   the energy as a bond form (samplers/local_chain.py):
+                                                the SLMC inner chain then runs compiled
 Training lives in slmc_hpc.training (least squares for the linear model, AdamW for the
 Transformer), which returns new model objects.
 The SLMC sampler only uses these, so any model keeps the chain exact; a poor one only lowers

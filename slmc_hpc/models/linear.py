@@ -1,9 +1,12 @@
 """The linear effective model of Liu, Shen, Qi, Meng & Fu, PRB 95, 241104 (2017):
 
-    E_eff[S] = E_0 - Σ_{n=1..n_max} J_n Σ_<ij>_n S_i·S_j        (whole lattice)
+    E_eff[S] = E_0 - Σ_{n=1..n_max} J_n Σ_<ij>_n S_i·S_j  [- Σ_o K_o ψ_o]      (whole lattice)
 
-where <ij>_n runs over each unordered pair at the n-th minimum-image distance once.
-Fitted by least squares to F_β; a single-spin change costs O(Σ_n z_n), not O(N).
+where <ij>_n runs over each unordered pair at the n-th minimum-image distance once. The
+optional bracket (``bond_shells`` = k > 0) adds the four-spin bond-pair terms of
+models/bond_pairs.py on the raw spins. Linear in its parameters, so fitted by least squares
+to F_β. A single-spin change costs O(z) without the bracket and O(z²) with it (z the bonds
+at a site; see samplers/local_chain.py), not O(N).
 """
 
 from __future__ import annotations
@@ -12,8 +15,11 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
+import torch
 
 from ..lattice import Lattice
+from ..samplers.local_chain import BondForm
+from .bond_pairs import bond_matrix, bond_pair_sums, bond_pair_tables, bond_values
 
 
 @dataclass(frozen=True, eq=False)
@@ -21,12 +27,30 @@ class LinearModel:
     lattice: Lattice
     couplings: np.ndarray  # J_n, n = 1..n_shells
     e0: float = 0.0
+    bond_shells: int = 0  # four-spin terms on bonds of shells 1..bond_shells (0: none)
+    bond_couplings: np.ndarray | None = None  # K_o, one per bond-pair class; None: zeros
+
+    def __post_init__(self):
+        n_orbits = self._tables.n_orbits
+        if self.bond_couplings is None:
+            object.__setattr__(self, "bond_couplings", np.zeros(n_orbits))
+        if len(self.bond_couplings) != n_orbits:
+            raise ValueError(f"{len(self.bond_couplings)} bond-pair couplings given, the lattice has "
+                             f"{n_orbits} bond-pair classes within {self.bond_shells} shells")
 
     @classmethod
-    def zeros(cls, lattice: Lattice, n_shells: int) -> "LinearModel":
+    def zeros(cls, lattice: Lattice, n_shells: int, bond_shells: int = 0) -> "LinearModel":
         """E_eff = 0: the inner chain is a free random walk until the first fit."""
-        lattice.shell_neighbours(n_shells)  # validates n_shells against the lattice now
-        return cls(lattice=lattice, couplings=np.zeros(n_shells), e0=0.0)
+        lattice.shell_neighbours(max(n_shells, bond_shells))  # validates the shell counts now
+        return cls(lattice=lattice, couplings=np.zeros(n_shells), e0=0.0, bond_shells=bond_shells)
+
+    @classmethod
+    def from_parameters(cls, lattice: Lattice, vector: np.ndarray, n_shells: int,
+                        bond_shells: int = 0) -> "LinearModel":
+        """The model whose ``parameters()`` vector is ``vector`` (E_0, J_1.., K_1..)."""
+        v = np.asarray(vector, dtype=np.float64)
+        return cls(lattice, couplings=v[1:1 + n_shells].copy(), e0=float(v[0]), bond_shells=bond_shells,
+                   bond_couplings=v[1 + n_shells:].copy())
 
     @property
     def n_shells(self) -> int:
@@ -34,7 +58,11 @@ class LinearModel:
 
     @property
     def n_parameters(self) -> int:
-        return self.n_shells + 1
+        return self.n_shells + len(self.bond_couplings) + 1
+
+    @property
+    def _tables(self):
+        return bond_pair_tables(self.lattice, self.bond_shells)
 
     def with_beta(self, beta: float) -> "LinearModel":
         """The model at another β: the same (this model does not depend on β)."""
@@ -42,8 +70,30 @@ class LinearModel:
 
     def parameters(self) -> tuple[np.ndarray, list[str]]:
         """All parameters as one array and their names (for the output file)."""
-        names = ["E0"] + [f"J{n + 1}" for n in range(self.n_shells)]
-        return np.concatenate([[self.e0], self.couplings]), names
+        names = (["E0"] + [f"J{n + 1}" for n in range(self.n_shells)]
+                 + [f"K{o + 1}" for o in range(len(self.bond_couplings))])
+        return np.concatenate([[self.e0], self.couplings, self.bond_couplings]), names
+
+    @cached_property
+    def _bond_matrix(self) -> np.ndarray:
+        return bond_matrix(self.bond_couplings, self._tables.pair_class)
+
+    @cached_property
+    def bond_form(self) -> BondForm:
+        """This model as a bond form (see samplers/local_chain.py), for the compiled local chain:
+        bonds of the bond-pair shells first (G acts on them), then the rest of the J shells;
+        w_a = J_n(a), halved per listing in the neighbour tables as in ``features``."""
+        n = max(self.n_shells, self.bond_shells)
+        inner = self._tables.bonds
+        every, _ = self.lattice.shell_bonds(n)
+        rest = every[~(every[:, None, :] == inner[None, :, :]).all(-1).any(-1)] if len(inner) else every
+        bonds = np.concatenate([inner, rest])
+        index = np.full((self.lattice.N, self.lattice.N), -1, dtype=np.int64)
+        index[bonds[:, 0], bonds[:, 1]] = index[bonds[:, 1], bonds[:, 0]] = np.arange(len(bonds))
+        w = np.zeros(len(bonds))
+        for nbrs, j in zip(self._shells, self.couplings):
+            np.add.at(w, index[np.arange(self.lattice.N)[:, None], nbrs].ravel(), 0.5 * j)
+        return BondForm.from_bonds(self.lattice.N, bonds, w, self._bond_matrix)
 
     @cached_property
     def _shells(self) -> list[np.ndarray]:
@@ -68,8 +118,25 @@ class LinearModel:
         bonds = np.einsum("...ik,...izk->...z", spins, spins[..., nbrs, :])  # Σ_i S_i·S_nbr(i, z)
         return 0.5 * np.add.reduceat(bonds, self._shell_starts, axis=-1)
 
+    def bond_pair_features(self, spins: np.ndarray) -> np.ndarray:
+        """ψ_o[S] for each bond-pair class, shape (C, n_orbits) for spins (C, N, 3), in chunks
+        of 256 configurations (memory: see bond_pairs.bond_pair_sums)."""
+        t = self._tables
+        args = [torch.as_tensor(a) for a in (t.slots, t.shift, t.orbit, t.weight)]
+        b = torch.as_tensor(bond_values(np.asarray(spins, dtype=np.float64), t.bonds))
+        return torch.cat([bond_pair_sums(c, *args, t.n_orbits) for c in b.split(256)]).numpy()
+
+    def _design(self, spins: np.ndarray) -> np.ndarray:
+        """(C, n_shells + n_orbits) columns (φ_n, ψ_o): E_eff = E_0 - design @ (J, K)."""
+        phi = self.features(spins)
+        return np.concatenate([phi, self.bond_pair_features(spins)], axis=1) if self.bond_shells else phi
+
     def energy(self, spins: np.ndarray) -> np.ndarray:
-        return self.e0 - self.features(spins) @ self.couplings
+        e = self.e0 - self.features(spins) @ self.couplings
+        if self.bond_shells:  # the same ψ terms as (1/2) bᵀ G b: one product, no class sums
+            b = bond_values(np.asarray(spins), self._tables.bonds)
+            e = e - 0.5 * np.einsum("...a,...a->...", b, b @ self._bond_matrix)
+        return e
 
     def local_field(self, spins: np.ndarray, i: int) -> np.ndarray:
         """h_i = Σ_n J_n Σ_{j in shell n of i} S_j, so that E_eff = E_0 - (1/2) Σ_i S_i·h_i."""
@@ -77,26 +144,34 @@ class LinearModel:
         return weights @ spins[nbrs[i]]
 
     def delta_energy(self, spins: np.ndarray, i: int, new_spin: np.ndarray) -> float:
+        if self.bond_shells:
+            moved = np.array(spins)
+            moved[i] = new_spin
+            return float(self.energy(moved) - self.energy(spins))
         # site i enters each of its pairs once, and h_i does not contain S_i itself
         return -float((new_spin - spins[i]) @ self.local_field(spins, i))
 
+    def _with_coefficients(self, e0: float, coef: np.ndarray) -> "LinearModel":
+        return replace(self, e0=float(e0), couplings=coef[:self.n_shells].copy(),
+                       bond_couplings=coef[self.n_shells:].copy())
+
     def fit(self, spins: np.ndarray, targets: np.ndarray) -> "LinearModel":
-        """Least-squares E_0 and J_n so that E_eff[S] ≈ targets (whole-lattice F_β)."""
+        """Least-squares E_0, J_n (and K_o) so that E_eff[S] ≈ targets (whole-lattice F_β)."""
         spins = np.asarray(spins)
         targets = np.asarray(targets, dtype=np.float64)
         if not (np.all(np.isfinite(spins)) and np.all(np.isfinite(targets))):
             raise ValueError("training data for the linear model contains NaN or inf")
-        design = np.column_stack([np.ones(len(targets)), -self.features(spins)])
+        design = np.column_stack([np.ones(len(targets)), -self._design(spins)])
         coef, *_ = np.linalg.lstsq(design, targets, rcond=None)
-        return replace(self, e0=float(coef[0]), couplings=coef[1:].copy())
+        return self._with_coefficients(coef[0], coef[1:])
 
     def fit_pairs(self, spins, targets, ref_spins, ref_targets) -> "LinearModel":
-        """Least-squares J_n so that E_eff[S] - E_eff[S_ref] ≈ F[S] - F[S_ref] over (proposal,
+        """Least-squares J_n (and K_o) so that E_eff[S] - E_eff[S_ref] ≈ F[S] - F[S_ref] over (proposal,
         current) pairs, the quantity the SLMC acceptance depends on; E_0 then matches the mean."""
         arrays = [np.asarray(a, dtype=np.float64) for a in (spins, targets, ref_spins, ref_targets)]
         if not all(np.all(np.isfinite(a)) for a in arrays):
             raise ValueError("training data for the linear model contains NaN or inf")
         spins, targets, ref_spins, ref_targets = arrays
-        phi = self.features(spins)
-        couplings, *_ = np.linalg.lstsq(-(phi - self.features(ref_spins)), targets - ref_targets, rcond=None)
-        return replace(self, e0=float(np.mean(targets + phi @ couplings)), couplings=couplings)
+        phi = self._design(spins)
+        coef, *_ = np.linalg.lstsq(-(phi - self._design(ref_spins)), targets - ref_targets, rcond=None)
+        return self._with_coefficients(np.mean(targets + phi @ coef), coef)

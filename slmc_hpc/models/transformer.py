@@ -12,13 +12,8 @@ shell 0 being the site itself):
     a_ij = softmax_j(Q_i · K_j)    over j within attention_shells of i, or all j ("global")
     S_i <- S_i + Σ_h Σ_j a^h_ij V^h_j,   then optionally S_i <- S_i / |S_i|
 
-The optional bracket (``bond_shells`` > 0) adds four-spin terms to the head: b_a =
-S^eff_i · S^eff_j on each bond a = {i, j} of shells 1..bond_shells, and one coupling K_o per
-symmetry class o of bond pairs (Lattice.bond_pair_orbits), at any separation. Why: integrating
-out the electrons couples the bond kinetic energies over long distances (to second order
-ΔF ≈ Σ_ab χ_ab δt_a δt_b); on the reference problem these terms cut the spread of the exact
-test's log-ratio from σ ≈ 1.0 (linear) to 0.62 offline, which no attention stack tried had
-reached (see README, depth study).
+The optional bracket (``bond_shells`` > 0) adds the four-spin bond-pair terms of
+models/bond_pairs.py to the head, on the effective spins.
 
 Scores are dot products (O(3) invariant) and all site maps are functions of lattice distance
 only, so translations and the point group permute the effective spins. Value weights start
@@ -40,6 +35,7 @@ import numpy as np
 import torch
 
 from ..lattice import Lattice
+from .bond_pairs import bond_matrix, bond_pair_sums, bond_pair_tables, bond_values
 
 
 def shell_index(lattice: Lattice) -> np.ndarray:
@@ -50,40 +46,6 @@ def shell_index(lattice: Lattice) -> np.ndarray:
         rows = np.repeat(np.arange(lattice.N), nbrs.shape[1])
         index[rows, nbrs.ravel()] = n
     return index
-
-
-def bond_correlation_tables(lattice: Lattice, n_shells: int):
-    """Tables that turn the bond-pair sums ψ_o into translation correlations of bond fields.
-
-    Bonds fall into translation classes τ (T of them); slots[τ, t] is the bond of class τ
-    translated by translation t (site index t = its vector, t = 0 the identity), so a bond
-    field b becomes b[slots] of shape (T, N). With shift[t, d] = t + d,
-    C_ττ'(d) = Σ_t b[slots[τ, t]] b[slots[τ', shift[t, d]]] visits every ordered bond pair
-    m_τ m_τ' times (m: translations that map a bond onto itself), so
-    ψ_o = Σ_{(τ,τ',d) in o} weight · C_ττ'(d) with weight = 1/(m_τ m_τ'), halved for two
-    different bonds (the unordered pair is visited in both orders). Returns (bonds (B, 2),
-    pair_class (B, B), from Lattice.bond_pair_orbits; slots (T, N), shift (N, N), class of
-    each flattened (τ, τ', d) (T² N,), weight (T² N,)).
-    Cost: T² N² per configuration, against B²/2 = T² N²/2 pair products, but as one batched
-    matrix product instead of gathers and scatters (about 10× faster on a CPU at L = 6).
-    """
-    bonds, pair_class = lattice.bond_pair_orbits(n_shells)
-    _, index = lattice.shell_bonds(n_shells)
-    n_bonds, n = len(bonds), lattice.N
-    trans = np.array(lattice.translations())  # (N, N): trans[t][i] = site i moved by vector t
-    images = index[trans[:, bonds[:, 0]], trans[:, bonds[:, 1]]].T  # (bonds, N)
-    slots, covered = [], np.zeros(n_bonds, dtype=bool)
-    for a in range(n_bonds):
-        if not covered[a]:
-            slots.append(images[a])
-            covered[images[a]] = True
-    slots = np.array(slots)
-    mult = np.array([n // len(np.unique(row)) for row in slots])
-    shift = lattice.index(lattice.coords[:, None, :] + lattice.coords[None, :, :])
-    a = np.broadcast_to(slots[:, 0][:, None, None], (len(slots), len(slots), n))
-    b = np.broadcast_to(slots[None, :, :], (len(slots), len(slots), n))
-    weight = np.where(a == b, 1.0, 0.5) / (mult[:, None, None] * mult[None, :, None])
-    return bonds, pair_class, slots, shift, pair_class[a, b].ravel(), weight.ravel()
 
 
 class EquivariantTransformer(torch.nn.Module):
@@ -103,13 +65,10 @@ class EquivariantTransformer(torch.nn.Module):
         allowed = torch.ones_like(idx, dtype=torch.bool) if attention_shells is None else idx <= attention_shells
         self.register_buffer("mask", torch.where(allowed, 0.0, float("-inf")).to(dtype))
         # derived from the lattice, so not stored in state dicts (persistent=False)
-        tables = bond_correlation_tables(lattice, bond_shells) if bond_shells else (
-            np.zeros((0, 2), np.int64), np.zeros((0, 0), np.int64), np.zeros((0, lattice.N), np.int64),
-            np.zeros((0, 0), np.int64), np.zeros(0, np.int64), np.zeros(0))
-        self.n_orbits = int(tables[1].max()) + 1 if tables[1].size else 0
-        for name, value in zip(("bond_sites", "bond_class", "bond_slots", "bond_shift", "corr_orbit", "corr_weight"),
-                               tables):
-            self.register_buffer(name, torch.as_tensor(value), persistent=False)
+        tables = bond_pair_tables(lattice, bond_shells)
+        self.n_orbits = tables.n_orbits
+        for name in ("bonds", "pair_class", "slots", "shift", "orbit", "weight"):
+            self.register_buffer(f"bp_{name}", torch.as_tensor(getattr(tables, name)), persistent=False)
         gen = torch.Generator().manual_seed(seed)
         shape = (layers, heads, block_shells + 1)
         self.wq = torch.nn.Parameter(0.5 * torch.randn(shape, generator=gen, dtype=dtype))
@@ -159,11 +118,8 @@ class EquivariantTransformer(torch.nn.Module):
 
     def _bond_pair_sums(self, se: torch.Tensor) -> torch.Tensor:
         """(B, n_orbits): ψ_o = Σ_{(a,b) in o} b_a b_b with b_a = Se_i·Se_j on bond a = {i, j}."""
-        b = (se[:, self.bond_sites[:, 0]] * se[:, self.bond_sites[:, 1]]).sum(dim=-1)  # (B, bonds)
-        fields = b[:, self.bond_slots]  # (B, T, N), see bond_correlation_tables
-        corr = torch.einsum("bst,bqtd->bsqd", fields, fields[:, :, self.bond_shift]).flatten(1)
-        weight = self.corr_weight.to(corr.dtype)
-        return corr.new_zeros(len(b), self.n_orbits).index_add_(1, self.corr_orbit, corr * weight)
+        return bond_pair_sums(bond_values(se, self.bp_bonds), self.bp_slots, self.bp_shift, self.bp_orbit,
+                              self.bp_weight, self.n_orbits)
 
     def head_vector(self) -> torch.Tensor:
         """(E_0, E'_0, J_1.., K_1.., J'_1.., K'_1..) in the column order of head_features."""
@@ -224,9 +180,8 @@ class TransformerModel:
         c, e = net.couplings.detach().numpy(), net.e0.detach().numpy()
         shells = net.pairs.shape[0]
         j, k = np.split(c[0] + x * c[1], [shells])
-        bond_matrix = k[net.bond_class.numpy()]
-        bond_matrix[np.diag_indices_from(bond_matrix)] *= 2  # (1/2) G_aa b_a² = K b_a²
-        return 0.5 * np.einsum("n,nij->ij", j, net.pairs.numpy()), bond_matrix, float(e[0] + x * e[1])
+        return (0.5 * np.einsum("n,nij->ij", j, net.pairs.numpy()), bond_matrix(k, net.bp_pair_class.numpy()),
+                float(e[0] + x * e[1]))
 
     @property
     def lattice(self) -> Lattice:
@@ -256,8 +211,7 @@ class TransformerModel:
         se = self.effective_spins(spins)
         e = self.e0 - np.einsum("...ik,...ik->...", se, self.pair_matrix @ se)
         if self.bond_matrix.size:
-            i, j = self.net.bond_sites.numpy().T
-            b = np.einsum("...ak,...ak->...a", se[..., i, :], se[..., j, :])
+            b = bond_values(se, self.net.bp_bonds.numpy())
             e = e - 0.5 * np.einsum("...a,...a->...", b, b @ self.bond_matrix)
         return float(e) if np.ndim(e) == 0 else e
 

@@ -1,0 +1,103 @@
+"""Four-spin bond-pair terms, shared by the linear model (raw spins) and the Transformer's head
+(effective spins):
+
+    -Σ_o K_o ψ_o,   ψ_o = Σ_{(a,b) in o} b_a b_b,   b_a = S_i·S_j on bond a = {i, j},
+
+bonds of shells 1..k, o the symmetry classes of unordered bond pairs (Lattice.bond_pair_orbits),
+at any separation. Why: integrating out the electrons couples the bond kinetic energies over
+long distances (to second order ΔF ≈ Σ_ab χ_ab δt_a δt_b); on the reference problem these
+terms cut the spread of the exact test's log-ratio from σ ≈ 1.0 (linear) to 0.51 (README,
+depth study). The same energy is (1/2) bᵀ G b with the bond matrix G = K[class], diagonal
+doubled (bond_matrix): what a local update uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from ..lattice import Lattice
+
+
+@dataclass(frozen=True, eq=False)
+class BondPairTables:
+    """bonds (B, 2), pair_class (B, B) symmetric, and the correlation tables of
+    bond_pair_sums: slots (T, N), shift (N, N), orbit and weight (T² N,)."""
+
+    bonds: np.ndarray
+    pair_class: np.ndarray
+    slots: np.ndarray
+    shift: np.ndarray
+    orbit: np.ndarray
+    weight: np.ndarray
+
+    @property
+    def n_orbits(self) -> int:
+        return int(self.pair_class.max()) + 1 if self.pair_class.size else 0
+
+
+@lru_cache(maxsize=8)
+def bond_pair_tables(lattice: Lattice, n_shells: int) -> BondPairTables:
+    """The tables that turn ψ_o into translation correlations of bond fields (cached: the
+    class search takes about a second at L = 6, k = 4).
+
+    Bonds fall into translation classes τ (T of them); slots[τ, t] is the bond of class τ
+    translated by translation t (site index t = its vector, t = 0 the identity), so a bond
+    field b becomes b[slots] of shape (T, N). With shift[t, d] = t + d,
+    C_ττ'(d) = Σ_t b[slots[τ, t]] b[slots[τ', shift[t, d]]] visits every ordered bond pair
+    m_τ m_τ' times (m: translations that map a bond onto itself), so
+    ψ_o = Σ_{(τ,τ',d) in o} weight · C_ττ'(d) with weight = 1/(m_τ m_τ'), halved for two
+    different bonds (the unordered pair is visited in both orders).
+    Cost: T² N² per configuration, against B²/2 = T² N²/2 pair products, but as one batched
+    matrix product instead of gathers and scatters (about 10× faster on a CPU at L = 6).
+    """
+    if n_shells == 0:
+        empty = np.zeros((0, 0), np.int64)
+        return BondPairTables(np.zeros((0, 2), np.int64), empty, np.zeros((0, lattice.N), np.int64), empty,
+                              np.zeros(0, np.int64), np.zeros(0))
+    bonds, pair_class = lattice.bond_pair_orbits(n_shells)
+    _, index = lattice.shell_bonds(n_shells)
+    n_bonds, n = len(bonds), lattice.N
+    trans = np.array(lattice.translations())  # (N, N): trans[t][i] = site i moved by vector t
+    images = index[trans[:, bonds[:, 0]], trans[:, bonds[:, 1]]].T  # (bonds, N)
+    slots, covered = [], np.zeros(n_bonds, dtype=bool)
+    for a in range(n_bonds):
+        if not covered[a]:
+            slots.append(images[a])
+            covered[images[a]] = True
+    slots = np.array(slots)
+    mult = np.array([n // len(np.unique(row)) for row in slots])
+    shift = lattice.index(lattice.coords[:, None, :] + lattice.coords[None, :, :])
+    a = np.broadcast_to(slots[:, 0][:, None, None], (len(slots), len(slots), n))
+    b = np.broadcast_to(slots[None, :, :], (len(slots), len(slots), n))
+    weight = np.where(a == b, 1.0, 0.5) / (mult[:, None, None] * mult[None, :, None])
+    return BondPairTables(bonds, pair_class, slots, shift, pair_class[a, b].ravel(), weight.ravel())
+
+
+def bond_values(spins, bonds):
+    """b_a = S_i·S_j for bonds (B, 2), spins (..., N, 3) -> (..., B); NumPy or torch.
+    Read off the Gram matrix S Sᵀ: one matrix product beats gathering both ends of every
+    bond (measured 3× faster at N = 36, and the same in a batch)."""
+    n = spins.shape[-2]
+    gram = spins @ spins.swapaxes(-1, -2)
+    return gram.reshape(gram.shape[:-2] + (n * n,))[..., bonds[:, 0] * n + bonds[:, 1]]
+
+
+def bond_pair_sums(b: torch.Tensor, slots: torch.Tensor, shift: torch.Tensor, orbit: torch.Tensor,
+                   weight: torch.Tensor, n_orbits: int) -> torch.Tensor:
+    """(C, B) bond values -> (C, n_orbits) ψ_o, with the tables of bond_pair_tables (as tensors
+    on b's device). Memory: C × T × N² floats; callers chunk C."""
+    fields = b[:, slots]  # (C, T, N)
+    corr = torch.einsum("bst,bqtd->bsqd", fields, fields[:, :, shift]).flatten(1)
+    return corr.new_zeros(len(b), n_orbits).index_add_(1, orbit, corr * weight.to(corr.dtype))
+
+
+def bond_matrix(couplings: np.ndarray, pair_class: np.ndarray) -> np.ndarray:
+    """G with Σ_o K_o ψ_o = (1/2) bᵀ G b: G_ab = K_class(a,b), the diagonal doubled (a bond
+    paired with itself appears once in ψ, as (1/2) G_aa b_a² = K b_a²)."""
+    g = np.asarray(couplings, dtype=np.float64)[pair_class]
+    g[np.diag_indices_from(g)] *= 2
+    return g
