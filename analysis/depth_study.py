@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Scaling-law (depth) study: the same problem with the linear model and with 1, 2, 3, 4
+"""Scaling-law (depth) study: the same problem with the linear model, the linear model with
+the config's four-spin bond-pair terms (row linear-bonds, if bond_shells > 0), and 1, 2, 3, 4
 Transformer layers, each run from the same seed with the same thermalization length and
 training schedule. (The nested scheme diagonalizes only proposals that pass its middle test,
 so a Transformer gets at most as many exact training samples as the linear model.)
@@ -76,7 +77,7 @@ def plot(rows: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     names = list(rows)
-    trans = [n for n in names if n != "linear"]
+    trans = [n for n in names if n.startswith("transformer")]
     params = np.array([rows[n]["parameters"] for n in trans])
     for ax, key, label in ((axes[0], "validation_loss", "validation loss (per-site MSE)"),
                            (axes[1], "rejection", "rejection rate 1 - acceptance")):
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
     p.add_argument("--outdir", default="runs/depth")
     p.add_argument("--scheme", choices=("nested", "plain"), help="override [slmc] scheme for the Transformers")
     p.add_argument("--bond-shells", type=int, help="override [effective_model] bond_shells of the Transformers "
-                                                   "(four-spin head terms; 0 layers then isolates their effect)")
+                                                   "and of the linear-bonds row (four-spin terms; 0: no such row)")
     p.add_argument("--seed", type=int, help="override [run] seed (repeat the study with several seeds to see "
                                             "the run-to-run spread)")
     p.add_argument("--overwrite", action="store_true", help="rerun variants whose file exists")

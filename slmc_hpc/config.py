@@ -342,10 +342,12 @@ def _check_consistency(cfg: Config) -> None:
             z = sum(nbrs.shape[1] for nbrs in lattice.shell_neighbours(k))
             pair_bytes = 2 * 8 * chunk * (z * cfg.n_sites**2 + z * z * cfg.n_sites) * copies
             if pair_bytes > MAX_BUFFER_BYTES:
-                raise ConfigError(f"[{section}] {key} = {k} with [training] batch_size = "
-                                  f"{cfg.training.batch_size}: training would hold {pair_bytes / 2**30:.1f} GiB of "
-                                  f"bond-pair products ({z * cfg.n_sites // 2} bonds); at most "
-                                  f"{MAX_BUFFER_BYTES / 2**30:.0f} GiB is allowed (fewer {key} or a smaller batch_size)")
+                batch = chunk > 256  # only a Transformer minibatch can exceed the fixed 256-sample chunks
+                raise ConfigError(f"[{section}] {key} = {k}"
+                                  + (f" with [training] batch_size = {cfg.training.batch_size}" if batch else "")
+                                  + f": training would hold {pair_bytes / 2**30:.1f} GiB of bond-pair products "
+                                  f"({z * cfg.n_sites // 2} bonds); at most {MAX_BUFFER_BYTES / 2**30:.0f} GiB is "
+                                  f"allowed (fewer {key}" + (" or a smaller batch_size)" if batch else ")"))
     buffer_bytes = cfg.training.buffer_size * cfg.n_sites * 3 * 8 * (2 if cfg.training.loss == "pair" else 1)
     if buffer_bytes > MAX_BUFFER_BYTES:
         raise ConfigError(f"[training] buffer_size = {cfg.training.buffer_size} would hold "

@@ -198,8 +198,10 @@ class Replica:
         for key, trainer in (("linear", self.trainer), ("inner", self.inner_trainer)):
             if key in tree:
                 saved, old = tree[key], trainer.model
-                # checkpoints written before bond-pair terms existed hold e0 and couplings
-                vector = saved["parameters"] if "parameters" in saved else np.r_[saved["e0"], saved["couplings"]]
+                # checkpoints written before linear models had bond-pair terms hold e0 and the J_n
+                # of a model that ignored bond_shells: the same model is K_o = 0
+                vector = (saved["parameters"] if "parameters" in saved
+                          else np.r_[saved["e0"], saved["couplings"], np.zeros(len(old.bond_couplings))])
                 trainer.model = LinearModel.from_parameters(old.lattice, vector, old.n_shells, old.bond_shells)
         beta = float(tree["beta"])
         self.sampler = replace(self.sampler, beta=beta)

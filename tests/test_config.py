@@ -147,7 +147,8 @@ def test_bond_pair_terms_of_linear_and_inner_models_are_checked():
     """bond_shells on the linear model and [slmc] inner_bond_shells (nested only) obey the
     lattice's shell count and the training-memory limit, each error naming its key."""
     big = GOOD.replace("L = 4", "L = 16").replace("shells = 3", "shells = 3\nbond_shells = 4")
-    with pytest.raises(ConfigError, match=r"\[effective_model\] bond_shells = 4 with .* GiB of bond-pair products"):
+    with pytest.raises(ConfigError, match=r"\[effective_model\] bond_shells = 4: training would hold .* GiB of "
+                                          r"bond-pair products \(2560 bonds\); at most 4 GiB is allowed \(fewer bond_shells\)"):
         parse(big)
     nested = GOOD.replace('kind = "linear"', 'kind = "transformer"').replace("local_updates = 16",
                                                                            "local_updates = 16\ninner_bond_shells = 6")

@@ -181,3 +181,21 @@ def test_records_written_in_blocks_of_any_size_give_the_same_file(tmp_path, monk
     monkeypatch.setattr(driver, "MAX_PENDING_STEPS", 7)
     driver.run(cfg, output=tmp_path / "blocks.h5", log=lambda *a: None)
     assert_same_files(tmp_path / "one.h5", tmp_path / "blocks.h5")
+
+
+def test_read_model_of_a_linear_file_from_before_bond_pair_terms(tmp_path):
+    """Older versions ignored [effective_model] bond_shells for the linear model and stored
+    E_0 and J_n only; such a file reloads as that model (no bond-pair terms)."""
+    from slmc_hpc.output import read_model
+
+    out = tmp_path / "old.h5"
+    (tmp_path / "c.toml").write_text(CONFIG.format(sampler="slmc", output=out))
+    assert main(["run", str(tmp_path / "c.toml")]) == 0
+    with h5py.File(out, "r+") as f:
+        stored = f["model/parameters"][0]
+        # the file keeps the config as the user wrote it: add the key an old run ignored
+        f.attrs["config"] = f.attrs["config"].replace("[effective_model]", "[effective_model]\nbond_shells = 2")
+        assert "bond_shells = 2" in f.attrs["config"]
+    model = read_model(out, 0)
+    assert model.bond_shells == 0
+    np.testing.assert_array_equal(model.parameters()[0], stored)

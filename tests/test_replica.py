@@ -133,3 +133,23 @@ def test_set_beta_moves_the_replica_without_diagonalizing(kind, monkeypatch):
     assert log_w[1] == pytest.approx(-2.5 * rep.physics.free_energy_of(spins, 2.5), abs=1e-9)
     assert rep.state.e_eff == pytest.approx(float(rep.model.energy(spins)), abs=1e-12)
     rep.step()  # and it goes on at the new temperature
+
+
+def test_linear_bond_pair_model_resumes_and_old_checkpoints_load_as_k_zero():
+    """A linear model with bond-pair terms round-trips through the replica's state; a
+    checkpoint from before those terms (E_0 and J_n only, bond_shells then ignored) loads as
+    the same model: J_n kept, K_o = 0."""
+    cfg = CFG.replace("effective_model", bond_shells=1)
+    rep = Replica(cfg, build_physics(cfg), 4.0, np.random.default_rng(0))
+    for _ in range(cfg.run.thermalize):
+        rep.step()
+    trained = rep.trainer.model.parameters()[0]
+    assert len(trained) == 1 + 2 + len(rep.trainer.model.bond_couplings) and np.any(trained[3:] != 0)
+    tree = rep.state_dict()
+    fresh = Replica(cfg, build_physics(cfg), 4.0, np.random.default_rng(1))
+    fresh.load_state_dict(tree)
+    np.testing.assert_array_equal(fresh.trainer.model.parameters()[0], trained)
+    tree["linear"] = {"e0": trained[0], "couplings": trained[1:3]}
+    old = Replica(cfg, build_physics(cfg), 4.0, np.random.default_rng(1))
+    old.load_state_dict(tree)
+    np.testing.assert_array_equal(old.trainer.model.parameters()[0], np.r_[trained[:3], np.zeros(len(trained) - 3)])

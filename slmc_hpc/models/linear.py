@@ -5,13 +5,14 @@
 where <ij>_n runs over each unordered pair at the n-th minimum-image distance once. The
 optional bracket (``bond_shells`` = k > 0) adds the four-spin bond-pair terms of
 models/bond_pairs.py on the raw spins. Linear in its parameters, so fitted by least squares
-to F_β. A single-spin change costs O(z) without the bracket and O(z²) with it (z the bonds
-at a site; see samplers/local_chain.py), not O(N).
+to F_β. A proposed single-spin change costs O(z) without the bracket and O(z²) with it (z
+the bonds at a site), an accepted one O(z P) more to keep G b current (P the bonds of the
+bond-pair shells; see samplers/local_chain.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
 import numpy as np
@@ -29,6 +30,11 @@ class LinearModel:
     e0: float = 0.0
     bond_shells: int = 0  # four-spin terms on bonds of shells 1..bond_shells (0: none)
     bond_couplings: np.ndarray | None = None  # K_o, one per bond-pair class; None: zeros
+
+    def __getstate__(self):
+        # the cached bond form and bond matrix (P² floats) are rebuilt on demand, not pickled:
+        # slot models travel between MPI ranks
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def __post_init__(self):
         n_orbits = self._tables.n_orbits
@@ -92,7 +98,9 @@ class LinearModel:
         index[bonds[:, 0], bonds[:, 1]] = index[bonds[:, 1], bonds[:, 0]] = np.arange(len(bonds))
         w = np.zeros(len(bonds))
         for nbrs, j in zip(self._shells, self.couplings):
-            np.add.at(w, index[np.arange(self.lattice.N)[:, None], nbrs].ravel(), 0.5 * j)
+            listed = index[np.arange(self.lattice.N)[:, None], nbrs].ravel()
+            assert np.all(listed >= 0), "a shell neighbour missing from the bond table"
+            np.add.at(w, listed, 0.5 * j)
         return BondForm.from_bonds(self.lattice.N, bonds, w, self._bond_matrix)
 
     @cached_property
@@ -123,8 +131,9 @@ class LinearModel:
         of 256 configurations (memory: see bond_pairs.bond_pair_sums)."""
         t = self._tables
         args = [torch.as_tensor(a) for a in (t.slots, t.shift, t.orbit, t.weight)]
-        b = torch.as_tensor(bond_values(np.asarray(spins, dtype=np.float64), t.bonds))
-        return torch.cat([bond_pair_sums(c, *args, t.n_orbits) for c in b.split(256)]).numpy()
+        spins = torch.as_tensor(np.asarray(spins, dtype=np.float64))
+        chunks = [bond_pair_sums(bond_values(c, t.bonds), *args, t.n_orbits) for c in spins.split(256)]
+        return torch.cat(chunks).numpy()
 
     def _design(self, spins: np.ndarray) -> np.ndarray:
         """(C, n_shells + n_orbits) columns (φ_n, ψ_o): E_eff = E_0 - design @ (J, K)."""

@@ -1,7 +1,7 @@
 """Nested (multilevel) SLMC: keeps the O(N^2) Transformer off the innermost loop.
 
   inner:  n_local single-spin Metropolis updates on a cheap model E_in (the linear model,
-          optionally with bond-pair terms; O(z) or O(z²) each, compiled),
+          optionally with bond-pair terms; local, compiled: samplers/local_chain.py),
   middle: accept the inner chain's end with min(1, exp(-β[ΔE_mid - ΔE_in]))  (Transformer),
           repeated middle_steps times,
   outer:  accept the middle chain's end with min(1, exp(-β[ΔF - ΔE_mid]))     (exact).

@@ -30,9 +30,8 @@ def effective_chain(model, spins: np.ndarray, beta: float, n_local: int, step_si
     samplers/local_chain.py on the same random numbers; others call delta_energy per update."""
     sites, noise, u = draw_moves(rng, len(spins), n_local)
     log_u = np.log(u)
-    form = getattr(model, "bond_form", None)
-    if form is not None:
-        return form.chain(spins, beta, sites, noise, log_u, step_size)
+    if hasattr(type(model), "bond_form"):  # not getattr: an error building it must not hide
+        return model.bond_form.chain(spins, beta, sites, noise, log_u, step_size)
     spins = spins.copy()
     total = 0.0
     for i, g, lu in zip(sites, noise, log_u):
