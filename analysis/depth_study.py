@@ -106,7 +106,8 @@ def main(argv=None) -> int:
                                                    "and of the linear-bonds row (four-spin terms; 0: no such row)")
     p.add_argument("--seed", type=int, help="override [run] seed (repeat the study with several seeds to see "
                                             "the run-to-run spread)")
-    p.add_argument("--overwrite", action="store_true", help="rerun variants whose file exists")
+    p.add_argument("--overwrite", action="store_true", help="rerun variants whose file exists (otherwise a "
+                                                             "finished variant is kept and a killed one resumed)")
     args = p.parse_args(argv)
     cfg = load(args.config)
     if args.scheme:
@@ -120,9 +121,9 @@ def main(argv=None) -> int:
     rows = {}
     for name, variant in variants(cfg, args.layers):
         path = outdir / f"{name}.h5"
-        if args.overwrite or not path.exists():
-            print(f"== {name}", flush=True)
-            run(variant, output=path, overwrite=args.overwrite)
+        print(f"== {name}", flush=True)
+        # resume: a variant that was killed continues from its checkpoint, a finished one is kept
+        run(variant, output=path, overwrite=True) if args.overwrite else run(variant, output=path, resume=True)
         rows[name] = read_row(path)
     header = (f"{'model':<15} {'params':>6} {'val loss':>10} {'middle':>7} {'accept':>7} {'moved':>6} {'tau_F':>7} "
               f"{'ms/step':>8} {'cost ms':>8}")
