@@ -313,7 +313,8 @@ def _check_consistency(cfg: Config) -> None:
     if dim > MAX_MATRIX_DIM:
         raise ConfigError(f"[lattice] L = {cfg.lattice.L} gives a {dim}x{dim} Hamiltonian; "
                           f"at most {MAX_MATRIX_DIM} is supported")
-    n_distances = len(Lattice.from_kind(cfg.lattice.kind, cfg.lattice.L).shell_distances)
+    lattice = Lattice.from_kind(cfg.lattice.kind, cfg.lattice.L)
+    n_distances = len(lattice.shell_distances)
     em = cfg.effective_model
     nested = em.kind == "transformer" and cfg.slmc.scheme == "nested"
     shell_keys = [("effective_model", k) for k in ["shells", "bond_shells"] + (
@@ -338,7 +339,6 @@ def _check_consistency(cfg: Config) -> None:
         bond_terms.append(("slmc", "inner_bond_shells", cfg.slmc.inner_bond_shells, 256, 1))
     for section, key, k, chunk, copies in bond_terms if cfg.run.sampler == "slmc" else []:
         if 0 < k <= n_distances:
-            lattice = Lattice.from_kind(cfg.lattice.kind, cfg.lattice.L)
             z = sum(nbrs.shape[1] for nbrs in lattice.shell_neighbours(k))
             pair_bytes = 2 * 8 * chunk * (z * cfg.n_sites**2 + z * z * cfg.n_sites) * copies
             if pair_bytes > MAX_BUFFER_BYTES:

@@ -89,19 +89,16 @@ class LinearModel:
         """This model as a bond form (see samplers/local_chain.py), for the compiled local chain:
         bonds of the bond-pair shells first (G acts on them), then the rest of the J shells;
         w_a = J_n(a), halved per listing in the neighbour tables as in ``features``."""
-        n = max(self.n_shells, self.bond_shells)
+        every, index = self.lattice.shell_bonds(max(self.n_shells, self.bond_shells))
         inner = self._tables.bonds
-        every, _ = self.lattice.shell_bonds(n)
-        rest = every[~(every[:, None, :] == inner[None, :, :]).all(-1).any(-1)] if len(inner) else every
-        bonds = np.concatenate([inner, rest])
-        index = np.full((self.lattice.N, self.lattice.N), -1, dtype=np.int64)
-        index[bonds[:, 0], bonds[:, 1]] = index[bonds[:, 1], bonds[:, 0]] = np.arange(len(bonds))
-        w = np.zeros(len(bonds))
+        first = index[inner[:, 0], inner[:, 1]]  # G's bonds, in G's order
+        order = np.concatenate([first, np.setdiff1d(np.arange(len(every)), first)])
+        w = np.zeros(len(every))
         for nbrs, j in zip(self._shells, self.couplings):
             listed = index[np.arange(self.lattice.N)[:, None], nbrs].ravel()
             assert np.all(listed >= 0), "a shell neighbour missing from the bond table"
             np.add.at(w, listed, 0.5 * j)
-        return BondForm.from_bonds(self.lattice.N, bonds, w, self._bond_matrix)
+        return BondForm.from_bonds(self.lattice.N, every[order], w[order], self._bond_matrix)
 
     @cached_property
     def _shells(self) -> list[np.ndarray]:
