@@ -27,7 +27,7 @@ from .progress import Progress
 from .replica import Replica, shared_trainer, train_round, uses_shared_network
 from .stats import estimate
 from .tempering import RoundTrips, exchange
-from .training import n_refits
+from .training import RoundInterrupted, n_refits
 
 
 # steps between the collective that agrees on writes, checkpoints and stops (a signal is
@@ -253,7 +253,7 @@ class _Run:
         phase, step = tree["phase"], int(tree["step"])
         self.restore(tree)
         if phase == "thermalize":
-            self.thermalize(step)
+            self.thermalize(step, redo_round=bool(tree.get("round_pending", 0)))
             self.measure(0)
         else:
             self.measure(step)
@@ -277,7 +277,9 @@ class _Run:
         if stop:
             raise Interrupted(checkpoint_path(self.path), phase, step)
 
-    def save_checkpoint(self, phase: str, step: int) -> None:
+    def save_checkpoint(self, phase: str, step: int, round_pending: bool = False) -> None:
+        """``round_pending``: the training round due after ``step`` was interrupted; the
+        state is from before it, and a resume redoes it first."""
         mine = {"trainer": self.trainer.state_dict() if self.trainer is not None else None,
                 "counts": self.counts.copy(),
                 "replicas": {str(r): rep.state_dict() for r, rep in self.local.items()}}
@@ -285,6 +287,7 @@ class _Run:
 
         def write():
             tree = {"config": self.cfg.text, "run_id": self.out.run_id, "phase": phase, "step": step,
+                    "round_pending": int(round_pending),
                     "n_ranks": self.comm.size, "n_exchange": self.n_exchange,
                     "slot_of_replica": self.slot_of_replica.copy(), "trips": self.trips.state_dict(),
                     "controller_rng": json.dumps(self.controller_rng.bit_generator.state),
@@ -317,11 +320,12 @@ class _Run:
 
     # -- thermalization ----------------------------------------------------------------
 
-    def thermalize(self, start: int) -> None:
+    def thermalize(self, start: int, redo_round: bool = False) -> None:
         """All replicas in lockstep, each at its own temperature, training the models: each
         slot's linear model on that slot's samples, the shared Transformer on every slot's
         samples at once (a collective round on all ranks). No exchanges yet, so every slot's
-        samples come from one β and a slot's linear fit never mixes temperatures."""
+        samples come from one β and a slot's linear fit never mixes temperatures.
+        ``redo_round``: first the round due after step ``start``, which a stop interrupted."""
         cfg, log = self.cfg, self.log
         log(f"thermalizing {cfg.run.thermalize} steps" + (f" from step {start}" if start else ""))
         prog = Progress("therm", cfg.run.thermalize, cfg.run.progress_every, log, done=start)
@@ -329,14 +333,14 @@ class _Run:
         replicas = list(self.local.values())
         begin, training = time.perf_counter(), 0.0
         reduce_before = self.comm.allreduce_seconds
+        if redo_round:
+            training += self.shared_round(replicas, start)
         for k in range(start, cfg.run.thermalize):
             for rep in replicas:
                 info = rep.step()
                 n_acc, n_tests = n_acc + info.n_accepted, n_tests + info.n_tests
             if not replicas[0].trains_alone and replicas[0].round_due():
-                t = time.perf_counter()
-                train_round(replicas)
-                training += time.perf_counter() - t
+                training += self.shared_round(replicas, k + 1)
             prog.update(k + 1, n_acc / max(n_tests, 1), force=k + 1 == cfg.run.thermalize)
             self.poll("thermalize", k + 1)
         if training:
@@ -350,6 +354,19 @@ class _Run:
                 self.out.write_model(slot, rep.model.parameters()[0],
                                      None if inner is None else inner.parameters()[0])
                 self.out.write_training(slot, rep.rounds)
+
+    def shared_round(self, replicas: list, step: int) -> float:
+        """The shared Transformer's training round after ``step``; its wall time (s). A stop
+        signal during the round (on any rank) abandons it: checkpoint the state before the
+        round, marked so that a resume redoes it, and stop."""
+        begin = time.perf_counter()
+        try:
+            train_round(replicas, interrupt=lambda: self.control.signals.received != 0)
+        except RoundInterrupted:
+            self.out.sync()
+            self.save_checkpoint("thermalize", step, round_pending=True)
+            raise Interrupted(checkpoint_path(self.path), "thermalize", step) from None
+        return time.perf_counter() - begin
 
     # -- measurement -------------------------------------------------------------------
 

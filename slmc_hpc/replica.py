@@ -71,12 +71,13 @@ def uses_shared_network(cfg) -> bool:
     return cfg.run.sampler == "slmc" and cfg.effective_model.kind == "transformer"
 
 
-def train_round(replicas: list) -> None:
+def train_round(replicas: list, interrupt=None) -> None:
     """One training round for replicas stepping in lockstep (every replica of this process,
     at the same step). The shared Transformer, if any, trains on all their samples together
     (collective over its trainer's ranks: every rank calls this at the same step); each
     slot's linear model on its own samples. A round is skipped everywhere while any replica
-    has too few exact samples for even the linear head."""
+    has too few exact samples for even the linear head. ``interrupt``: see TorchTrainer.train
+    (a RoundInterrupted leaves every replica and the shared network as they were)."""
     cfg = replicas[0].cfg
     splits = [rep.buffer.split(cfg.training.validation_fraction) for rep in replicas]
     shared = replicas[0].trainer if isinstance(replicas[0].trainer, TorchTrainer) else None
@@ -86,7 +87,8 @@ def train_round(replicas: list) -> None:
     if fewest < 2 * (cfg.effective_model.shells + 1):
         return
     if shared is not None:
-        shared.train(Samples.concat([t for t, _ in splits]), Samples.concat([v for _, v in splits]))
+        shared.train(Samples.concat([t for t, _ in splits]), Samples.concat([v for _, v in splits]),
+                     interrupt=interrupt)
         assert_same_parameters(shared.net, shared.comm)  # cheap, and a silent split would be fatal
     for rep, (train, validation) in zip(replicas, splits):
         rep.finish_round(train, validation)

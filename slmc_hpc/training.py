@@ -23,6 +23,11 @@ from .parallel.comm import SerialComm
 GOLDEN = (math.sqrt(5) - 1) / 2
 
 
+class RoundInterrupted(Exception):
+    """A stop was requested during a training round (see TorchTrainer.train's ``interrupt``);
+    the trainer is exactly as it was before the round, so the round can be redone."""
+
+
 class TrainingError(RuntimeError):
     """Non-finite training data or loss; the model keeps its last good parameters."""
 
@@ -292,13 +297,21 @@ class TorchTrainer:
                 return per_site_mse((design @ self.net.head_vector()).numpy(), target.numpy(), n_sites)
         return RoundResult(mse(train), mse(validation))
 
-    def train(self, train: Samples, validation: Samples, beta: float | None = None) -> RoundResult:
+    def train(self, train: Samples, validation: Samples, beta: float | None = None,
+              interrupt=None) -> RoundResult:
         """One round on this rank's samples (collective: every rank must call it). Samples
-        without their own β are taken at ``beta``."""
+        without their own β are taken at ``beta``.
+
+        ``interrupt()`` (optional) says whether a stop was requested on this rank. It is
+        asked after every minibatch, in the all-reduce the loss needs anyway, so all ranks
+        agree; then the parameters, AdamW moments and minibatch stream go back to their state
+        before the round and RoundInterrupted is raised. A round can take minutes (L = 10 with
+        bond-pair terms), longer than a batch system's grace period after its signal."""
         bad = int(not (train.is_finite() and validation.is_finite()))
         if self.comm.allreduce_sum(np.array([bad]))[0]:
             raise TrainingError("training data contain NaN or inf; the model was not changed")
         good = (copy.deepcopy(self.net.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
+        stream = self.generator.get_state()
         data = self._tensors(train, beta)
         use = self._fitted_columns(data[4].numpy())
         n = len(train)
@@ -325,7 +338,13 @@ class TorchTrainer:
                     head = self._global_head(design, target, use)
                 count = self.comm.allreduce_sum(np.array([float(len(idx))]))[0]
                 loss = (((design @ head - target) / n_sites) ** 2).sum() / count
-                total = self.comm.allreduce_sum(np.array([loss.item()]))[0]
+                asked = float(interrupt is not None and interrupt())
+                total, stops = self.comm.allreduce_sum(np.array([loss.item(), asked]))
+                if stops:
+                    self.net.load_state_dict(good[0])
+                    self.optimizer.load_state_dict(good[1])
+                    self.generator.set_state(stream)
+                    raise RoundInterrupted(f"training round {self.rounds + 1} interrupted in epoch {epoch + 1}")
                 if not np.isfinite(total):
                     self._restore(good, f"training loss became {total} in round {self.rounds + 1}, "
                                         f"epoch {epoch + 1}")

@@ -88,6 +88,35 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, kin
     assert_same_files(tmp_path / "whole.h5", tmp_path / "cut.h5")
 
 
+def test_a_signal_during_a_training_round_stops_at_once_and_the_resume_redoes_the_round(tmp_path, monkeypatch):
+    """SIGUSR1 arrives while the shared Transformer trains its second round (after step 20):
+    the run stops inside the round, checkpoints the state before it, and the resume redoes
+    the round, so the file is the uninterrupted run's."""
+    from slmc_hpc.training import TorchTrainer
+    cfg = config("transformer", (0.1, 0.15))
+    driver.run(cfg, output=tmp_path / "whole.h5", log=quiet)
+    original, batches = TorchTrainer.train, []
+
+    def train(self, *args, interrupt=None, **kwargs):
+        def asked():  # the signal comes during the round's second minibatch
+            batches.append(self.rounds)
+            if self.rounds == 1 and batches.count(1) == 2:
+                os.kill(os.getpid(), signal.SIGUSR1)
+            return interrupt()
+        return original(self, *args, interrupt=asked, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(TorchTrainer, "train", train)
+        with pytest.raises(driver.Interrupted, match="after thermalize step 20"):
+            driver.run(cfg, output=tmp_path / "cut.h5", log=quiet)
+    assert batches.count(1) == 2 and 2 not in batches  # stopped in round 2, never got to round 3
+    tree = read_checkpoint(checkpoint_path(tmp_path / "cut.h5"))
+    assert (tree["phase"], tree["step"], tree["round_pending"]) == ("thermalize", 20, 1)
+    assert all(part["trainer"]["rounds"] == 1 for part in tree["ranks"].values())
+    driver.run(cfg, output=tmp_path / "cut.h5", log=quiet, resume=True)
+    assert_same_files(tmp_path / "whole.h5", tmp_path / "cut.h5")
+
+
 def test_resuming_twice_and_resuming_a_complete_run(tmp_path, monkeypatch):
     cfg = config("linear", (0.1, 0.2), measure=60)
     driver.run(cfg, output=tmp_path / "whole.h5", log=quiet)

@@ -155,7 +155,7 @@ def test_read_model_inner_of_a_run_without_one(run_file):
 def test_training_failure_exits_3_and_keeps_the_file(tmp_path, capsys, monkeypatch):
     from slmc_hpc import training
 
-    def diverge(self, train, validation, beta=None):
+    def diverge(self, train, validation, beta=None, interrupt=None):
         raise training.TrainingError("training loss became nan in round 1, epoch 1")
 
     monkeypatch.setattr(training.TorchTrainer, "train", diverge)

@@ -13,7 +13,7 @@ from slmc_hpc.models import LinearModel
 from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
 from slmc_hpc.observables import random_spins
 from slmc_hpc.testing import assert_equivariant, assert_invariant, permutations, rotations
-from slmc_hpc.training import LinearTrainer, Samples, TorchTrainer, TrainingError
+from slmc_hpc.training import LinearTrainer, RoundInterrupted, Samples, TorchTrainer, TrainingError
 
 
 def random_net(lattice, seed=0, **kw):
@@ -255,6 +255,33 @@ def test_diverging_training_restores_parameters_and_optimizer(data_4x4, poison_a
     with pytest.raises(TrainingError, match="round 2.*last good parameters are kept"):
         trainer.train(Samples(xs, ys), Samples(xv, yv), beta)
     _assert_same(trainer, before)
+
+
+def test_an_interrupted_round_leaves_the_trainer_as_before_and_redoing_it_is_exact(data_4x4):
+    """A stop asked for after 3 minibatches of round 2 (of 2 epochs x 4) abandons the round:
+    parameters, AdamW moments and minibatch stream are as before it, so the redone round
+    gives bit for bit the parameters of a trainer that was never interrupted."""
+    lat, xs, ys, xv, yv, beta = data_4x4
+
+    def trainer():
+        net = EquivariantTransformer(lat, layers=1, heads=1, block_shells=1, attention_shells=None, shells=2)
+        return TorchTrainer(net, epochs=2, learning_rate=1e-2, weight_decay=0.0, batch_size=128, seed=0)
+
+    train, validation = Samples(xs, ys), Samples(xv, yv)
+    whole, cut = trainer(), trainer()
+    for t in (whole, cut):
+        t.train(train, validation, beta)
+    whole.train(train, validation, beta)
+    before, stream = _snapshot(cut), cut.generator.get_state()
+    asked = []
+    with pytest.raises(RoundInterrupted, match="round 2 interrupted in epoch 1"):
+        cut.train(train, validation, beta, interrupt=lambda: asked.append(1) or len(asked) >= 3)
+    assert len(asked) == 3 and len(ys) > 3 * 128  # it stopped inside the round, at the first ask that said so
+    _assert_same(cut, before)
+    assert torch.equal(cut.generator.get_state(), stream) and cut.rounds == 1
+    cut.train(train, validation, beta, interrupt=lambda: False)
+    assert torch.equal(torch.nn.utils.parameters_to_vector(cut.net.parameters()),
+                       torch.nn.utils.parameters_to_vector(whole.net.parameters()))
 
 
 def test_pair_loss_zero_layers_equals_the_linear_pair_fit(data_4x4):
