@@ -18,7 +18,10 @@ import numpy as np
 
 from .config import ConfigError
 
-FORMAT = "slmc-hpc-checkpoint/1"
+FORMAT = "slmc-hpc-checkpoint/2"
+# /2 added round_pending (a training round to redo on resume); a /1 checkpoint has none pending.
+# Versions that know only /1 refuse /2 rather than silently skip a pending round.
+READABLE = (FORMAT, "slmc-hpc-checkpoint/1")
 
 
 def checkpoint_path(output: str | Path) -> Path:
@@ -104,7 +107,7 @@ def read_checkpoint(path: str | Path) -> dict:
         raise ConfigError(f"no checkpoint {str(path)!r} to resume from")
     try:
         with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != FORMAT:
+            if f.attrs.get("format") not in READABLE:
                 raise ConfigError(f"{str(path)!r} is not a slmc-hpc checkpoint (format "
                                   f"{f.attrs.get('format')!r}, expected {FORMAT!r})")
             tree = load_tree(f)

@@ -36,7 +36,8 @@ def is_due(now: float, last: float, every_s: float) -> bool:
 class StopSignals:
     """While active, SIGTERM and SIGUSR1 set ``received`` (the signal number) instead of
     killing the process; the run loop checkpoints and exits at the next step boundary (or,
-    in a training round, after the current minibatch: driver._Run.shared_round). The
+    in a training round of the shared Transformer, at the next minibatch:
+    driver._Run.shared_round). The
     previous handlers come back on exit (so tests and notebooks are left as they were)."""
 
     def __init__(self):

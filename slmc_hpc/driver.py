@@ -333,8 +333,9 @@ class _Run:
         replicas = list(self.local.values())
         begin, training = time.perf_counter(), 0.0
         reduce_before = self.comm.allreduce_seconds
-        if redo_round:
+        if redo_round:  # then what the uninterrupted run did after that round
             training += self.shared_round(replicas, start)
+            self.poll("thermalize", start)
         for k in range(start, cfg.run.thermalize):
             for rep in replicas:
                 info = rep.step()
@@ -357,8 +358,9 @@ class _Run:
 
     def shared_round(self, replicas: list, step: int) -> float:
         """The shared Transformer's training round after ``step``; its wall time (s). A stop
-        signal during the round (on any rank) abandons it: checkpoint the state before the
-        round, marked so that a resume redoes it, and stop."""
+        signal during the round's minibatches (on any rank) abandons it: checkpoint the state
+        before the round, marked so that a resume redoes it, and stop. (The round's full-data
+        head fits, and rounds without attention layers, are not interruptible: seconds.)"""
         begin = time.perf_counter()
         try:
             train_round(replicas, interrupt=lambda: self.control.signals.received != 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -298,15 +299,16 @@ class TorchTrainer:
         return RoundResult(mse(train), mse(validation))
 
     def train(self, train: Samples, validation: Samples, beta: float | None = None,
-              interrupt=None) -> RoundResult:
+              interrupt: Callable[[], bool] | None = None) -> RoundResult:
         """One round on this rank's samples (collective: every rank must call it). Samples
         without their own β are taken at ``beta``.
 
         ``interrupt()`` (optional) says whether a stop was requested on this rank. It is
-        asked after every minibatch, in the all-reduce the loss needs anyway, so all ranks
-        agree; then the parameters, AdamW moments and minibatch stream go back to their state
-        before the round and RoundInterrupted is raised. A round can take minutes (L = 10 with
-        bond-pair terms), longer than a batch system's grace period after its signal."""
+        asked at every minibatch (after its forward pass, in the all-reduce the loss needs
+        anyway, so all ranks agree); then the parameters, AdamW moments and minibatch stream
+        go back to their state before the round and RoundInterrupted is raised. A round can
+        take minutes (L = 10 with bond-pair terms), longer than a batch system's grace period
+        after its signal. Not asked during the full-data head fits or without layers."""
         bad = int(not (train.is_finite() and validation.is_finite()))
         if self.comm.allreduce_sum(np.array([bad]))[0]:
             raise TrainingError("training data contain NaN or inf; the model was not changed")

@@ -117,6 +117,23 @@ def test_a_signal_during_a_training_round_stops_at_once_and_the_resume_redoes_th
     assert_same_files(tmp_path / "whole.h5", tmp_path / "cut.h5")
 
 
+def test_a_checkpoint_of_format_1_without_round_pending_still_resumes(tmp_path, monkeypatch):
+    cfg = config("transformer", (0.1,))
+    driver.run(cfg, output=tmp_path / "whole.h5", log=quiet)
+    with monkeypatch.context() as m:
+        stop_at(m, "thermalize", 20)
+        with pytest.raises(driver.Interrupted):
+            driver.run(cfg, output=tmp_path / "cut.h5", log=quiet)
+    ckpt = checkpoint_path(tmp_path / "cut.h5")
+    tree = read_checkpoint(ckpt)
+    assert tree.pop("round_pending") == 0
+    write_checkpoint(ckpt, tree)
+    with h5py.File(ckpt, "r+") as f:
+        f.attrs["format"] = "slmc-hpc-checkpoint/1"
+    driver.run(cfg, output=tmp_path / "cut.h5", log=quiet, resume=True)
+    assert_same_files(tmp_path / "whole.h5", tmp_path / "cut.h5")
+
+
 def test_resuming_twice_and_resuming_a_complete_run(tmp_path, monkeypatch):
     cfg = config("linear", (0.1, 0.2), measure=60)
     driver.run(cfg, output=tmp_path / "whole.h5", log=quiet)

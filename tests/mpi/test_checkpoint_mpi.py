@@ -77,7 +77,9 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path_factory, monkeypa
     on_rank0(comm, lambda: assert_same_files(f"{where}/whole.h5", f"{where}/cut.h5"))
 
 
-def test_a_signal_on_one_rank_during_a_training_round_stops_every_rank_there(tmp_path_factory, monkeypatch):
+@pytest.mark.parametrize("gather", [False, True], ids=["mpio", "rank0-gather"])
+def test_a_signal_on_one_rank_during_a_training_round_stops_every_rank_there(tmp_path_factory, monkeypatch,
+                                                                              gather):
     """The last rank alone is signalled during the second minibatch of the second training
     round: every rank abandons the round at the same minibatch (no collective left hanging),
     the checkpoint is from before the round, and the resume redoes it bit for bit."""
@@ -86,7 +88,7 @@ def test_a_signal_on_one_rank_during_a_training_round_stops_every_rank_there(tmp
     cfg = parse(CONFIG.format(temps=[round(0.1 * 1.4**r, 4) for r in range(comm.size)]))
     where = comm.bcast(str(tmp_path_factory.mktemp("ckpt-round")) if comm.rank == 0 else None)
     quiet = lambda *a, **k: None  # noqa: E731
-    driver.run(cfg, output=f"{where}/whole.h5", comm=comm, log=quiet)
+    driver.run(cfg, output=f"{where}/whole.h5", comm=comm, log=quiet, gather_output=gather)
     original, asks = TorchTrainer.train, []
 
     def train(self, *args, interrupt=None, **kwargs):
@@ -100,7 +102,7 @@ def test_a_signal_on_one_rank_during_a_training_round_stops_every_rank_there(tmp
     with monkeypatch.context() as m:
         m.setattr(TorchTrainer, "train", train)
         with pytest.raises(driver.Interrupted, match="after thermalize step 20"):  # on every rank
-            driver.run(cfg, output=f"{where}/cut.h5", comm=comm, log=quiet)
+            driver.run(cfg, output=f"{where}/cut.h5", comm=comm, log=quiet, gather_output=gather)
     assert asks.count(1) == 2 and 2 not in asks
     comm.barrier()
 
@@ -109,5 +111,5 @@ def test_a_signal_on_one_rank_during_a_training_round_stops_every_rank_there(tmp
         assert (tree["phase"], tree["step"], tree["round_pending"]) == ("thermalize", 20, 1)
 
     on_rank0(comm, check_checkpoint)
-    driver.run(cfg, output=f"{where}/cut.h5", comm=comm, log=quiet, resume=True)
+    driver.run(cfg, output=f"{where}/cut.h5", comm=comm, log=quiet, gather_output=gather, resume=True)
     on_rank0(comm, lambda: assert_same_files(f"{where}/whole.h5", f"{where}/cut.h5"))
