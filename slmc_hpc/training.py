@@ -280,9 +280,13 @@ class TorchTrainer:
                      (data.spins, data.targets, data.ref_spins if pairs else None, data.ref_targets if pairs else None,
                       betas))
 
-    def _restore(self, good, message):
+    def _rewind(self, good) -> None:
+        """Parameters and AdamW moments back to ``good`` (taken at the start of the round)."""
         self.net.load_state_dict(good[0])
         self.optimizer.load_state_dict(good[1])
+
+    def _restore(self, good, message):
+        self._rewind(good)
         raise TrainingError(message + "; the last good parameters are kept (lower [training] learning_rate?)")
 
     def local_losses(self, train: Samples, validation: Samples) -> RoundResult:
@@ -343,8 +347,7 @@ class TorchTrainer:
                 asked = float(interrupt is not None and interrupt())
                 total, stops = self.comm.allreduce_sum(np.array([loss.item(), asked]))
                 if stops:
-                    self.net.load_state_dict(good[0])
-                    self.optimizer.load_state_dict(good[1])
+                    self._rewind(good)
                     self.generator.set_state(stream)
                     raise RoundInterrupted(f"training round {self.rounds + 1} interrupted in epoch {epoch + 1}")
                 if not np.isfinite(total):
