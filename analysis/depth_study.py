@@ -13,6 +13,7 @@ fitted to the Transformer points).
     python analysis/depth_study.py analysis/reference.toml --scheme plain --outdir runs/depth-plain
     python analysis/depth_study.py analysis/reference.toml --layers 0 1 2 3 --outdir runs/depth-0   # 0: head alone
     python analysis/depth_study.py analysis/reference.toml --bond-shells 0 --outdir runs/depth-nobonds
+    python analysis/depth_study.py analysis/reference.toml --gate-channels 0 --outdir runs/depth-nogates
 
 Columns: parameters; validation loss (per-site MSE of the last training round, held-out
 proposals); middle = acceptance of nested SLMC's middle (Transformer) test (NaN for the
@@ -104,6 +105,8 @@ def main(argv=None) -> int:
     p.add_argument("--scheme", choices=("nested", "plain"), help="override [slmc] scheme for the Transformers")
     p.add_argument("--bond-shells", type=int, help="override [effective_model] bond_shells of the Transformers "
                                                    "and of the linear-bonds row (four-spin terms; 0: no such row)")
+    p.add_argument("--gate-channels", type=int, help="override [effective_model] gate_channels of the "
+                                                     "Transformers (0: attention layers without gates)")
     p.add_argument("--seed", type=int, help="override [run] seed (repeat the study with several seeds to see "
                                             "the run-to-run spread)")
     p.add_argument("--overwrite", action="store_true", help="rerun variants whose file exists (otherwise a "
@@ -116,6 +119,8 @@ def main(argv=None) -> int:
         cfg = cfg.replace("run", seed=args.seed)
     if args.bond_shells is not None:
         cfg = cfg.replace("effective_model", bond_shells=args.bond_shells)
+    if args.gate_channels is not None:
+        cfg = cfg.replace("effective_model", gate_channels=args.gate_channels)
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     rows = {}

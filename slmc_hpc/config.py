@@ -103,6 +103,9 @@ SCHEMA: dict[str, list[Key]] = {
             "must be \"global\" or at least 1"),
         Key("bond_shells", "int", 0, "add four-spin terms to the model, one coupling per symmetry class of "
             "pairs of bonds within shells 1..bond_shells (any separation); 0: none", _non_negative),
+        Key("gate_channels", "int", 0, "transformer: gated channels per layer after the attention (an "
+            "equivariant feed-forward step: block spins U^c scaled by tanh of invariants); 0: attention only",
+            _non_negative),
         Key("normalize", "bool", False, "transformer: rescale each effective spin to unit length after a layer"),
         Key("dtype", "str", "float64", "Transformer training arithmetic (sampling evaluates the frozen model in float64)", choices=("float64", "float32")),
     ],

@@ -363,11 +363,14 @@ class _Run:
         head fits, and rounds without attention layers, are not interruptible: seconds.)"""
         begin = time.perf_counter()
         try:
-            train_round(replicas, interrupt=lambda: self.control.signals.received != 0)
+            kept = train_round(replicas, interrupt=lambda: self.control.signals.received != 0)
         except RoundInterrupted:
             self.out.sync()
             self.save_checkpoint("thermalize", step, round_pending=True)
             raise Interrupted(checkpoint_path(self.path), "thermalize", step) from None
+        if kept in ("previous", "identity"):
+            self.log(f"training round after step {step}: the trained layers fit its data worse than the "
+                     f"{'layers it started with' if kept == 'previous' else 'head alone'}; kept those")
         return time.perf_counter() - begin
 
     # -- measurement -------------------------------------------------------------------

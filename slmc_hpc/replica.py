@@ -45,7 +45,8 @@ def build_network(cfg, lattice, beta_ref: float) -> EquivariantTransformer:
         lattice, layers=em.layers, heads=em.heads, block_shells=em.block_shells,
         attention_shells=None if em.attention_shells == "global" else em.attention_shells,
         shells=em.shells, normalize=em.normalize, beta_ref=beta_ref,
-        dtype=getattr(torch, em.dtype), seed=cfg.run.seed, bond_shells=em.bond_shells)
+        dtype=getattr(torch, em.dtype), seed=cfg.run.seed, bond_shells=em.bond_shells,
+        gate_channels=em.gate_channels)
 
 
 def build_linear(cfg, lattice, inner: bool = False) -> LinearModel:
@@ -71,13 +72,15 @@ def uses_shared_network(cfg) -> bool:
     return cfg.run.sampler == "slmc" and cfg.effective_model.kind == "transformer"
 
 
-def train_round(replicas: list, interrupt=None) -> None:
+def train_round(replicas: list, interrupt=None) -> str:
     """One training round for replicas stepping in lockstep (every replica of this process,
     at the same step). The shared Transformer, if any, trains on all their samples together
     (collective over its trainer's ranks: every rank calls this at the same step); each
     slot's linear model on its own samples. A round is skipped everywhere while any replica
     has too few exact samples for even the linear head. ``interrupt``: see TorchTrainer.train
-    (a RoundInterrupted leaves every replica and the shared network as they were)."""
+    (a RoundInterrupted leaves every replica and the shared network as they were).
+    Returns which layers the shared network kept (TorchTrainer.kept_layers), "" if none
+    trained."""
     cfg = replicas[0].cfg
     splits = [rep.buffer.split(cfg.training.validation_fraction) for rep in replicas]
     shared = replicas[0].trainer if isinstance(replicas[0].trainer, TorchTrainer) else None
@@ -85,13 +88,14 @@ def train_round(replicas: list, interrupt=None) -> None:
     if shared is not None:
         fewest = min(shared.comm.allgather(fewest))
     if fewest < 2 * (cfg.effective_model.shells + 1):
-        return
+        return ""
     if shared is not None:
         shared.train(Samples.concat([t for t, _ in splits]), Samples.concat([v for _, v in splits]),
                      interrupt=interrupt)
         assert_same_parameters(shared.net, shared.comm)  # cheap, and a silent split would be fatal
     for rep, (train, validation) in zip(replicas, splits):
         rep.finish_round(train, validation)
+    return shared.kept_layers if shared is not None else ""
 
 
 class Replica:

@@ -200,21 +200,26 @@ class TorchTrainer:
     training data at the start of each epoch), and the layers get the gradient at that fixed head: at the
     least-squares optimum ∂loss/∂head = 0, so this is the full gradient. Gradients are summed
     over ranks (the loss is the global mean), so all ranks take the same step and keep
-    bit-identical parameters. At the end of a round the head is refitted on all training data.
+    bit-identical parameters. At the end of a round the head is refitted on all training data,
+    for the trained layers, the layers the round started with and identity layers; the best
+    fit of the three is kept (_keep_best_layers).
 
     Why not AdamW on the head too: the raw scales differ by orders of magnitude (E_0 ~ N,
     J_n ~ 0.01), and AdamW's first steps wrecked the head. This way a network with zero value
-    weights is exactly the least-squares linear model, and depth can only add to it.
+    weights is exactly the least-squares linear model, and with _keep_best_layers depth can
+    only add to it (on the training data).
     """
 
     def __init__(self, net: torch.nn.Module, epochs: int, learning_rate: float, weight_decay: float,
                  batch_size: int, seed: int, loss: str = "energy", comm=None):
         self.net, self.epochs, self.batch_size, self.loss = net, epochs, batch_size, loss
         self.comm = comm or SerialComm()
-        self.layer_params = [net.wq, net.wk, net.wv]
+        # everything but the head (E_0 and the couplings), which least squares solves
+        self.layer_params = [p for name, p in net.named_parameters() if name not in ("couplings", "e0")]
         self.optimizer = torch.optim.AdamW(self.layer_params, lr=learning_rate, weight_decay=weight_decay)
         self.generator = torch.Generator().manual_seed(seed)
         self.rounds = 0
+        self.kept_layers = ""  # after a round: "trained", "previous" or "identity" (_keep_best_layers)
 
     def state_dict(self) -> dict:
         """Parameters, AdamW moments and this rank's minibatch stream: with them a resumed
@@ -280,6 +285,46 @@ class TorchTrainer:
                      (data.spins, data.targets, data.ref_spins if pairs else None, data.ref_targets if pairs else None,
                       betas))
 
+    def _fit_head(self, data, use) -> float:
+        """Install the least-squares head of all training data for the current layers; return
+        its training loss (per-site MSE, all ranks)."""
+        design, target = self._design(*data)
+        head = self._global_head(design, target, use)
+        loss = self._global_mean_sq(design, target, head, self.net.lattice.N)
+        if self.loss == "pair":  # differences do not see E_0: match the mean energy instead
+            x, y, b = data[0], data[1], data[4]
+            head[0] = 0.0
+            resid, count = self.comm.allreduce_sum(
+                np.array([float((y - self.net.head_features(x, b) @ head).sum()), float(len(y))]))
+            head[0] = resid / count
+        self.net.set_head(head)
+        return loss
+
+    def _keep_best_layers(self, good, data, use) -> None:
+        """End of a round: of the trained layers, the layers at the start of the round and
+        identity layers (the head alone), keep those whose refitted head fits this round's
+        training data best, so a round never makes the fit worse and layers never make the
+        model worse than its head. Why: a bad first round (on the far-from-equilibrium data of
+        an untrained chain) sent gated 3-layer networks to a region they never left, at 30x
+        the head's loss. Each candidate keeps its AdamW moments; identity layers get none (the
+        moments of weights now zero would push them back). Every rank makes the same calls:
+        the losses are global, so all choose alike."""
+        def fitted():
+            loss = self._fit_head(data, use)
+            return loss, (copy.deepcopy(self.net.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
+
+        candidates = {"trained": fitted()}
+        if not np.isfinite(candidates["trained"][0]):
+            self._restore(good, f"training loss became {candidates['trained'][0]} at the end of round "
+                                f"{self.rounds + 1}")
+        self._rewind(good)
+        candidates["previous"] = fitted()
+        self.net.make_identity()
+        self.optimizer.state.clear()
+        candidates["identity"] = fitted()
+        self.kept_layers = min(candidates, key=lambda name: candidates[name][0])
+        self._rewind(candidates[self.kept_layers][1])
+
     def _rewind(self, good) -> None:
         """Parameters and AdamW moments back to ``good`` (taken at the start of the round)."""
         self.net.load_state_dict(good[0])
@@ -317,6 +362,7 @@ class TorchTrainer:
         if self.comm.allreduce_sum(np.array([bad]))[0]:
             raise TrainingError("training data contain NaN or inf; the model was not changed")
         good = (copy.deepcopy(self.net.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
+        self.kept_layers = ""
         stream = self.generator.get_state()
         data = self._tensors(train, beta)
         use = self._fitted_columns(data[4].numpy())
@@ -358,15 +404,8 @@ class TorchTrainer:
                 sum_gradients(self.layer_params, self.comm)
                 self.optimizer.step()
         with torch.no_grad():
-            design, target = self._design(*data)
-            head = self._global_head(design, target, use)
-            if self.loss == "pair":  # differences do not see E_0: match the mean energy instead
-                x, y, b = data[0], data[1], data[4]
-                head[0] = 0.0
-                resid, count = self.comm.allreduce_sum(
-                    np.array([float((y - self.net.head_features(x, b) @ head).sum()), float(n)]))
-                head[0] = resid / count
-            self.net.set_head(head)
+            self._keep_best_layers(good, data, use) if trainable else self._fit_head(data, use)
+            head = self.net.head_vector()
             losses = [self._global_mean_sq(*self._design(*self._tensors(part, beta)), head, n_sites)
                       for part in (train, validation)]
             finite = all(torch.all(torch.isfinite(p)) for p in self.net.parameters())

@@ -137,6 +137,8 @@ def test_replace_revalidates_and_rewrites_the_text():
     ("local_updates = 16", "local_updates = 100000000", r"\[slmc\] local_updates must be at most"),
     ('kind = "linear"\nshells = 3', 'kind = "transformer"\nshells = 3\nbond_shells = 4\n[training]\nbatch_size = 100000',
      r"bond_shells = 4 with \[training\] batch_size = 100000: training would hold .* GiB of bond-pair products"),
+    ('kind = "linear"\nshells = 3', 'kind = "transformer"\nshells = 3\ngate_channels = -1',
+     r"\[effective_model\] gate_channels must not be negative"),
 ])
 def test_absurd_values_are_clear_errors(old, new, message):
     with pytest.raises(ConfigError, match=message):

@@ -50,11 +50,15 @@ def depth_study():
 def test_depth_study_runs_every_variant_and_resumes_a_killed_one(tmp_path, monkeypatch):
     study = depth_study()
     (tmp_path / "c.toml").write_text(CONFIG)
-    args = [str(tmp_path / "c.toml"), "--layers", "0", "1"]
+    args = [str(tmp_path / "c.toml"), "--layers", "0", "1", "--gate-channels", "2"]
     assert study.main(args + ["--outdir", str(tmp_path / "whole")]) == 0
     table = (tmp_path / "whole" / "depth_study.txt").read_text()
     for name in ("linear ", "linear-bonds", "transformer-0", "transformer-1"):
         assert name in table
+    rows = [line.split() for line in table.splitlines()[1:]]
+    params = {row[0]: int(row[1]) for row in rows if row[0].startswith("transformer") and row[1].isdigit()}
+    # one head, block shells 0..1: Q, K, V (6) and two gate channels (U 4, A 4, b 2)
+    assert params["transformer-1"] - params["transformer-0"] == 6 + 10
     assert (tmp_path / "whole" / "depth_study.png").stat().st_size > 0
 
     original = driver._Run.poll

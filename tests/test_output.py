@@ -84,7 +84,7 @@ def test_snapshot_free_energy_recomputes_from_spins(run_file):
 
 TRANSFORMER = CONFIG.format(sampler="slmc", output="{output}").replace(
     "[effective_model]\nshells = 4", '[effective_model]\nkind = "transformer"\nshells = 4\nlayers = 2\nheads = 2\n'
-    'block_shells = 2\nattention_shells = 3').replace("[training]\nevery = 20", "[training]\nevery = 20\nepochs = 3")
+    'block_shells = 2\nattention_shells = 3\ngate_channels = 2').replace("[training]\nevery = 20", "[training]\nevery = 20\nepochs = 3")
 
 
 def test_transformer_run_stores_rounds_and_a_reloadable_model(tmp_path):
@@ -104,7 +104,8 @@ def test_transformer_run_stores_rounds_and_a_reloadable_model(tmp_path):
         e_eff = f["measure/effective_energy"][1, 19::20]
         assert f["model"].attrs["beta_ref"] == pytest.approx(np.sqrt(10 * 2))  # geometric mean of β
     model = read_model(out, slot=1)
-    assert model.beta == 1.0 / T and model.n_parameters == 2 * 2 * 3 * 3 + 2 * 4 + 2
+    # Q, K, V; the gates' U, A and b; the head (E_0 and 4 shells, each with its β-slope)
+    assert model.beta == 1.0 / T and model.n_parameters == 2 * 2 * 3 * 3 + 2 * (2 * 3 + 2 * 2 + 2) + 2 * 4 + 2
     assert np.allclose(model.energy(spins), e_eff, rtol=0, atol=1e-10)
 
 

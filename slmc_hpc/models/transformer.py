@@ -10,7 +10,14 @@ shell 0 being the site itself):
 
     Q_i = Σ_k wQ[h, d(i,k)] S_k,   K_i, V_i likewise          (linear in spins: equivariant)
     a_ij = softmax_j(Q_i · K_j)    over j within attention_shells of i, or all j ("global")
-    S_i <- S_i + Σ_h Σ_j a^h_ij V^h_j,   then optionally S_i <- S_i / |S_i|
+    S_i <- S_i + Σ_h Σ_j a^h_ij V^h_j
+    with ``gate_channels`` C > 0, a gated (equivariant feed-forward) step on the result:
+    U^c_i = Σ_k wU[c, d(i,k)] S_k,   g^c_i = tanh(Σ_c' A[c,c'] S_i·U^c'_i + b_c)
+    S_i <- S_i + Σ_c g^c_i U^c_i,   then optionally S_i <- S_i / |S_i|
+
+Attention alone is linear in the values, and on the reference problem it stalled after one
+layer; the gates are scalar functions of invariants (dot products) multiplying vectors, so
+they keep the equivariance and give depth something to build on (README, depth study).
 
 The optional bracket (``bond_shells`` > 0) adds the four-spin bond-pair terms of
 models/bond_pairs.py to the head, on the effective spins.
@@ -52,7 +59,7 @@ class EquivariantTransformer(torch.nn.Module):
     def __init__(self, lattice: Lattice, layers: int, heads: int, block_shells: int,
                  attention_shells: int | None, shells: int, normalize: bool = False,
                  beta_ref: float = 1.0, dtype: torch.dtype = torch.float64, seed: int = 0,
-                 bond_shells: int = 0):
+                 bond_shells: int = 0, gate_channels: int = 0):
         super().__init__()
         self.lattice, self.normalize, self.beta_ref = lattice, normalize, beta_ref
         idx = torch.as_tensor(shell_index(lattice))
@@ -74,6 +81,13 @@ class EquivariantTransformer(torch.nn.Module):
         self.wq = torch.nn.Parameter(0.5 * torch.randn(shape, generator=gen, dtype=dtype))
         self.wk = torch.nn.Parameter(0.5 * torch.randn(shape, generator=gen, dtype=dtype))
         self.wv = torch.nn.Parameter(torch.zeros(shape, dtype=dtype))
+        self.gate_channels = gate_channels
+        if gate_channels:  # registered only when used, so older state dicts still load
+            self.wu = torch.nn.Parameter(0.5 * torch.randn((layers, gate_channels, block_shells + 1),
+                                                           generator=gen, dtype=dtype))
+            # zero gates: the step starts as the identity (and A gets a gradient at once)
+            self.gate_weight = torch.nn.Parameter(torch.zeros((layers, gate_channels, gate_channels), dtype=dtype))
+            self.gate_bias = torch.nn.Parameter(torch.zeros((layers, gate_channels), dtype=dtype))
         # row 0: J_1..J_shells then K_1..K_n_orbits; row 1: their β-slopes
         self.couplings = torch.nn.Parameter(torch.zeros(2, shells + self.n_orbits, dtype=dtype))
         self.e0 = torch.nn.Parameter(torch.zeros(2, dtype=dtype))  # E_0, E'_0
@@ -82,9 +96,17 @@ class EquivariantTransformer(torch.nn.Module):
     def n_layers(self) -> int:
         return self.wq.shape[0]
 
+    def make_identity(self) -> None:
+        """Zero the value weights and gates: every layer becomes the identity, and the
+        network the model of its head on the raw spins."""
+        with torch.no_grad():
+            for p in (self.wv,) + ((self.gate_weight, self.gate_bias) if self.gate_channels else ()):
+                p.zero_()
+
     def block_maps(self) -> torch.Tensor:
-        """(layers, 3 H, N, N): rows Σ_s w[h, s] M_s for Q (heads 0..H-1), K, then V."""
-        w = torch.cat([self.wq, self.wk, self.wv], dim=1)  # (layers, 3H, S)
+        """(layers, 3 H + C, N, N): rows Σ_s w[h, s] M_s for Q (heads 0..H-1), K, V, then the
+        gate channels' U."""
+        w = torch.cat([self.wq, self.wk, self.wv] + ([self.wu] if self.gate_channels else []), dim=1)
         n_sites = self.block.shape[-1]
         return (w @ self.block.reshape(self.block.shape[0], -1)).reshape(w.shape[:2] + (n_sites, n_sites))
 
@@ -94,9 +116,14 @@ class EquivariantTransformer(torch.nn.Module):
         heads = self.wq.shape[1]
         s = spins
         for layer in range(self.n_layers):
-            q, k, v = (maps[layer] @ s.unsqueeze(1)).split(heads, dim=1)  # each (B, H, N, 3)
+            q, k, v = (maps[layer, :3 * heads] @ s.unsqueeze(1)).split(heads, dim=1)  # each (B, H, N, 3)
             scores = q @ k.transpose(-1, -2) + self.mask  # (B, H, N, N), invariant
             s = s + (torch.softmax(scores, dim=-1) @ v).sum(dim=1)
+            if self.gate_channels:
+                u = maps[layer, 3 * heads:] @ s.unsqueeze(1)  # (B, C, N, 3), from the attended spins
+                gates = torch.tanh(torch.einsum("cd,bdn->bcn", self.gate_weight[layer], (u * s.unsqueeze(1)).sum(-1))
+                                   + self.gate_bias[layer][:, None])
+                s = s + (gates.unsqueeze(-1) * u).sum(dim=1)
             if self.normalize:
                 s = s / s.norm(dim=-1, keepdim=True)
         return s
@@ -160,7 +187,8 @@ class TransformerModel:
 
     net: EquivariantTransformer  # for the parameters and the lattice; not called here
     beta: float
-    maps: np.ndarray  # (layers, 3 H, N, N): the block maps of Q, K, V
+    maps: np.ndarray  # (layers, 3 H + C, N, N): the block maps of Q, K, V and the gates' U
+    gates: tuple[np.ndarray, np.ndarray]  # A (layers, C, C) and b (layers, C); C = 0 without gates
     mask: np.ndarray  # (N, N): 0 inside the attention window, -inf outside
     pair_matrix: np.ndarray  # (N, N): C(β)
     bond_matrix: np.ndarray  # (bonds, bonds): G(β); empty without bond-pair terms
@@ -172,7 +200,10 @@ class TransformerModel:
         net = copy.deepcopy(net).requires_grad_(False).double()
         with torch.no_grad():
             maps = net.block_maps().numpy()
-        return cls(net, beta, maps, net.mask.numpy(), *cls._head(net, beta))
+            c = net.gate_channels
+            gates = ((net.gate_weight.numpy(), net.gate_bias.numpy()) if c else
+                     (np.zeros((net.n_layers, 0, 0)), np.zeros((net.n_layers, 0))))
+        return cls(net, beta, maps, gates, net.mask.numpy(), *cls._head(net, beta))
 
     @staticmethod
     def _head(net: EquivariantTransformer, beta: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -198,11 +229,16 @@ class TransformerModel:
     def effective_spins(self, spins: np.ndarray) -> np.ndarray:
         """(..., N, 3) -> (..., N, 3), the network's layers (see EquivariantTransformer)."""
         s = np.asarray(spins, dtype=np.float64)
-        heads = self.maps.shape[1] // 3
-        for maps in self.maps:
-            qkv = maps @ s[..., None, :, :]  # (..., 3 H, N, 3)
+        n_gates = self.gates[1].shape[1]
+        heads = (self.maps.shape[1] - n_gates) // 3
+        for maps, a, b in zip(self.maps, *self.gates):
+            qkv = maps[:3 * heads] @ s[..., None, :, :]  # (..., 3 H, N, 3)
             q, k, v = qkv[..., :heads, :, :], qkv[..., heads:2 * heads, :, :], qkv[..., 2 * heads:, :, :]
             s = s + (_softmax(q @ np.swapaxes(k, -1, -2) + self.mask) @ v).sum(axis=-3)
+            if n_gates:
+                u = maps[3 * heads:] @ s[..., None, :, :]  # (..., C, N, 3)
+                gates = np.tanh(np.einsum("cd,...dn->...cn", a, (u * s[..., None, :, :]).sum(-1)) + b[:, None])
+                s = s + (gates[..., None] * u).sum(axis=-3)
             if self.net.normalize:
                 s = s / np.linalg.norm(s, axis=-1, keepdims=True)
         return s
