@@ -237,7 +237,7 @@ class TransformerModel:
             s = s + (_softmax(q @ np.swapaxes(k, -1, -2) + self.mask) @ v).sum(axis=-3)
             if n_gates:
                 u = maps[3 * heads:] @ s[..., None, :, :]  # (..., C, N, 3)
-                gates = np.tanh(np.einsum("cd,...dn->...cn", a, (u * s[..., None, :, :]).sum(-1)) + b[:, None])
+                gates = np.tanh(a @ (u * s[..., None, :, :]).sum(-1) + b[:, None])  # matmul: einsum's overhead
                 s = s + (gates[..., None] * u).sum(axis=-3)
             if self.net.normalize:
                 s = s / np.linalg.norm(s, axis=-1, keepdims=True)
