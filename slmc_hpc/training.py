@@ -300,7 +300,7 @@ class TorchTrainer:
         self.net.set_head(head)
         return loss
 
-    def _keep_best_layers(self, good, data, use) -> None:
+    def _keep_best_layers(self, good, data, use) -> float:
         """End of a round: of the trained layers, the layers at the start of the round and
         identity layers (the head alone), keep those whose refitted head fits this round's
         training data best, so a round never makes the fit worse and layers never make the
@@ -308,7 +308,7 @@ class TorchTrainer:
         an untrained chain) sent gated 3-layer networks to a region they never left, at 30x
         the head's loss. Each candidate keeps its AdamW moments; identity layers get none (the
         moments of weights now zero would push them back). Every rank makes the same calls:
-        the losses are global, so all choose alike."""
+        the losses are global, so all choose alike. Returns the kept layers' training loss."""
         def fitted():
             loss = self._fit_head(data, use)
             return loss, (copy.deepcopy(self.net.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
@@ -323,7 +323,9 @@ class TorchTrainer:
         self.optimizer.state.clear()
         candidates["identity"] = fitted()
         self.kept_layers = min(candidates, key=lambda name: candidates[name][0])
-        self._rewind(candidates[self.kept_layers][1])
+        loss, state = candidates[self.kept_layers]
+        self._rewind(state)
+        return loss
 
     def _rewind(self, good) -> None:
         """Parameters and AdamW moments back to ``good`` (taken at the start of the round)."""
@@ -404,10 +406,10 @@ class TorchTrainer:
                 sum_gradients(self.layer_params, self.comm)
                 self.optimizer.step()
         with torch.no_grad():
-            self._keep_best_layers(good, data, use) if trainable else self._fit_head(data, use)
-            head = self.net.head_vector()
-            losses = [self._global_mean_sq(*self._design(*self._tensors(part, beta)), head, n_sites)
-                      for part in (train, validation)]
+            # the head fits return the training loss: no second pass over the training data
+            train_loss = self._keep_best_layers(good, data, use) if trainable else self._fit_head(data, use)
+            losses = [train_loss, self._global_mean_sq(*self._design(*self._tensors(validation, beta)),
+                                                       self.net.head_vector(), n_sites)]
             finite = all(torch.all(torch.isfinite(p)) for p in self.net.parameters())
             bad = self.comm.allreduce_sum(np.array([float(not finite)]))[0]
             if bad or not np.isfinite(losses[0]) or (len(validation) and not np.isfinite(losses[1])):
