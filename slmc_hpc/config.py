@@ -332,8 +332,9 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError(f"[run] thermalize = {cfg.run.thermalize} is shorter than [training] every = "
                           f"{cfg.training.every}: the effective model would never be trained")
     # bond-pair terms: a Transformer minibatch (or 256-sample chunk), or a 256-sample chunk of
-    # the linear least-squares fit, keeps (samples, T, N, N) shifted bond fields and
-    # (samples, T, T, N) correlations, T <= z (the bond classes; z = neighbours in the shells)
+    # the linear least-squares fit, keeps the (samples, T, T, N) correlations of bond fields,
+    # their half spectra and the weighted copy (bond_pairs.bond_pair_sums), T <= z / 2 the bond
+    # classes (z neighbours in the shells), twice over for autograd
     transformer = em.kind == "transformer"
     bond_terms = [("effective_model", "bond_shells", em.bond_shells,
                    max(cfg.training.batch_size, 256) if transformer else 256,
@@ -343,7 +344,7 @@ def _check_consistency(cfg: Config) -> None:
     for section, key, k, chunk, copies in bond_terms if cfg.run.sampler == "slmc" else []:
         if 0 < k <= n_distances:
             z = sum(nbrs.shape[1] for nbrs in lattice.shell_neighbours(k))
-            pair_bytes = 2 * 8 * chunk * (z * cfg.n_sites**2 + z * z * cfg.n_sites) * copies
+            pair_bytes = 2 * 8 * chunk * 3 * (z // 2) ** 2 * cfg.n_sites * copies
             if pair_bytes > MAX_BUFFER_BYTES:
                 batch = chunk > 256  # only a Transformer minibatch can exceed the fixed 256-sample chunks
                 raise ConfigError(f"[{section}] {key} = {k}"

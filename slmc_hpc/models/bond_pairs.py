@@ -25,14 +25,14 @@ from ..lattice import Lattice
 @dataclass(frozen=True, eq=False)
 class BondPairTables:
     """bonds (B, 2), pair_class (B, B) symmetric, and the correlation tables of
-    bond_pair_sums: slots (T, N), shift (N, N), orbit and weight (T² N,)."""
+    bond_pair_sums: slots (T, N), orbit and weight (T² N,), and the lattice's shape."""
 
     bonds: np.ndarray
     pair_class: np.ndarray
     slots: np.ndarray
-    shift: np.ndarray
     orbit: np.ndarray
     weight: np.ndarray
+    shape: tuple[int, ...]
 
     @property
     def n_orbits(self) -> int:
@@ -46,18 +46,16 @@ def bond_pair_tables(lattice: Lattice, n_shells: int) -> BondPairTables:
 
     Bonds fall into translation classes τ (T of them); slots[τ, t] is the bond of class τ
     translated by translation t (site index t = its vector, t = 0 the identity), so a bond
-    field b becomes b[slots] of shape (T, N). With shift[t, d] = t + d,
-    C_ττ'(d) = Σ_t b[slots[τ, t]] b[slots[τ', shift[t, d]]] visits every ordered bond pair
+    field b becomes b[slots] of shape (T, N). The periodic correlation
+    C_ττ'(d) = Σ_t b[slots[τ, t]] b[slots[τ', t + d]] visits every ordered bond pair
     m_τ m_τ' times (m: translations that map a bond onto itself), so
     ψ_o = Σ_{(τ,τ',d) in o} weight · C_ττ'(d) with weight = 1/(m_τ m_τ'), halved for two
     different bonds (the unordered pair is visited in both orders).
-    Cost: T² N² per configuration, against B²/2 = T² N²/2 pair products, but as one batched
-    matrix product instead of gathers and scatters (about 10× faster on a CPU at L = 6).
     """
     if n_shells == 0:
         empty = np.zeros((0, 0), np.int64)
-        return BondPairTables(np.zeros((0, 2), np.int64), empty, np.zeros((0, lattice.N), np.int64), empty,
-                              np.zeros(0, np.int64), np.zeros(0))
+        return BondPairTables(np.zeros((0, 2), np.int64), empty, np.zeros((0, lattice.N), np.int64),
+                              np.zeros(0, np.int64), np.zeros(0), lattice.shape)
     bonds, pair_class = lattice.bond_pair_orbits(n_shells)
     _, index = lattice.shell_bonds(n_shells)
     n_bonds, n = len(bonds), lattice.N
@@ -70,11 +68,10 @@ def bond_pair_tables(lattice: Lattice, n_shells: int) -> BondPairTables:
             covered[images[a]] = True
     slots = np.array(slots)
     mult = np.array([n // len(np.unique(row)) for row in slots])
-    shift = lattice.index(lattice.coords[:, None, :] + lattice.coords[None, :, :])
     a = np.broadcast_to(slots[:, 0][:, None, None], (len(slots), len(slots), n))
     b = np.broadcast_to(slots[None, :, :], (len(slots), len(slots), n))
     weight = np.where(a == b, 1.0, 0.5) / (mult[:, None, None] * mult[None, :, None])
-    return BondPairTables(bonds, pair_class, slots, shift, pair_class[a, b].ravel(), weight.ravel())
+    return BondPairTables(bonds, pair_class, slots, pair_class[a, b].ravel(), weight.ravel(), lattice.shape)
 
 
 def bond_values(spins, bonds):
@@ -86,12 +83,19 @@ def bond_values(spins, bonds):
     return gram.reshape(gram.shape[:-2] + (n * n,))[..., bonds[:, 0] * n + bonds[:, 1]]
 
 
-def bond_pair_sums(b: torch.Tensor, slots: torch.Tensor, shift: torch.Tensor, orbit: torch.Tensor,
-                   weight: torch.Tensor, n_orbits: int) -> torch.Tensor:
+def bond_pair_sums(b: torch.Tensor, slots: torch.Tensor, orbit: torch.Tensor, weight: torch.Tensor,
+                   n_orbits: int, shape: tuple[int, ...]) -> torch.Tensor:
     """(C, B) bond values -> (C, n_orbits) ψ_o, with the tables of bond_pair_tables (as tensors
-    on b's device). Memory: C × T × N² floats; callers chunk C."""
-    fields = b[:, slots]  # (C, T, N)
-    corr = torch.einsum("bst,bqtd->bsqd", fields, fields[:, :, shift]).flatten(1)
+    on b's device). The correlations C_ττ'(d) by FFT over the lattice (sites are numbered in C
+    order of their coordinates, so a field reshapes to ``shape``): T² N log N per
+    configuration instead of T² N² as a direct sum over t and d (measured forward and backward
+    3.6× faster at L = 6, 10× at L = 10). Memory: about 3 C T² N floats; callers chunk C."""
+    if not len(b):  # MKL's FFT refuses an empty batch
+        return b.new_zeros(0, n_orbits)
+    spatial = tuple(range(-len(shape), 0))
+    spectra = torch.fft.rfftn(b[:, slots].reshape(b.shape[:1] + slots.shape[:1] + tuple(shape)), dim=spatial)
+    # Σ_t f(t) g(t + d) is the inverse transform of conj(f̂) ĝ (real fields)
+    corr = torch.fft.irfftn(spectra.conj()[:, :, None] * spectra[:, None], s=tuple(shape), dim=spatial).flatten(1)
     return corr.new_zeros(len(b), n_orbits).index_add_(1, orbit, corr * weight.to(corr.dtype))
 
 

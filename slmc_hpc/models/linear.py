@@ -127,9 +127,9 @@ class LinearModel:
         """ψ_o[S] for each bond-pair class, shape (C, n_orbits) for spins (C, N, 3), in chunks
         of 256 configurations (memory: see bond_pairs.bond_pair_sums)."""
         t = self._tables
-        args = [torch.as_tensor(a) for a in (t.slots, t.shift, t.orbit, t.weight)]
+        args = [torch.as_tensor(a) for a in (t.slots, t.orbit, t.weight)]
         spins = torch.as_tensor(np.asarray(spins, dtype=np.float64))
-        chunks = [bond_pair_sums(bond_values(c, t.bonds), *args, t.n_orbits) for c in spins.split(256)]
+        chunks = [bond_pair_sums(bond_values(c, t.bonds), *args, t.n_orbits, t.shape) for c in spins.split(256)]
         return torch.cat(chunks).numpy()
 
     def _design(self, spins: np.ndarray) -> np.ndarray:

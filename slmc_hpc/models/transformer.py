@@ -74,7 +74,7 @@ class EquivariantTransformer(torch.nn.Module):
         # derived from the lattice, so not stored in state dicts (persistent=False)
         tables = bond_pair_tables(lattice, bond_shells)
         self.n_orbits = tables.n_orbits
-        for name in ("bonds", "pair_class", "slots", "shift", "orbit", "weight"):
+        for name in ("bonds", "pair_class", "slots", "orbit", "weight"):
             self.register_buffer(f"bp_{name}", torch.as_tensor(getattr(tables, name)), persistent=False)
         gen = torch.Generator().manual_seed(seed)
         shape = (layers, heads, block_shells + 1)
@@ -116,11 +116,11 @@ class EquivariantTransformer(torch.nn.Module):
         heads = self.wq.shape[1]
         s = spins
         for layer in range(self.n_layers):
-            q, k, v = (maps[layer, :3 * heads] @ s.unsqueeze(1)).split(heads, dim=1)  # each (B, H, N, 3)
+            q, k, v = _apply_maps(maps[layer, :3 * heads], s).split(heads, dim=1)  # each (B, H, N, 3)
             scores = q @ k.transpose(-1, -2) + self.mask  # (B, H, N, N), invariant
             s = s + (torch.softmax(scores, dim=-1) @ v).sum(dim=1)
             if self.gate_channels:
-                u = maps[layer, 3 * heads:] @ s.unsqueeze(1)  # (B, C, N, 3), from the attended spins
+                u = _apply_maps(maps[layer, 3 * heads:], s)  # (B, C, N, 3), from the attended spins
                 gates = torch.tanh(torch.einsum("cd,bdn->bcn", self.gate_weight[layer], (u * s.unsqueeze(1)).sum(-1))
                                    + self.gate_bias[layer][:, None])
                 s = s + (gates.unsqueeze(-1) * u).sum(dim=1)
@@ -139,14 +139,14 @@ class EquivariantTransformer(torch.nn.Module):
         n_sites = se.shape[1]
         gram = (se @ se.transpose(-1, -2)).reshape(-1, n_sites * n_sites)  # Se_i·Se_j
         phi = 0.5 * gram @ self.pairs.reshape(-1, n_sites * n_sites).T
-        if self.n_orbits:  # in chunks: the shifted bond fields are (chunk, T, N, N)
+        if self.n_orbits:  # in chunks: the bond-field correlations are (chunk, T, T, N)
             phi = torch.cat([phi, torch.cat([self._bond_pair_sums(c) for c in se.split(256)])], dim=1)
         return torch.cat([torch.ones_like(x)[:, None], x[:, None], -phi, -x[:, None] * phi], dim=1)
 
     def _bond_pair_sums(self, se: torch.Tensor) -> torch.Tensor:
         """(B, n_orbits): ψ_o = Σ_{(a,b) in o} b_a b_b with b_a = Se_i·Se_j on bond a = {i, j}."""
-        return bond_pair_sums(bond_values(se, self.bp_bonds), self.bp_slots, self.bp_shift, self.bp_orbit,
-                              self.bp_weight, self.n_orbits)
+        return bond_pair_sums(bond_values(se, self.bp_bonds), self.bp_slots, self.bp_orbit, self.bp_weight,
+                              self.n_orbits, self.lattice.shape)
 
     def head_vector(self) -> torch.Tensor:
         """(E_0, E'_0, J_1.., K_1.., J'_1.., K'_1..) in the column order of head_features."""
@@ -165,6 +165,15 @@ class EquivariantTransformer(torch.nn.Module):
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _apply_maps(maps: torch.Tensor, spins: torch.Tensor) -> torch.Tensor:
+    """(R, N, N) site maps applied to (B, N, 3) spins -> (B, R, N, 3), as one matrix product
+    (R N, N) @ (N, 3 B): broadcasting maps @ spins[:, None] copies the maps B times (at
+    N = 100 that copy and the batched products took half of a training step)."""
+    n_maps, n_sites, _ = maps.shape
+    out = maps.reshape(n_maps * n_sites, n_sites) @ spins.transpose(0, 1).reshape(n_sites, -1)
+    return out.reshape(n_maps, n_sites, spins.shape[0], 3).permute(2, 0, 1, 3)
 
 
 def _softmax(scores: np.ndarray) -> np.ndarray:
