@@ -176,9 +176,13 @@ def _apply_maps(maps: torch.Tensor, spins: torch.Tensor) -> torch.Tensor:
     return out.reshape(n_maps, n_sites, spins.shape[0], 3).permute(2, 0, 1, 3)
 
 
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    w = np.exp(scores - scores.max(axis=-1, keepdims=True))  # exp(-inf) = 0 outside the window
-    return w / w.sum(axis=-1, keepdims=True)
+def _attend(scores: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """softmax(scores) @ values over the last axis of ``scores`` (overwritten). Normalises
+    the (N, 3) result rather than the (N, N) weights, and exponentiates in place: the
+    softmax was 40% of a frozen layer's time at N = 100."""
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)  # exp(-inf) = 0 outside the window
+    return (scores @ values) / scores.sum(axis=-1, keepdims=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -243,7 +247,7 @@ class TransformerModel:
         for maps, a, b in zip(self.maps, *self.gates):
             qkv = maps[:3 * heads] @ s[..., None, :, :]  # (..., 3 H, N, 3)
             q, k, v = qkv[..., :heads, :, :], qkv[..., heads:2 * heads, :, :], qkv[..., 2 * heads:, :, :]
-            s = s + (_softmax(q @ np.swapaxes(k, -1, -2) + self.mask) @ v).sum(axis=-3)
+            s = s + _attend(q @ np.swapaxes(k, -1, -2) + self.mask, v).sum(axis=-3)
             if n_gates:
                 u = maps[3 * heads:] @ s[..., None, :, :]  # (..., C, N, 3)
                 gates = np.tanh(a @ (u * s[..., None, :, :]).sum(-1) + b[:, None])  # matmul: einsum's overhead
