@@ -10,6 +10,7 @@ import torch
 from slmc_hpc.fermions import DoubleExchange
 from slmc_hpc.lattice import Lattice
 from slmc_hpc.models import LinearModel
+from slmc_hpc.models.bond_pairs import bond_pair_energy, bond_pair_kernel
 from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
 from slmc_hpc.observables import random_spins
 from slmc_hpc.testing import assert_equivariant, assert_invariant, permutations, rotations
@@ -134,6 +135,10 @@ def test_bond_pair_sums_by_correlation_equal_the_pair_enumeration(kind, L, k, rn
     orbit = net.bp_pair_class.numpy()[a, c]
     expected = np.stack([np.bincount(orbit, weights=row, minlength=net.n_orbits) for row in b[:, a] * b[:, c]])
     assert np.allclose(psi, expected, rtol=0, atol=1e-12)
+    # the frozen models' energy Σ_o K_o ψ_o, by Fourier transform over the lattice
+    couplings = rng.standard_normal(net.n_orbits)
+    energy = bond_pair_energy(b, net.bond_tables, bond_pair_kernel(couplings, net.bond_tables))
+    assert np.allclose(energy, expected @ couplings, rtol=0, atol=1e-11)
 
 
 def test_zero_layer_network_learns_bond_pair_couplings_exactly(rng):

@@ -20,7 +20,7 @@ import torch
 
 from ..lattice import Lattice
 from ..samplers.local_chain import BondForm
-from .bond_pairs import bond_matrix, bond_pair_sums, bond_pair_tables, bond_values
+from .bond_pairs import bond_matrix, bond_pair_energy, bond_pair_kernel, bond_pair_sums, bond_pair_tables, bond_values
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,7 +32,7 @@ class LinearModel:
     bond_couplings: np.ndarray | None = None  # K_o, one per bond-pair class; None: zeros
 
     def __getstate__(self):
-        # the cached bond form and bond matrix (P² floats) are rebuilt on demand, not pickled:
+        # the cached bond form (with its P² bond matrix) and kernel are rebuilt on demand, not pickled:
         # slot models travel between MPI ranks
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
@@ -81,8 +81,8 @@ class LinearModel:
         return np.concatenate([[self.e0], self.couplings, self.bond_couplings]), names
 
     @cached_property
-    def _bond_matrix(self) -> np.ndarray:
-        return bond_matrix(self.bond_couplings, self._tables.pair_class)
+    def _bond_kernel(self) -> np.ndarray:
+        return bond_pair_kernel(self.bond_couplings, self._tables)
 
     @cached_property
     def bond_form(self) -> BondForm:
@@ -98,7 +98,8 @@ class LinearModel:
             listed = index[np.arange(self.lattice.N)[:, None], nbrs].ravel()
             assert np.all(listed >= 0), "a shell neighbour missing from the bond table"
             np.add.at(w, listed, 0.5 * j)
-        return BondForm.from_bonds(self.lattice.N, every[order], w[order], self._bond_matrix)
+        return BondForm.from_bonds(self.lattice.N, every[order], w[order],
+                                 bond_matrix(self.bond_couplings, self._tables.pair_class))
 
     @cached_property
     def _shells(self) -> list[np.ndarray]:
@@ -139,9 +140,8 @@ class LinearModel:
 
     def energy(self, spins: np.ndarray) -> np.ndarray:
         e = self.e0 - self.features(spins) @ self.couplings
-        if self.bond_shells:  # the same ψ terms as (1/2) bᵀ G b: one product, no class sums
-            b = bond_values(np.asarray(spins), self._tables.bonds)
-            e = e - 0.5 * np.einsum("...a,...a->...", b, b @ self._bond_matrix)
+        if self.bond_shells:
+            e = e - bond_pair_energy(bond_values(np.asarray(spins), self._tables.bonds), self._tables, self._bond_kernel)
         return e
 
     def local_field(self, spins: np.ndarray, i: int) -> np.ndarray:

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from ..lattice import Lattice
-from .bond_pairs import bond_matrix, bond_pair_sums, bond_pair_tables, bond_values
+from .bond_pairs import bond_pair_energy, bond_pair_kernel, bond_pair_sums, bond_pair_tables, bond_values
 
 
 def shell_index(lattice: Lattice) -> np.ndarray:
@@ -73,7 +73,7 @@ class EquivariantTransformer(torch.nn.Module):
         self.register_buffer("mask", torch.where(allowed, 0.0, float("-inf")).to(dtype))
         # derived from the lattice, so not stored in state dicts (persistent=False)
         tables = bond_pair_tables(lattice, bond_shells)
-        self.n_orbits = tables.n_orbits
+        self.bond_shells, self.n_orbits = bond_shells, tables.n_orbits
         for name in ("bonds", "pair_class", "slots", "orbit", "weight"):
             self.register_buffer(f"bp_{name}", torch.as_tensor(getattr(tables, name)), persistent=False)
         gen = torch.Generator().manual_seed(seed)
@@ -91,6 +91,11 @@ class EquivariantTransformer(torch.nn.Module):
         # row 0: J_1..J_shells then K_1..K_n_orbits; row 1: their β-slopes
         self.couplings = torch.nn.Parameter(torch.zeros(2, shells + self.n_orbits, dtype=dtype))
         self.e0 = torch.nn.Parameter(torch.zeros(2, dtype=dtype))  # E_0, E'_0
+
+    @property
+    def bond_tables(self):
+        """The bond-pair tables of this lattice and bond_shells (cached; not copied with the net)."""
+        return bond_pair_tables(self.lattice, self.bond_shells)
 
     @property
     def n_layers(self) -> int:
@@ -194,7 +199,7 @@ class TransformerModel:
     PyTorch call is mostly per-call overhead (measured 0.17 ms against 0.06 ms here for 2
     layers × 2 heads), and the nested sampler evaluates the model once per step. The head is
     folded into one pair matrix C(β) = (1/2) Σ_n J_n(β) M_n, so E_eff = E_0(β) - Σ_ij C_ij
-    Se_i·Se_j, and the bond-pair terms into one bond matrix G(β) with Σ_o K_o ψ_o = (1/2) bᵀ G b.
+    Se_i·Se_j, and the bond-pair terms into one kernel in momentum space (bond_pair_kernel).
     tests/test_transformer.py holds this equal to the network's forward pass.
     """
 
@@ -204,7 +209,7 @@ class TransformerModel:
     gates: tuple[np.ndarray, np.ndarray]  # A (layers, C, C) and b (layers, C); C = 0 without gates
     mask: np.ndarray  # (N, N): 0 inside the attention window, -inf outside
     pair_matrix: np.ndarray  # (N, N): C(β)
-    bond_matrix: np.ndarray  # (bonds, bonds): G(β); empty without bond-pair terms
+    bond_kernel: np.ndarray  # (T, T, N) complex, see bond_pair_kernel; T = 0 without bond-pair terms
     e0: float  # E_0(β)
 
     @classmethod
@@ -224,7 +229,7 @@ class TransformerModel:
         c, e = net.couplings.detach().numpy(), net.e0.detach().numpy()
         shells = net.pairs.shape[0]
         j, k = np.split(c[0] + x * c[1], [shells])
-        return (0.5 * np.einsum("n,nij->ij", j, net.pairs.numpy()), bond_matrix(k, net.bp_pair_class.numpy()),
+        return (0.5 * np.einsum("n,nij->ij", j, net.pairs.numpy()), bond_pair_kernel(k, net.bond_tables),
                 float(e[0] + x * e[1]))
 
     @property
@@ -233,7 +238,7 @@ class TransformerModel:
 
     def with_beta(self, beta: float) -> "TransformerModel":
         """The same frozen network evaluated at another β (its head depends on log β)."""
-        return replace(self, beta=beta, **dict(zip(("pair_matrix", "bond_matrix", "e0"), self._head(self.net, beta))))
+        return replace(self, beta=beta, **dict(zip(("pair_matrix", "bond_kernel", "e0"), self._head(self.net, beta))))
 
     @property
     def n_parameters(self) -> int:
@@ -259,9 +264,8 @@ class TransformerModel:
     def energy(self, spins: np.ndarray) -> np.ndarray | float:
         se = self.effective_spins(spins)
         e = self.e0 - np.einsum("...ik,...ik->...", se, self.pair_matrix @ se)
-        if self.bond_matrix.size:
-            b = bond_values(se, self.net.bp_bonds.numpy())
-            e = e - 0.5 * np.einsum("...a,...a->...", b, b @ self.bond_matrix)
+        if self.net.n_orbits:
+            e = e - bond_pair_energy(bond_values(se, self.net.bond_tables.bonds), self.net.bond_tables, self.bond_kernel)
         return float(e) if np.ndim(e) == 0 else e
 
     def delta_energy(self, spins: np.ndarray, i: int, new_spin: np.ndarray) -> float:
