@@ -14,6 +14,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable
 
+import numpy as np
+
 from .lattice import Lattice
 from .tempering import geometric_temperatures
 
@@ -331,10 +333,12 @@ def _check_consistency(cfg: Config) -> None:
     if cfg.run.sampler == "slmc" and cfg.run.thermalize < cfg.training.every:
         raise ConfigError(f"[run] thermalize = {cfg.run.thermalize} is shorter than [training] every = "
                           f"{cfg.training.every}: the effective model would never be trained")
-    # bond-pair terms: a Transformer minibatch (or 256-sample chunk), or a 256-sample chunk of
-    # the linear least-squares fit, keeps the (samples, T, T, N) correlations of bond fields,
-    # their half spectra and the weighted copy (bond_pairs.bond_pair_sums), T <= z / 2 the bond
-    # classes (z neighbours in the shells), twice over for autograd
+    # bond-pair terms (bond_pairs.bond_values and bond_pair_sums), per 256-sample chunk: the
+    # (N, N) Gram matrix of each sample, and the (T, T, N) correlations of its bond fields with
+    # their spectra and weighted copy (measured about 5 T² N floats); T = (z + s) / 2 bond classes,
+    # z neighbour vectors in the shells, s of them their own inverse (2 v = 0 mod L). Kept over a
+    # whole Transformer minibatch for autograd: the (T, N) complex spectra, for each of the
+    # pair loss's two configurations.
     transformer = em.kind == "transformer"
     bond_terms = [("effective_model", "bond_shells", em.bond_shells,
                    max(cfg.training.batch_size, 256) if transformer else 256,
@@ -343,8 +347,11 @@ def _check_consistency(cfg: Config) -> None:
         bond_terms.append(("slmc", "inner_bond_shells", cfg.slmc.inner_bond_shells, 256, 1))
     for section, key, k, chunk, copies in bond_terms if cfg.run.sampler == "slmc" else []:
         if 0 < k <= n_distances:
-            z = sum(nbrs.shape[1] for nbrs in lattice.shell_neighbours(k))
-            pair_bytes = 2 * 8 * chunk * 3 * (z // 2) ** 2 * cfg.n_sites * copies
+            vectors = lattice.coords[np.concatenate([nbrs[0] for nbrs in lattice.shell_neighbours(k)])]
+            z = len(vectors)
+            n_classes = (z + int(np.all(2 * vectors % cfg.lattice.L == 0, axis=1).sum())) // 2
+            n = cfg.n_sites
+            pair_bytes = 8 * 256 * (n * n + 5 * n_classes**2 * n) + 16 * chunk * n_classes * n * copies
             if pair_bytes > MAX_BUFFER_BYTES:
                 batch = chunk > 256  # only a Transformer minibatch can exceed the fixed 256-sample chunks
                 raise ConfigError(f"[{section}] {key} = {k}"

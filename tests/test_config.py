@@ -135,8 +135,8 @@ def test_replace_revalidates_and_rewrites_the_text():
     ("[run]", "[training]\nbuffer_size = 1000000000000\n[run]",
      r"\[training\] buffer_size = 1000000000000 would hold"),
     ("local_updates = 16", "local_updates = 100000000", r"\[slmc\] local_updates must be at most"),
-    ('kind = "linear"\nshells = 3', 'kind = "transformer"\nshells = 3\nbond_shells = 4\n[training]\nbatch_size = 1000000',
-     r"bond_shells = 4 with \[training\] batch_size = 1000000: training would hold .* GiB of bond-pair products"),
+    ('kind = "linear"\nshells = 3', 'kind = "transformer"\nshells = 3\nbond_shells = 4\n[training]\nbatch_size = 10000000',
+     r"bond_shells = 4 with \[training\] batch_size = 10000000: training would hold .* GiB of bond-pair products"),
     ('kind = "linear"\nshells = 3', 'kind = "transformer"\nshells = 3\ngate_channels = -1',
      r"\[effective_model\] gate_channels must not be negative"),
 ])
@@ -148,9 +148,9 @@ def test_absurd_values_are_clear_errors(old, new, message):
 def test_bond_pair_terms_of_linear_and_inner_models_are_checked():
     """bond_shells on the linear model and [slmc] inner_bond_shells (nested only) obey the
     lattice's shell count and the training-memory limit, each error naming its key."""
-    big = GOOD.replace("L = 4", "L = 64").replace("shells = 3", "shells = 3\nbond_shells = 4")
-    with pytest.raises(ConfigError, match=r"\[effective_model\] bond_shells = 4: training would hold 4.7 GiB of "
-                                          r"bond-pair products \(40960 bonds\); at most 4 GiB is allowed \(fewer bond_shells\)"):
+    big = GOOD.replace("L = 4", "L = 40").replace("shells = 3", "shells = 3\nbond_shells = 4")
+    with pytest.raises(ConfigError, match=r"\[effective_model\] bond_shells = 4: training would hold 6.5 GiB of "
+                                          r"bond-pair products \(16000 bonds\); at most 4 GiB is allowed \(fewer bond_shells\)"):
         parse(big)
     nested = GOOD.replace('kind = "linear"', 'kind = "transformer"').replace("local_updates = 16",
                                                                            "local_updates = 16\ninner_bond_shells = 6")

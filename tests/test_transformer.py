@@ -10,7 +10,7 @@ import torch
 from slmc_hpc.fermions import DoubleExchange
 from slmc_hpc.lattice import Lattice
 from slmc_hpc.models import LinearModel
-from slmc_hpc.models.bond_pairs import bond_pair_energy, bond_pair_kernel
+from slmc_hpc.models.bond_pairs import bond_pair_energy, bond_pair_kernel, bond_pair_tables
 from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
 from slmc_hpc.observables import random_spins
 from slmc_hpc.testing import assert_equivariant, assert_invariant, permutations, rotations
@@ -137,8 +137,13 @@ def test_bond_pair_sums_by_correlation_equal_the_pair_enumeration(kind, L, k, rn
     assert np.allclose(psi, expected, rtol=0, atol=1e-12)
     # the frozen models' energy Σ_o K_o ψ_o, by Fourier transform over the lattice
     couplings = rng.standard_normal(net.n_orbits)
-    energy = bond_pair_energy(b, net.bond_tables, bond_pair_kernel(couplings, net.bond_tables))
+    tables = bond_pair_tables(lat, k)
+    energy = bond_pair_energy(b, tables, bond_pair_kernel(couplings, tables))
     assert np.allclose(energy, expected @ couplings, rtol=0, atol=1e-11)
+    with torch.no_grad():  # an empty batch (MKL's FFT refuses one), and float32 networks
+        assert net._bond_pair_sums(spins[:0]).shape == (0, net.n_orbits)
+        psi32 = net.float()._bond_pair_sums(spins.float())
+    assert psi32.dtype == torch.float32 and np.allclose(psi32.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_zero_layer_network_learns_bond_pair_couplings_exactly(rng):

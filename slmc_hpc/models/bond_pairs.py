@@ -96,7 +96,7 @@ def bond_pair_sums(b: torch.Tensor, slots: torch.Tensor, orbit: torch.Tensor, we
     on b's device). The correlations C_ττ'(d) by FFT over the lattice (sites are numbered in C
     order of their coordinates, so a field reshapes to ``shape``): T² N log N per
     configuration instead of T² N² as a direct sum over t and d (measured forward and backward
-    3.6× faster at L = 6, 10× at L = 10). Memory: about 3 C T² N floats; callers chunk C."""
+    3.6× faster at L = 6, 10× at L = 10). Memory: about 5 C T² N floats; callers chunk C."""
     if not len(b):  # MKL's FFT refuses an empty batch
         return b.new_zeros(0, n_orbits)
     spatial = tuple(range(-len(shape), 0))

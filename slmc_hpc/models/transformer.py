@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from ..lattice import Lattice
-from .bond_pairs import bond_pair_energy, bond_pair_kernel, bond_pair_sums, bond_pair_tables, bond_values
+from .bond_pairs import (BondPairTables, bond_pair_energy, bond_pair_kernel, bond_pair_sums, bond_pair_tables,
+                         bond_values)
 
 
 def shell_index(lattice: Lattice) -> np.ndarray:
@@ -91,11 +92,6 @@ class EquivariantTransformer(torch.nn.Module):
         # row 0: J_1..J_shells then K_1..K_n_orbits; row 1: their β-slopes
         self.couplings = torch.nn.Parameter(torch.zeros(2, shells + self.n_orbits, dtype=dtype))
         self.e0 = torch.nn.Parameter(torch.zeros(2, dtype=dtype))  # E_0, E'_0
-
-    @property
-    def bond_tables(self):
-        """The bond-pair tables of this lattice and bond_shells (cached; not copied with the net)."""
-        return bond_pair_tables(self.lattice, self.bond_shells)
 
     @property
     def n_layers(self) -> int:
@@ -208,6 +204,7 @@ class TransformerModel:
     maps: np.ndarray  # (layers, 3 H + C, N, N): the block maps of Q, K, V and the gates' U
     gates: tuple[np.ndarray, np.ndarray]  # A (layers, C, C) and b (layers, C); C = 0 without gates
     mask: np.ndarray  # (N, N): 0 inside the attention window, -inf outside
+    bond_tables: BondPairTables  # of the net's lattice and bond_shells
     pair_matrix: np.ndarray  # (N, N): C(β)
     bond_kernel: np.ndarray  # (T, T, N) complex, see bond_pair_kernel; T = 0 without bond-pair terms
     e0: float  # E_0(β)
@@ -221,15 +218,17 @@ class TransformerModel:
             c = net.gate_channels
             gates = ((net.gate_weight.numpy(), net.gate_bias.numpy()) if c else
                      (np.zeros((net.n_layers, 0, 0)), np.zeros((net.n_layers, 0))))
-        return cls(net, beta, maps, gates, net.mask.numpy(), *cls._head(net, beta))
+        # the tables once per freeze, not per evaluation (they take seconds to rebuild at L = 10)
+        tables = bond_pair_tables(net.lattice, net.bond_shells)
+        return cls(net, beta, maps, gates, net.mask.numpy(), tables, *cls._head(net, beta, tables))
 
     @staticmethod
-    def _head(net: EquivariantTransformer, beta: float) -> tuple[np.ndarray, np.ndarray, float]:
+    def _head(net: EquivariantTransformer, beta: float, tables: BondPairTables) -> tuple[np.ndarray, np.ndarray, float]:
         x = math.log(beta / net.beta_ref)
         c, e = net.couplings.detach().numpy(), net.e0.detach().numpy()
         shells = net.pairs.shape[0]
         j, k = np.split(c[0] + x * c[1], [shells])
-        return (0.5 * np.einsum("n,nij->ij", j, net.pairs.numpy()), bond_pair_kernel(k, net.bond_tables),
+        return (0.5 * np.einsum("n,nij->ij", j, net.pairs.numpy()), bond_pair_kernel(k, tables),
                 float(e[0] + x * e[1]))
 
     @property
@@ -238,7 +237,8 @@ class TransformerModel:
 
     def with_beta(self, beta: float) -> "TransformerModel":
         """The same frozen network evaluated at another β (its head depends on log β)."""
-        return replace(self, beta=beta, **dict(zip(("pair_matrix", "bond_kernel", "e0"), self._head(self.net, beta))))
+        head = self._head(self.net, beta, self.bond_tables)
+        return replace(self, beta=beta, **dict(zip(("pair_matrix", "bond_kernel", "e0"), head)))
 
     @property
     def n_parameters(self) -> int:
@@ -265,7 +265,7 @@ class TransformerModel:
         se = self.effective_spins(spins)
         e = self.e0 - np.einsum("...ik,...ik->...", se, self.pair_matrix @ se)
         if self.net.n_orbits:
-            e = e - bond_pair_energy(bond_values(se, self.net.bond_tables.bonds), self.net.bond_tables, self.bond_kernel)
+            e = e - bond_pair_energy(bond_values(se, self.bond_tables.bonds), self.bond_tables, self.bond_kernel)
         return float(e) if np.ndim(e) == 0 else e
 
     def delta_energy(self, spins: np.ndarray, i: int, new_spin: np.ndarray) -> float:
