@@ -131,13 +131,13 @@ def test_bond_pair_sums_by_correlation_equal_the_pair_enumeration(kind, L, k, rn
     with torch.no_grad():
         psi = net._bond_pair_sums(spins).numpy()
         b = (spins[:, net.bp_bonds[:, 0]] * spins[:, net.bp_bonds[:, 1]]).sum(-1).numpy()
+    tables = bond_pair_tables(lat, k)
     a, c = np.triu_indices(b.shape[1])
-    orbit = net.bp_pair_class.numpy()[a, c]
+    orbit = tables.pair_class[a, c]
     expected = np.stack([np.bincount(orbit, weights=row, minlength=net.n_orbits) for row in b[:, a] * b[:, c]])
     assert np.allclose(psi, expected, rtol=0, atol=1e-12)
     # the frozen models' energy Σ_o K_o ψ_o, by Fourier transform over the lattice
     couplings = rng.standard_normal(net.n_orbits)
-    tables = bond_pair_tables(lat, k)
     energy = bond_pair_energy(b, tables, bond_pair_kernel(couplings, tables))
     assert np.allclose(energy, expected @ couplings, rtol=0, atol=1e-11)
     with torch.no_grad():  # an empty batch (MKL's FFT refuses one), and float32 networks

@@ -75,7 +75,7 @@ class EquivariantTransformer(torch.nn.Module):
         # derived from the lattice, so not stored in state dicts (persistent=False)
         tables = bond_pair_tables(lattice, bond_shells)
         self.bond_shells, self.n_orbits = bond_shells, tables.n_orbits
-        for name in ("bonds", "pair_class", "slots", "orbit", "weight"):
+        for name in ("bonds", "slots", "orbit", "weight"):  # the (B, B) pair classes stay in the tables
             self.register_buffer(f"bp_{name}", torch.as_tensor(getattr(tables, name)), persistent=False)
         gen = torch.Generator().manual_seed(seed)
         shape = (layers, heads, block_shells + 1)
