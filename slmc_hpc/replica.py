@@ -77,7 +77,9 @@ def train_round(replicas: list, interrupt=None) -> str:
     at the same step). The shared Transformer, if any, trains on all their samples together
     (collective over its trainer's ranks: every rank calls this at the same step); each
     slot's linear model on its own samples. A round is skipped everywhere while any replica
-    has too few exact samples for even the linear head. ``interrupt``: see TorchTrainer.train
+    has fewer training samples than twice the widest least-squares head it fits (Replica.head_size):
+    with bond-pair terms that is hundreds of couplings, which a handful of samples would
+    only interpolate. ``interrupt``: see TorchTrainer.train
     (a RoundInterrupted leaves every replica and the shared network as they were).
     Returns which layers the shared network kept (TorchTrainer.kept_layers), "" if none
     trained."""
@@ -87,7 +89,7 @@ def train_round(replicas: list, interrupt=None) -> str:
     fewest = min(len(train) for train, _ in splits)
     if shared is not None:
         fewest = min(shared.comm.allgather(fewest))
-    if fewest < 2 * (cfg.effective_model.shells + 1):
+    if fewest < 2 * max(rep.head_size for rep in replicas):
         return ""
     if shared is not None:
         shared.train(Samples.concat([t for t, _ in splits]), Samples.concat([v for _, v in splits]),
@@ -141,6 +143,17 @@ class Replica:
     @property
     def model(self):
         return getattr(self.sampler, "model", None)
+
+    @property
+    def head_size(self) -> int:
+        """Parameters of the widest least-squares fit of this replica's training round: a
+        linear model's (E_0, J_n and any bond-pair K_o; nested SLMC's inner one too), or the
+        shared Transformer's head at one β (E_0, J_n, K_o; the β-slopes are fitted only with
+        data at several β)."""
+        sizes = [t.model.n_parameters for t in (self.trainer, self.inner_trainer) if isinstance(t, LinearTrainer)]
+        if isinstance(self.trainer, TorchTrainer):
+            sizes.append(1 + self.trainer.net.couplings.shape[1])
+        return max(sizes, default=0)
 
     @property
     def n_model_parameters(self) -> int:

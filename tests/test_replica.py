@@ -153,3 +153,19 @@ def test_linear_bond_pair_model_resumes_and_old_checkpoints_load_as_k_zero():
     old = Replica(cfg, build_physics(cfg), 4.0, np.random.default_rng(1))
     old.load_state_dict(tree)
     np.testing.assert_array_equal(old.trainer.model.parameters()[0], np.r_[trained[:3], np.zeros(len(trained) - 3)])
+
+
+def test_rounds_wait_for_twice_the_head_size_in_training_samples():
+    # bond_shells = 1 on the 3x3 lattice: E_0, J_1, J_2 and 7 bond-pair couplings, 10 in all;
+    # a least-squares fit of them on the 8 or 16 training samples of the first rounds would
+    # only interpolate (the old threshold counted E_0 and the J_n alone: 6 samples)
+    cfg = CFG.replace("effective_model", bond_shells=1).replace("run", thermalize=60)
+    rep = Replica(cfg, build_physics(cfg), 4.0, np.random.default_rng(2))
+    assert rep.head_size == rep.model.n_parameters == 10
+    n_train = []
+    for _ in range(cfg.run.thermalize):
+        rep.step()
+        if rep.round_due():
+            n_train.append(len(rep.buffer.split(cfg.training.validation_fraction)[0]))
+    assert [r["step"] for r in rep.rounds] == [10 * (k + 1) for k, n in enumerate(n_train) if n >= 20]
+    assert n_train[0] < 20 <= n_train[-1] and len(rep.rounds) >= 2
