@@ -5,9 +5,10 @@ Transformer layers, each run from the same seed with the same thermalization len
 training schedule. (The nested scheme diagonalizes only proposals that pass its middle test,
 so a Transformer gets at most as many exact training samples as the linear model.)
 
-Writes DIR/<variant>.h5 for each model, DIR/depth_study.txt (the table) and
+Writes DIR/<variant>.h5 for each model, DIR/depth_study.txt (the table),
 DIR/depth_study.png (validation loss and rejection rate vs parameter count, with power laws
-fitted to the Transformer points).
+fitted to the Transformer points) and DIR/interleaved_timing.json (below). Rerun on the same
+DIR, it keeps the finished variants and only times them again.
 
     python analysis/depth_study.py analysis/reference.toml --layers 1 2 3 4 --outdir runs/depth
     python analysis/depth_study.py analysis/reference.toml --scheme plain --outdir runs/depth-plain
@@ -18,21 +19,32 @@ fitted to the Transformer points).
 Columns: parameters; validation loss (per-site MSE of the last training round, held-out
 proposals); middle = acceptance of nested SLMC's middle (Transformer) test (NaN for the
 linear model); acceptance of the exact test; moved = fraction of steps that changed the
-configuration; tau_int of F (steps); seconds per measured step; cost = seconds per
-effectively independent sample = 2 tau_int x seconds per step.
+configuration; tau_int of F (steps); ms per step, timed side by side after all variants
+ran: each variant's frozen chain restarts from its last snapshot and the variants take turns
+in blocks of --timing-block steps for --timing-rounds rounds, the median kept (the variants'
+own runs, column "(run)", happened at different times and their timings scatter with the
+machine's other load by ±15%); cost = ms per effectively independent sample = 2 tau_int x
+ms per step (interleaved).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from slmc_hpc.config import load
-from slmc_hpc.driver import run
+from slmc_hpc.config import load, parse
+from slmc_hpc.driver import build_physics, run
+from slmc_hpc.output import read_model
+from slmc_hpc.replica import Replica
+
+
+TIMING_FILE = "interleaved_timing.json"  # seconds per step of each variant, timed side by side
 
 
 def variants(cfg, layers):
@@ -58,6 +70,44 @@ def read_row(path: Path) -> dict:
             "tau": float(f["summary/tau_free_energy"][0]),
             "seconds_per_step": float(f["summary/seconds_per_step"][0]),
         }
+
+
+def frozen_replica(path: Path, seed: int) -> Replica:
+    """The measured chain of a finished variant, ready to step again: its configuration, its
+    frozen model(s) (nested SLMC: the inner model too) and its last snapshot as the state,
+    past thermalization (so it never trains)."""
+    with h5py.File(path, "r") as f:
+        cfg = parse(f.attrs["config"])
+        k = int(f["snapshots/n_written"][0]) - 1
+        if k < 0:
+            raise SystemExit(f"{path}: no snapshot to restart the chain from (measure < snapshot_every)")
+        spins = f["snapshots/spins"][0, k]
+    physics = build_physics(cfg)
+    beta = 1.0 / cfg.temperatures.values[0]
+    rep = Replica(cfg, physics, beta, np.random.default_rng(seed))
+    rep.steps_done = cfg.run.thermalize  # measuring: its first step drops the training buffer
+    nested = cfg.effective_model.kind == "transformer" and cfg.slmc.scheme == "nested"
+    rep.set_beta(beta, model=read_model(path), inner=read_model(path, inner=True) if nested else None)
+    rep.restore_chain({"spins": spins, "eigenvalues": physics.eigenvalues(spins),
+                       "classical_energy": physics.classical_energy(spins), "e_eff": rep.model.energy(spins)})
+    return rep
+
+
+def interleaved_seconds_per_step(paths: dict[str, Path], rounds: int, block: int, seed: int) -> dict[str, float]:
+    """Seconds per step (step and record, as in a run) of every variant's frozen chain, timed
+    in ``rounds`` rounds that each run ``block`` steps of every variant in turn; the median
+    over rounds. The variants ran one after another, so their own timings also carry whatever
+    else the machine did meanwhile (measured: ±15% between runs); interleaved blocks share
+    that load, which makes the ratios between variants trustworthy."""
+    replicas = {name: frozen_replica(path, seed) for name, path in paths.items()}
+    times = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, rep in replicas.items():
+            start = time.perf_counter()
+            for _ in range(block):
+                rep.record(rep.step())
+            times[name].append((time.perf_counter() - start) / block)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def power_law(x, y):
@@ -109,6 +159,9 @@ def main(argv=None) -> int:
                                                      "Transformers (0: attention layers without gates)")
     p.add_argument("--seed", type=int, help="override [run] seed (repeat the study with several seeds to see "
                                             "the run-to-run spread)")
+    p.add_argument("--timing-rounds", type=int, default=10, help="rounds of interleaved timing of the frozen "
+                                                                  "chains after all variants ran (0: none)")
+    p.add_argument("--timing-block", type=int, default=2000, help="steps of each variant per timing round")
     p.add_argument("--overwrite", action="store_true", help="rerun variants whose file exists (otherwise a "
                                                              "finished variant is kept and a killed one resumed)")
     args = p.parse_args(argv)
@@ -130,18 +183,27 @@ def main(argv=None) -> int:
         # resume: a variant that was killed continues from its checkpoint, a finished one is kept
         run(variant, output=path, overwrite=True) if args.overwrite else run(variant, output=path, resume=True)
         rows[name] = read_row(path)
+    paths = {name: outdir / f"{name}.h5" for name in rows}
+    if args.timing_rounds:
+        print(f"== interleaved timing: {args.timing_rounds} rounds of {args.timing_block} steps per variant", flush=True)
+        timed = interleaved_seconds_per_step(paths, args.timing_rounds, args.timing_block, cfg.run.seed)
+        (outdir / TIMING_FILE).write_text(json.dumps({"rounds": args.timing_rounds, "block": args.timing_block,
+                                                      "seconds_per_step": timed}, indent=1) + "\n")
+    else:
+        timed = {name: r["seconds_per_step"] for name, r in rows.items()}
     header = (f"{'model':<15} {'params':>6} {'val loss':>10} {'middle':>7} {'accept':>7} {'moved':>6} {'tau_F':>7} "
-              f"{'ms/step':>8} {'cost ms':>8}")
+              f"{'ms/step':>8} {'(run)':>7} {'cost ms':>8}")
     lines = [header]
     for name, r in rows.items():
-        cost = 2 * r["tau"] * r["seconds_per_step"]
+        cost = 2 * r["tau"] * timed[name]
         lines.append(f"{name:<15} {r['parameters']:>6d} {r['validation_loss']:>10.3e} {r['middle']:>7.3f} {r['acceptance']:>7.3f} "
-                     f"{r['moved']:>6.3f} {r['tau']:>7.1f} {r['seconds_per_step'] * 1e3:>8.3f} {cost * 1e3:>8.2f}")
+                     f"{r['moved']:>6.3f} {r['tau']:>7.1f} {timed[name] * 1e3:>8.3f} {r['seconds_per_step'] * 1e3:>7.3f} "
+                     f"{cost * 1e3:>8.2f}")
     lin = rows["linear"]
     for name, r in rows.items():
         if name != "linear":
             lines.append(f"{name}: rejection / linear rejection = {(1 - r['acceptance']) / (1 - lin['acceptance']):.3f}, "
-                         f"cost / linear cost = {r['tau'] * r['seconds_per_step'] / (lin['tau'] * lin['seconds_per_step']):.2f}")
+                         f"cost / linear cost = {r['tau'] * timed[name] / (lin['tau'] * timed['linear']):.2f}")
     trans = [n for n in rows if n.startswith("transformer")]
     _, b_loss = power_law([rows[n]["parameters"] for n in trans], [rows[n]["validation_loss"] for n in trans])
     _, b_rej = power_law([rows[n]["parameters"] for n in trans], [1 - rows[n]["acceptance"] for n in trans])
