@@ -78,14 +78,14 @@ def frozen_replica(path: Path, seed: int) -> Replica:
     past thermalization (so it never trains)."""
     with h5py.File(path, "r") as f:
         cfg = parse(f.attrs["config"])
+        beta = 1.0 / float(f["temperatures"][0])
         k = int(f["snapshots/n_written"][0]) - 1
         if k < 0:
             raise SystemExit(f"{path}: no snapshot to restart the chain from (measure < snapshot_every)")
         spins = f["snapshots/spins"][0, k]
     physics = build_physics(cfg)
-    beta = 1.0 / cfg.temperatures.values[0]
     rep = Replica(cfg, physics, beta, np.random.default_rng(seed))
-    rep.steps_done = cfg.run.thermalize  # measuring: its first step drops the training buffer
+    rep.freeze()
     nested = cfg.effective_model.kind == "transformer" and cfg.slmc.scheme == "nested"
     rep.set_beta(beta, model=read_model(path), inner=read_model(path, inner=True) if nested else None)
     rep.restore_chain({"spins": spins, "eigenvalues": physics.eigenvalues(spins),
@@ -166,6 +166,9 @@ def main(argv=None) -> int:
                                                              "finished variant is kept and a killed one resumed)")
     args = p.parse_args(argv)
     cfg = load(args.config)
+    if args.timing_rounds and cfg.run.measure < cfg.run.snapshot_every:
+        p.error(f"the interleaved timing restarts each chain from its last snapshot, and [run] measure = "
+                f"{cfg.run.measure} < snapshot_every = {cfg.run.snapshot_every} leaves none (or --timing-rounds 0)")
     if args.scheme:
         cfg = cfg.replace("slmc", scheme=args.scheme)
     if args.seed is not None:
@@ -176,6 +179,7 @@ def main(argv=None) -> int:
         cfg = cfg.replace("effective_model", gate_channels=args.gate_channels)
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / TIMING_FILE).unlink(missing_ok=True)  # written anew below, never left from other runs
     rows = {}
     for name, variant in variants(cfg, args.layers):
         path = outdir / f"{name}.h5"

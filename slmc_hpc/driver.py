@@ -349,6 +349,14 @@ class _Run:
             reduce = self.comm.allreduce_seconds - reduce_before
             log(f"shared-model training on rank 0: {training / total:.1%} of thermalization wall time, "
                 f"all-reduce (waiting included) {reduce / total:.1%}")
+        # a round needs 2 x head_size training samples (replica.train_round): a run whose
+        # buffer or thermalization never got there measures with its untrained model
+        untrained = {slot: rep.head_size for slot, rep in self.local.items() if rep.trainer is not None and not rep.rounds}
+        untrained = dict(sorted(kv for part in self.comm.allgather(untrained) for kv in part.items()))
+        if untrained and cfg.run.thermalize:
+            log(f"slmc-hpc: warning: no training round ran for temperature slot(s) {list(untrained)}: a round needs "
+                f"twice the model's {max(untrained.values())} least-squares head parameters in training samples; "
+                "the chain stays exact, but its model is untrained (raise [run] thermalize or [training] buffer_size)")
         for slot, rep in self.local.items():
             if rep.model is not None:
                 inner = rep.slot_models[1]

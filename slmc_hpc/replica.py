@@ -241,7 +241,7 @@ class Replica:
         training data (and, training alone, runs the training rounds)."""
         thermalize = self.cfg.run.thermalize
         if self.steps_done >= thermalize:
-            self.buffer = None  # the model is frozen from here on
+            self.freeze()
         before = self.state
         self.state, info = self.sampler.step(self.state, self.rng)
         self.counts += (info.n_tests, info.n_accepted, info.n_middle_tests, info.n_middle_accepted)
@@ -253,6 +253,12 @@ class Replica:
             if self.trains_alone and self.round_due():
                 train_round([self])
         return info
+
+    def freeze(self) -> None:
+        """Stop collecting training data: from now on the models change only when installed
+        from outside (what the end of thermalization does; analysis that reruns a measured
+        chain calls it at once)."""
+        self.buffer = None
 
     def round_due(self) -> bool:
         """Whether a training round follows the step just taken."""

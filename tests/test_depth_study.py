@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
 from slmc_hpc import driver
@@ -31,10 +32,10 @@ block_shells = 1
 local_updates = 16
 inner_bond_shells = 1
 [training]
-every = 10
+every = 40
 epochs = 2
 [run]
-thermalize = 30
+thermalize = 120
 measure = 40
 snapshot_every = 20
 seed = 5
@@ -65,12 +66,17 @@ def test_depth_study_runs_every_variant_and_resumes_a_killed_one(tmp_path, monke
     assert (tmp_path / "whole" / "depth_study.png").stat().st_size > 0
     timed = json.loads((tmp_path / "whole" / study.TIMING_FILE).read_text())["seconds_per_step"]
     assert sorted(timed) == ["linear", "linear-bonds"] + sorted(params) and min(timed.values()) > 0
-    for name in timed:  # the timed chain is the measured one: its model at its last snapshot
+    for name in timed:  # the timed chain is the measured one: its model(s) at its last snapshot
         path = tmp_path / "whole" / f"{name}.h5"
         rep = study.frozen_replica(path, seed=0)
         with h5py.File(path, "r") as f:
+            assert np.any(f["training/n_train"][0] > 0)  # every variant trained (so its model is not zero)
             k = f["snapshots/n_written"][0] - 1  # snapshot k follows measured step (k + 1) * 20
             recorded = f["measure/effective_energy"][0, (k + 1) * 20 - 1], f["snapshots/free_energy"][0, k]
+            stored = f["model/parameters"][0], f["model/inner_parameters"][0] if "inner_parameters" in f["model"] else None
+        np.testing.assert_array_equal(rep.model.parameters()[0], stored[0])
+        if name.startswith("transformer"):
+            np.testing.assert_array_equal(rep.sampler.inner.parameters()[0], stored[1])
         assert rep.state.e_eff == pytest.approx(recorded[0], rel=1e-10, abs=1e-10)
         assert rep.sampler.free_energy(rep.state) == pytest.approx(recorded[1], rel=1e-12)
 

@@ -126,8 +126,10 @@ def test_nested_run_stores_the_inner_model_each_slot_measured_with(tmp_path, mon
 
     monkeypatch.setattr(NestedSLMCSampler, "step", spy)
     out = tmp_path / "t.h5"
+    # 200 thermalization steps: with inner_bond_shells = 2 a round needs 2 x 38 training samples
     (tmp_path / "t.toml").write_text(TRANSFORMER.format(output=out).replace(
-        "[slmc]", f"[slmc]\nscheme = \"nested\"\ninner_bond_shells = {inner_bond_shells}"))
+        "[slmc]", f"[slmc]\nscheme = \"nested\"\ninner_bond_shells = {inner_bond_shells}").replace(
+        "thermalize = 40", "thermalize = 200").replace("every = 20", "every = 100"))
     assert main(["run", str(tmp_path / "t.toml")]) == 0
     with h5py.File(out, "r") as f:
         temps = f["temperatures"][:]
@@ -143,6 +145,22 @@ def test_nested_run_stores_the_inner_model_each_slot_measured_with(tmp_path, mon
         for p in in_measurement:
             np.testing.assert_array_equal(p, stored)
     assert not np.array_equal(read_model(out, 0, inner=True).couplings, read_model(out, 1, inner=True).couplings)
+
+
+def test_a_run_whose_rounds_never_get_enough_samples_says_so(tmp_path, capsys):
+    # bond_shells = 2 on the 4x4 lattice: E_0, 4 J_n and 33 bond-pair couplings, so a round needs
+    # 76 training samples; 40 thermalization steps give at most 32 per slot
+    printed = {}
+    for bond_shells in (0, 2):
+        out = tmp_path / f"run{bond_shells}.h5"
+        (tmp_path / "c.toml").write_text(CONFIG.format(sampler="slmc", output=out).replace(
+            "shells = 4", f"shells = 4\nbond_shells = {bond_shells}"))
+        assert main(["run", str(tmp_path / "c.toml")]) == 0
+        printed[bond_shells] = capsys.readouterr().out
+        with h5py.File(out, "r") as f:
+            assert np.any(f["training/n_train"][:] > 0) == (bond_shells == 0)
+    assert "no training round ran" not in printed[0]
+    assert "no training round ran for temperature slot(s) [0, 1]: a round needs twice the model's 38 " in printed[2]
 
 
 def test_read_model_inner_of_a_run_without_one(run_file):
