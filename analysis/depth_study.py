@@ -40,7 +40,7 @@ import numpy as np
 
 from slmc_hpc.config import load, parse
 from slmc_hpc.driver import build_physics, run
-from slmc_hpc.output import read_model
+from slmc_hpc.output import has_inner_model, read_model
 from slmc_hpc.replica import Replica
 
 
@@ -86,8 +86,7 @@ def frozen_replica(path: Path, seed: int) -> Replica:
     physics = build_physics(cfg)
     rep = Replica(cfg, physics, beta, np.random.default_rng(seed))
     rep.freeze()
-    nested = cfg.effective_model.kind == "transformer" and cfg.slmc.scheme == "nested"
-    rep.set_beta(beta, model=read_model(path), inner=read_model(path, inner=True) if nested else None)
+    rep.set_beta(beta, model=read_model(path), inner=read_model(path, inner=True) if has_inner_model(cfg) else None)
     rep.restore_chain({"spins": spins, "eigenvalues": physics.eigenvalues(spins),
                        "classical_energy": physics.classical_energy(spins), "e_eff": rep.model.energy(spins)})
     return rep
