@@ -16,11 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
+from slmc_hpc.assemble import assemble
 from slmc_hpc.checkpoint import checkpoint_path, read_checkpoint
 from slmc_hpc.config import parse
-from slmc_hpc.driver import _Run
+from slmc_hpc.control import Control, StopSignals
 from slmc_hpc.observables import random_spins
+from slmc_hpc.output import open_output
 from slmc_hpc.parallel.comm import SerialComm
+from slmc_hpc.resume import restore, save_checkpoint
+from slmc_hpc.run_loop import TemperingRun
+from slmc_hpc.training.learner import collect
 
 CONFIG = """
 [lattice]
@@ -56,23 +61,26 @@ def main():
         cfg = parse(CONFIG.format(L=L, buffer=args.buffer))
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "run.h5"
-            job = _Run(cfg, SerialComm(), out, log=lambda *a: None)
-            job.open_output(overwrite=False, gather_output=False)
-            rep = job.local[0]
-            rep.step()
+            comm = SerialComm()
+            parts = assemble(cfg, comm)
+            with StopSignals() as signals:
+                job = TemperingRun(parts, comm, open_output(out, parts.layout, comm), Control(comm, 0, signals),
+                                   out, log=lambda *a: None)
+            rep, learner = job.replicas[0], job.learners[0]
+            collect(rep, learner)
             n = rep.physics.lattice.N
             for _ in range(args.buffer):
                 s, r = random_spins(n, rng), random_spins(n, rng)
-                rep.buffer.add(s, -1.0, rep.beta, r, -1.0)
+                learner.buffer.add(s, -1.0, rep.beta, r, -1.0)
             t0 = time.perf_counter()
-            job.save_checkpoint("thermalize", 1)
+            save_checkpoint(job, "thermalize", 1)
             t1 = time.perf_counter()
             size = checkpoint_path(out).stat().st_size / 2**20
             tree = read_checkpoint(checkpoint_path(out))
-            job.restore(tree)
+            restore(job, tree)
             t2 = time.perf_counter()
             job.out.close()
-        print(f"{L:>3} {job.trainer.net.n_parameters():>7} {args.buffer:>7} {size:>10.1f} {t1 - t0:>10.3f} "
+        print(f"{L:>3} {job.network.net.n_parameters():>7} {args.buffer:>7} {size:>10.1f} {t1 - t0:>10.3f} "
               f"{t2 - t1:>17.3f}")
 
 

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 
 from slmc_hpc.config import load
-from slmc_hpc.driver import build_physics
-from slmc_hpc.fermions import DoubleExchange
+from slmc_hpc.assemble import build_physics, build_slot
+from slmc_hpc.hamiltonian import DoubleExchange
 from slmc_hpc.lattice import Lattice
 from slmc_hpc.models import LinearModel
 from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
 from slmc_hpc.observables import random_spins
-from slmc_hpc.replica import Replica
+from slmc_hpc.training.learner import solo_step
 from slmc_hpc.samplers.slmc import effective_chain
 from slmc_hpc.stats import tau_int
 
@@ -99,9 +99,9 @@ def samplers_side_by_side(path: str, seed: int):
     rows = {}
     for sampler in ("slmc", "exact"):
         run_cfg = cfg.replace("run", sampler=sampler)
-        rep = Replica(run_cfg, build_physics(run_cfg), 1.0 / T, np.random.default_rng(seed))
+        rep, learner = build_slot(run_cfg, build_physics(run_cfg), 1.0 / T, np.random.default_rng(seed))
         for _ in range(cfg.run.thermalize):
-            rep.step()
+            solo_step(rep, learner) if learner is not None else rep.step()
         F, acc = [], []
         t0 = time.perf_counter()
         for _ in range(cfg.run.measure):

@@ -38,10 +38,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from slmc_hpc.assemble import build_physics, build_slot, has_inner_model
 from slmc_hpc.config import load, parse
-from slmc_hpc.driver import build_physics, run
-from slmc_hpc.output import has_inner_model, read_model
+from slmc_hpc.driver import run
 from slmc_hpc.replica import Replica
+from slmc_hpc.results import read_model
 
 
 TIMING_FILE = "interleaved_timing.json"  # seconds per step of each variant, timed side by side
@@ -84,8 +85,7 @@ def frozen_replica(path: Path, seed: int) -> Replica:
             raise SystemExit(f"{path}: no snapshot to restart the chain from (measure < snapshot_every)")
         spins = f["snapshots/spins"][0, k]
     physics = build_physics(cfg)
-    rep = Replica(cfg, physics, beta, np.random.default_rng(seed))
-    rep.freeze()
+    rep, _ = build_slot(cfg, physics, beta, np.random.default_rng(seed))  # no learner: it never trains
     rep.set_beta(beta, model=read_model(path), inner=read_model(path, inner=True) if has_inner_model(cfg) else None)
     rep.restore_chain({"spins": spins, "eigenvalues": physics.eigenvalues(spins),
                        "classical_energy": physics.classical_energy(spins), "e_eff": rep.model.energy(spins)})

@@ -27,21 +27,21 @@ import argparse
 import numpy as np
 import torch
 
+from slmc_hpc.assemble import build_network, build_physics, build_slot
 from slmc_hpc.config import load
-from slmc_hpc.driver import build_physics
 from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
-from slmc_hpc.replica import Replica, build_network
-from slmc_hpc.training import Samples, TorchTrainer
+from slmc_hpc.training.data import Samples
+from slmc_hpc.training.learner import solo_step
+from slmc_hpc.training.network import TorchTrainer
 
 
 def collect_pairs(cfg, n_pairs: int, seed: int):
     """Linear SLMC on the first temperature: thermalize (with training), then n_pairs steps."""
     cfg = cfg.replace("effective_model", kind="linear").replace("temperatures", values=[cfg.temperatures.values[0]])
     beta = 1.0 / cfg.temperatures.values[0]
-    rep = Replica(cfg, build_physics(cfg), beta, np.random.default_rng(seed))
+    rep, learner = build_slot(cfg, build_physics(cfg), beta, np.random.default_rng(seed))
     for _ in range(cfg.run.thermalize):
-        rep.step()
-    rep.buffer = None
+        solo_step(rep, learner)
     cols = {k: [] for k in ("X", "Y", "XR", "YR")}
     for _ in range(n_pairs):
         ref, f_ref = rep.state.spins, rep.sampler.free_energy(rep.state)

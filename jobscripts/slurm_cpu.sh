@@ -52,16 +52,14 @@
 
 set -uo pipefail
 
-# The repository: Slurm runs a copy of this script from its spool directory, so $0 does not
-# say where it lives; take the path that was submitted (scontrol), else the submit directory.
-if [ -z "${SLMC_REPO:-}" ]; then
-    _s=$(scontrol show job "${SLURM_JOB_ID:-0}" 2>/dev/null | sed -n 's/^ *Command=\([^ ]*\).*/\1/p' | head -n 1)
-    case $_s in /*) ;; ?*) _s=${SLURM_SUBMIT_DIR:-.}/$_s ;; *) _s=$0 ;; esac
-    SLMC_REPO=$(cd "$(dirname "$_s")/.." 2>/dev/null && pwd)
-    [ -f "$SLMC_REPO/jobscripts/lib/requeue.sh" ] || SLMC_REPO=${SLURM_SUBMIT_DIR:-$PWD}
-fi
+# Find lib/requeue.sh, which sets SLMC_REPO: Slurm runs a spooled copy of this script, so
+# ask Slurm which file was submitted (else this file, else the submit directory).
+_s=$(scontrol show job "${SLURM_JOB_ID:-0}" 2>/dev/null | sed -n 's/^ *Command=\([^ ]*\).*/\1/p' | head -n 1) || true
+for _d in "${SLMC_REPO:-}" "${SLURM_SUBMIT_DIR:-.}/$(dirname "${_s:-.}")/.." "$(dirname "${_s:-$0}")/.." "${SLURM_SUBMIT_DIR:-$PWD}"; do
+    [ -f "$_d/jobscripts/lib/requeue.sh" ] && break
+done
 # shellcheck source-path=SCRIPTDIR source=lib/requeue.sh
-. "$SLMC_REPO/jobscripts/lib/requeue.sh" || { echo "set SLMC_REPO to the slmc-hpc repository" >&2; exit 2; }
+. "$_d/jobscripts/lib/requeue.sh" || { echo "set SLMC_REPO to the slmc-hpc repository" >&2; exit 2; }
 
 CONFIG=${1:-$SLMC_REPO/jobscripts/example.toml}
 OUTPUT=${2:-runs/$(basename "$CONFIG" .toml)-job${SLURM_JOB_ID:-0}.h5}

@@ -24,8 +24,8 @@ for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, _threads)
 
 from . import __version__
-from .config import ConfigError, describe, load
-from .training import TrainingError
+from .config import REQUIRED, SCHEMA, ConfigError, load
+from .training.errors import TrainingError
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NUMERICAL = 0, 1, 2, 3
 EXIT_REQUEUE = 75  # sysexits EX_TEMPFAIL: checkpointed after a signal, run again with --resume
@@ -46,6 +46,17 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("config")
     sub.add_parser("keys", help="print every configuration key with its type, default and help")
     return p
+
+
+def describe() -> str:
+    """The configuration reference as text: every section, key, type, default and help."""
+    lines = []
+    for name, keys in SCHEMA.items():
+        lines.append(f"[{name}]")
+        for k in keys:
+            default = "(required)" if k.default is REQUIRED else "(unset)" if k.default is None else repr(k.default)
+            lines.append(f"  {k.name:<15} {k.kind:<10} {default:<10} {k.help}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,5 @@
 """Run configuration: a TOML file validated against one schema, every key with its type,
-default and help text in one place (``SCHEMA``). ``slmc-hpc keys`` prints it.
+default and help text in one place (``SCHEMA``). ``slmc-hpc keys`` prints it (cli.describe).
 
 Any problem (unknown section or key, wrong type, value out of range, missing file) raises
 ``ConfigError`` with a message that names the key; the CLI turns it into exit code 2.
@@ -17,7 +17,6 @@ from typing import Any, Callable
 import numpy as np
 
 from .lattice import Lattice
-from .tempering import geometric_temperatures
 
 REQUIRED = object()
 MAX_MATRIX_DIM = 16384  # 2N beyond this: a 4 GiB complex matrix per diagonalization
@@ -303,15 +302,6 @@ def _check_temperatures(t) -> None:
         raise ConfigError(f"[temperatures] T_max = {t.T_max} must be above T_min = {t.T_min}")
 
 
-def temperature_ladder(cfg: "Config", n_ranks: int) -> list[float]:
-    """The run's temperatures: ``values``, or ``count`` (default: one per rank) geometric
-    steps from T_min to T_max (ascending)."""
-    t = cfg.temperatures
-    if t.values is not None:
-        return list(t.values)
-    return geometric_temperatures(t.T_min, t.T_max, t.count or n_ranks).tolist()
-
-
 def _check_consistency(cfg: Config) -> None:
     _check_temperatures(cfg.temperatures)
     dim = 2 * cfg.n_sites
@@ -364,8 +354,9 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError(f"[training] buffer_size = {cfg.training.buffer_size} would hold "
                           f"{buffer_bytes / 2**30:.1f} GiB of spins per replica; at most "
                           f"{MAX_BUFFER_BYTES / 2**30:.0f} GiB is allowed")
-    n_snap = cfg.run.measure // cfg.run.snapshot_every
-    snap_bytes = len(temperature_ladder(cfg, 1)) * n_snap * cfg.n_sites * 3 * 8
+    t = cfg.temperatures
+    n_temperatures = len(t.values) if t.values is not None else t.count or 1  # count 0: one per rank
+    snap_bytes = n_temperatures * (cfg.run.measure // cfg.run.snapshot_every) * cfg.n_sites * 3 * 8
     if snap_bytes > 8 * 2**30:
         raise ConfigError(f"[run] snapshot_every = {cfg.run.snapshot_every} would store "
                           f"{snap_bytes / 2**30:.1f} GiB of snapshots; raise it")
@@ -402,14 +393,3 @@ def load(path: str | Path) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read configuration file {str(path)!r}: {exc}") from None
     return parse(text)
-
-
-def describe() -> str:
-    """The configuration reference as text: every section, key, type, default and help."""
-    lines = []
-    for name, keys in SCHEMA.items():
-        lines.append(f"[{name}]")
-        for k in keys:
-            default = "(required)" if k.default is REQUIRED else "(unset)" if k.default is None else repr(k.default)
-            lines.append(f"  {k.name:<15} {k.kind:<10} {default:<10} {k.help}")
-    return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 A SLURM time limit (``--signal=B:USR1@N`` forwarded to the ranks), ``scancel``, or a plain
 ``kill`` may reach any subset of the ranks, and the wall-clock checkpoint schedule is rank 0's
-clock. So at fixed step boundaries (the driver's CONTROL_EVERY) the ranks combine what they
+clock. So at fixed step boundaries (run_loop.CONTROL_EVERY) the ranks combine what they
 know in one collective (``Control.poll``), and all take the same decision at the same step.
 The same collective decides when the measured records go to the file (every 30 s of rank
 0's clock), so writing costs the same share of the run whether a step takes 0.5 ms or 1 s.
@@ -12,10 +12,38 @@ from __future__ import annotations
 
 import signal
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A run's schedule in steps and seconds: ``thermalize`` steps with a training round every
+    ``train_every``, then ``measure`` steps with an exchange round every ``exchange_every``
+    (0: none), snapshots every ``snapshot_every`` measured steps; a progress line every
+    ``progress_every`` s and a checkpoint every ``checkpoint_every`` s of wall clock (0: on
+    signals only)."""
+
+    thermalize: int
+    measure: int
+    train_every: int
+    exchange_every: int
+    snapshot_every: int
+    progress_every: float
+    checkpoint_every: float
+
+
+class Interrupted(Exception):
+    """A stop signal arrived; the run checkpointed and closed its output (CLI exit 75)."""
+
+    def __init__(self, checkpoint: Path, phase: str, step: int):
+        super().__init__(f"stopped by a signal after {phase} step {step}; checkpoint {str(checkpoint)!r} "
+                         f"written; continue with --resume")
+        self.checkpoint = checkpoint
 
 
 def decide(n_signalled: int, checkpoint_due: bool, write_due: bool = False) -> tuple[bool, bool, bool]:
@@ -37,7 +65,7 @@ class StopSignals:
     """While active, SIGTERM and SIGUSR1 set ``received`` (the signal number) instead of
     killing the process; the run loop checkpoints and exits at the next step boundary (or,
     in a training round of the shared Transformer, at the next minibatch:
-    driver._Run.shared_round). The
+    run_loop.TemperingRun.shared_round). The
     previous handlers come back on exit (so tests and notebooks are left as they were)."""
 
     def __init__(self):

@@ -10,16 +10,17 @@ from __future__ import annotations
 import datetime
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from . import __version__
-from .config import Config, ConfigError
+from .config import ConfigError
 from .lattice import Lattice
 from .parallel.comm import SerialComm, on_rank0
-from .replica import ROUND_FIELDS
+from .training.data import ROUND_FIELDS
 
 FORMAT = "slmc-hpc/1"
 
@@ -33,6 +34,32 @@ MEASURE_DTYPES = {
     "filling": ("f8", ()),
     "nn_correlation": ("f8", ()),
 }
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What fixes the file's shape and its run-describing attributes (assemble.output_layout
+    builds it from the configuration): R = len(temperatures) rows of every per-temperature
+    dataset, ``measure`` measured steps, ``n_rounds`` training rounds, ``n_exchanges``
+    exchange rounds, the model's parameter names (and nested SLMC's inner model's)."""
+
+    config_text: str
+    sampler: str
+    seed: int
+    local_updates: int
+    lattice: Lattice
+    temperatures: list
+    measure: int
+    thermalize: int
+    snapshot_every: int
+    exchange_every: int  # as configured (the file records it even with one temperature)
+    n_exchanges: int
+    n_rounds: int
+    model_kind: str  # "linear", "transformer", or "none" (exact sampler)
+    parameter_names: list
+    n_parameters: int
+    beta_ref: float | None = None  # the Transformer's β-conditioning reference
+    inner_parameter_names: list | None = None  # nested SLMC's inner linear model
 
 
 def open_for_resuming(path: Path, run_id: str, comm=None) -> h5py.File:
@@ -81,32 +108,32 @@ class RunOutput:
     """The file's layout is created at once by every rank with identical arguments (HDF5
     metadata operations are collective); afterwards each rank writes only rows' data."""
 
-    def __init__(self, path: str | Path, cfg: Config, lattice: Lattice, temperatures, model,
-                 n_rounds: int, n_exchanges: int = 0, overwrite: bool = False, comm=None,
+    def __init__(self, path: str | Path, layout: Layout, overwrite: bool = False, comm=None,
                  run_id: str | None = None):
         """Create the file with a new random run id; or, given the ``run_id`` of a checkpoint,
         open that run's existing file to resume it."""
         comm = comm or SerialComm()
         self.path = Path(path)
         self.collective = comm.size > 1
-        self.snapshot_every, self.thermalize = cfg.run.snapshot_every, cfg.run.thermalize
+        self.snapshot_every, self.thermalize = layout.snapshot_every, layout.thermalize
         if run_id is not None:
             self.file = open_for_resuming(self.path, run_id, comm)
             self.run_id = run_id
             return
         self.run_id = comm.bcast(uuid.uuid4().hex)
-        R, n = len(temperatures), cfg.run.measure
-        m = n // cfg.run.snapshot_every
+        lattice = layout.lattice
+        R, n = len(layout.temperatures), layout.measure
+        m = n // layout.snapshot_every
         N = lattice.N
         created = comm.bcast(datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         f = self.file = open_for_writing(self.path, overwrite, comm)
         f.attrs.update({
-            "format": FORMAT, "version": __version__, "config": cfg.text,
+            "format": FORMAT, "version": __version__, "config": layout.config_text,
             "created": created, "run_id": self.run_id,
-            "sampler": cfg.run.sampler, "seed": cfg.run.seed, "lattice_kind": lattice.kind,
-            "L": lattice.L, "N": N, "local_updates": cfg.local_updates,
+            "sampler": layout.sampler, "seed": layout.seed, "lattice_kind": lattice.kind,
+            "L": lattice.L, "N": N, "local_updates": layout.local_updates,
         })
-        f.create_dataset("temperatures", data=np.asarray(temperatures, dtype=np.float64))
+        f.create_dataset("temperatures", data=np.asarray(layout.temperatures, dtype=np.float64))
         f.create_dataset("lattice/coords", data=lattice.coords)
         f.create_dataset("lattice/bonds", data=lattice.bonds)
         chunk = max(1, min(n, 4096))
@@ -121,26 +148,22 @@ class RunOutput:
         f.create_dataset("snapshots/step", shape=(R, m), dtype="i8", fillvalue=-1)
         f.create_dataset("snapshots/n_written", data=np.zeros(R, dtype=np.int64))
         g = f.create_group("model")
-        g.attrs["kind"] = cfg.effective_model.kind if cfg.run.sampler == "slmc" else "none"
-        values, names = model.parameters() if model is not None else (np.zeros(0), [])
-        g.attrs["parameter_names"] = names
-        beta_ref = getattr(getattr(model, "net", None), "beta_ref", None)
-        if beta_ref is not None:
-            g.attrs["beta_ref"] = beta_ref
-        g.create_dataset("parameters", shape=(R, len(values)), dtype="f8", fillvalue=np.nan)
-        if has_inner_model(cfg):
-            from .replica import build_linear  # not at the top: replica imports torch
-
-            _, inner_names = build_linear(cfg, lattice, inner=True).parameters()
-            g.attrs["inner_parameter_names"] = inner_names
-            g.create_dataset("inner_parameters", shape=(R, len(inner_names)), dtype="f8", fillvalue=np.nan)
+        g.attrs["kind"] = layout.model_kind
+        g.attrs["parameter_names"] = layout.parameter_names
+        if layout.beta_ref is not None:
+            g.attrs["beta_ref"] = layout.beta_ref
+        g.create_dataset("parameters", shape=(R, layout.n_parameters), dtype="f8", fillvalue=np.nan)
+        if layout.inner_parameter_names is not None:
+            g.attrs["inner_parameter_names"] = layout.inner_parameter_names
+            g.create_dataset("inner_parameters", shape=(R, len(layout.inner_parameter_names)), dtype="f8",
+                             fillvalue=np.nan)
         for name in ROUND_FIELDS:
             integer = name in ("step", "n_train")
-            f.create_dataset(f"training/{name}", shape=(R, n_rounds), dtype="i8" if integer else "f8",
+            f.create_dataset(f"training/{name}", shape=(R, layout.n_rounds), dtype="i8" if integer else "f8",
                              fillvalue=-1 if integer else np.nan)
-        f.create_dataset("tempering/slot_of_replica", shape=(n_exchanges, R), dtype="i4", fillvalue=-1)
-        f.create_dataset("tempering/accepted", shape=(n_exchanges, max(R - 1, 0)), dtype="i1", fillvalue=-1)
-        f["tempering"].attrs["exchange_every"] = cfg.temperatures.exchange_every
+        f.create_dataset("tempering/slot_of_replica", shape=(layout.n_exchanges, R), dtype="i4", fillvalue=-1)
+        f.create_dataset("tempering/accepted", shape=(layout.n_exchanges, max(R - 1, 0)), dtype="i1", fillvalue=-1)
+        f["tempering"].attrs["exchange_every"] = layout.exchange_every
         f.flush()
 
     def _write(self, name: str, where, values) -> None:
@@ -273,43 +296,13 @@ class GatheredOutput:
             self.inner.close()
 
 
-def has_inner_model(cfg) -> bool:
-    """Whether the run's sampler is nested SLMC, with an inner linear model per slot."""
-    return (cfg.run.sampler == "slmc" and cfg.effective_model.kind == "transformer"
-            and cfg.slmc.scheme == "nested")
-
-
-def read_model(path: str | Path, slot: int = 0, inner: bool = False):
-    """The frozen effective model of a slot from a run file, rebuilt from the stored
-    configuration and parameter vector: a LinearModel, or a TransformerModel at that slot's β.
-    ``inner``: nested SLMC's inner linear model of that slot instead."""
-    import torch
-
-    from .config import parse
-    from .driver import build_physics
-    from .models import LinearModel
-    from .models.transformer import TransformerModel
-    from .replica import build_linear, build_network
-
-    with h5py.File(path, "r") as f:
-        if f.attrs.get("format") != FORMAT:
-            raise ConfigError(f"{str(path)!r} is not an {FORMAT} file")
-        kind = f["model"].attrs["kind"]
-        cfg = parse(f.attrs["config"])
-        if inner and "inner_parameters" not in f["model"]:
-            raise ConfigError(f"{str(path)!r} holds no inner model (only nested SLMC runs store one; older files never do)")
-        params = f["model/inner_parameters" if inner else "model/parameters"][slot]
-        T = float(f["temperatures"][slot])
-        beta_ref = f["model"].attrs.get("beta_ref")
-    lattice = build_physics(cfg).lattice
-    if kind == "linear" or inner:
-        shape = build_linear(cfg, lattice, inner)
-        # files written before linear models had bond-pair terms ignored bond_shells: E_0 and J_n only
-        bond_shells = shape.bond_shells if len(params) == shape.n_parameters else 0
-        return LinearModel.from_parameters(lattice, params, shape.n_shells, bond_shells)
-    if kind == "transformer":
-        net = build_network(cfg, lattice, float(beta_ref))
-        with torch.no_grad():
-            torch.nn.utils.vector_to_parameters(torch.as_tensor(params, dtype=net.wq.dtype), net.parameters())
-        return TransformerModel.frozen(net, 1.0 / T)
-    raise ConfigError(f"{str(path)!r} holds no effective model (model kind {kind!r})")
+def open_output(path: Path, layout: Layout, comm, overwrite: bool = False, run_id: str | None = None,
+                gather: bool | None = None):
+    """The run's file on every rank: RunOutput (MPI-IO when several ranks run), or
+    GatheredOutput (rank 0 writes) when h5py has no MPI support or ``gather`` is set. With a
+    checkpoint's ``run_id``, that run's existing file."""
+    if gather is None:
+        gather = comm.size > 1 and not h5py.get_config().mpi
+    if gather and comm.size > 1:
+        return GatheredOutput(comm, lambda: RunOutput(path, layout, overwrite=overwrite, run_id=run_id))
+    return RunOutput(path, layout, overwrite=overwrite, comm=comm, run_id=run_id)

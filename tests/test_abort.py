@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from configs import small_toml
+
 MPIRUN = shutil.which("mpirun")
 
 
@@ -26,8 +28,9 @@ def test_exception_on_one_rank_aborts_the_job():
 @pytest.mark.skipif(MPIRUN is None, reason="mpirun not found")
 def test_bad_input_under_mpirun_is_a_clear_error_not_a_hang(tmp_path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[lattice]\nL = 3\n[temperatures]\nvalues = [0.1, 0.2, 0.3]\n[effective_model]\nshells = 2\n"
-                   "[run]\nthermalize = 20\nmeasure = 10\n")
+    cfg.write_text(small_toml(lattice={"L": 3}, model={"mu": None}, temperatures={"values": [0.1, 0.2, 0.3]},
+                              effective_model={"shells": 2},
+                              run={"thermalize": 20, "measure": 10, "progress_every": None}))
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     proc = subprocess.run([MPIRUN, "-n", "2", "--oversubscribe", sys.executable, "-m", "slmc_hpc", "run", str(cfg),
                            "--output", str(tmp_path / "o.h5")], capture_output=True, text=True, timeout=60, env=env)

@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 
 from slmc_hpc.backend import device_for
-from slmc_hpc.config import ConfigError, parse
-from slmc_hpc.driver import build_physics
-from slmc_hpc.fermions import DoubleExchange
+from slmc_hpc.config import ConfigError
+from slmc_hpc.assemble import build_physics
+from slmc_hpc.hamiltonian import DoubleExchange
 from slmc_hpc.lattice import Lattice
 from slmc_hpc.observables import random_spins
+
+from configs import small_config
 
 
 def _gpu_available() -> bool:
@@ -37,7 +39,7 @@ def test_cupy_eigenvalues_match_numpy(rng):
 
 @pytest.mark.skipif(GPU, reason="a GPU is present")
 def test_cupy_without_gpu_is_a_clear_config_error():
-    cfg = parse("[lattice]\nL = 4\n[temperatures]\nvalues = [0.1]\n[run]\nbackend = \"cupy\"\n")
+    cfg = small_config(model={"mu": None}, run={"backend": "cupy", "progress_every": None})
     with pytest.raises(ConfigError, match=r"\[run\] backend = 'cupy': .*(CuPy is not installed|no CUDA device)"):
         build_physics(cfg)
 

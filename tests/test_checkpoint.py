@@ -12,43 +12,24 @@ import h5py
 import numpy as np
 import pytest
 
-from slmc_hpc import driver
+from slmc_hpc import driver, run_loop
 from slmc_hpc.checkpoint import checkpoint_path, read_checkpoint, write_checkpoint
 from slmc_hpc.config import ConfigError, parse
 from slmc_hpc.control import Control, StopSignals, decide, is_due
 from slmc_hpc.testing import assert_same_files
 
-CONFIG = """
-[lattice]
-L = 4
-[model]
-mu = -2.5
-[temperatures]
-values = {temps}
-exchange_every = 3
-[effective_model]
-kind = "{kind}"
-shells = 3
-layers = 1
-heads = 1
-block_shells = 1
-[training]
-every = 10
-epochs = 2
-batch_size = 16
-loss = "pair"
-[run]
-thermalize = 30
-measure = {measure}
-snapshot_every = 7
-seed = 11
-progress_every = 600
-checkpoint_every = {every}
-"""
+from configs import small_toml
+
+def config_text(kind="transformer", temps=(0.1, 0.15), measure=40, every=0, thermalize=30):
+    return small_toml(temperatures={"values": list(temps), "exchange_every": 3},
+                      effective_model={"kind": kind, "layers": 1, "heads": 1, "block_shells": 1},
+                      training={"every": 10, "epochs": 2, "batch_size": 16, "loss": "pair"},
+                      run={"thermalize": thermalize, "measure": measure, "snapshot_every": 7, "seed": 11,
+                           "checkpoint_every": every})
 
 
 def config(kind="transformer", temps=(0.1, 0.15), measure=40, every=0):
-    return parse(CONFIG.format(kind=kind, temps=list(temps), measure=measure, every=every))
+    return parse(config_text(kind, temps, measure, every))
 
 
 def quiet(*args, **kwargs):
@@ -57,15 +38,15 @@ def quiet(*args, **kwargs):
 
 def stop_at(monkeypatch, phase, step):
     """Deliver SIGUSR1's effect (the flag) just before the poll after (phase, step)."""
-    monkeypatch.setattr(driver, "CONTROL_EVERY", 1)  # any step can be a stop
-    original = driver._Run.poll
+    monkeypatch.setattr(run_loop, "CONTROL_EVERY", 1)  # any step can be a stop
+    original = run_loop.TemperingRun.poll
 
     def poll(self, ph, st):
         if (ph, st) == (phase, step):
             self.control.signals.received = signal.SIGUSR1
         return original(self, ph, st)
 
-    monkeypatch.setattr(driver._Run, "poll", poll)
+    monkeypatch.setattr(run_loop.TemperingRun, "poll", poll)
 
 
 @pytest.mark.parametrize("kind,temps,phase,step", [
@@ -92,7 +73,7 @@ def test_a_signal_during_a_training_round_stops_at_once_and_the_resume_redoes_th
     """SIGUSR1 arrives while the shared Transformer trains its second round (after step 20):
     the run stops inside the round, checkpoints the state before it, and the resume redoes
     the round, so the file is the uninterrupted run's."""
-    from slmc_hpc.training import TorchTrainer
+    from slmc_hpc.training.network import TorchTrainer
     cfg = config("transformer", (0.1, 0.15))
     driver.run(cfg, output=tmp_path / "whole.h5", log=quiet)
     original, batches = TorchTrainer.train, []
@@ -220,12 +201,9 @@ def wait_for(condition, timeout, proc):
         time.sleep(0.05)
 
 
-LONG = CONFIG.replace("thermalize = 30", "thermalize = 100")
-
-
 def test_sigterm_checkpoints_and_exits_75_then_resume_is_bit_identical(tmp_path):
     cfg_path = tmp_path / "run.toml"
-    cfg_path.write_text(LONG.format(kind="linear", temps=[0.1, 0.15], measure=3000, every=0))
+    cfg_path.write_text(config_text("linear", measure=3000, every=0, thermalize=100))
     whole, cut = tmp_path / "whole.h5", tmp_path / "cut.h5"
     proc = cli(cfg_path, "--output", cut)
     wait_for(lambda: cut.exists(), 60, proc)
@@ -249,7 +227,7 @@ def test_sigterm_checkpoints_and_exits_75_then_resume_is_bit_identical(tmp_path)
 
 def test_kill_9_then_resume_loses_nothing_before_the_last_checkpoint(tmp_path):
     cfg_path = tmp_path / "run.toml"
-    cfg_path.write_text(LONG.format(kind="linear", temps=[0.1, 0.15], measure=3000, every=0.3))
+    cfg_path.write_text(config_text("linear", measure=3000, every=0.3, thermalize=100))
     whole, cut = tmp_path / "whole.h5", tmp_path / "cut.h5"
     proc = cli(cfg_path, "--output", cut)
     ckpt = checkpoint_path(cut)
@@ -282,7 +260,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 
 from slmc_hpc.cli import main  # noqa: E402
 
-_SMALL = CONFIG.format(kind="linear", temps=[0.1, 0.15], measure=40, every=0)
+_SMALL = config_text("linear")
 _made = {}
 
 
@@ -400,7 +378,7 @@ def test_a_new_run_never_resumes_an_earlier_runs_checkpoint(tmp_path, monkeypatc
     with monkeypatch.context() as m:  # start again, and die before the first checkpoint
         def crash(self, phase, step):
             raise RuntimeError("node died")
-        m.setattr(driver._Run, "poll", crash)
+        m.setattr(run_loop.TemperingRun, "poll", crash)
         with pytest.raises(RuntimeError):
             driver.run(cfg, output=out, log=quiet, overwrite=True)
     assert not checkpoint_path(out).exists()

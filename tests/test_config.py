@@ -2,8 +2,8 @@
 
 import pytest
 
-from slmc_hpc.cli import main
-from slmc_hpc.config import ConfigError, describe, parse
+from slmc_hpc.cli import describe, main
+from slmc_hpc.config import ConfigError, parse
 
 GOOD = """
 [lattice]
@@ -169,7 +169,7 @@ def test_shell_limit_only_applies_to_slmc():
 
 
 def test_geometric_ladder_from_t_min_and_t_max():
-    from slmc_hpc.config import temperature_ladder
+    from slmc_hpc.assemble import temperature_ladder
 
     text = GOOD.replace("values = [0.1]", "T_min = 0.05\nT_max = 0.4\ncount = 4")
     assert temperature_ladder(parse(text), n_ranks=1) == pytest.approx([0.05, 0.1, 0.2, 0.4])

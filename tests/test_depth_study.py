@@ -11,36 +11,15 @@ import h5py
 import numpy as np
 import pytest
 
-from slmc_hpc import driver
+from slmc_hpc import driver, run_loop
 from slmc_hpc.testing import assert_same_files
 
+from configs import small_toml
+
 SCRIPT = Path(__file__).resolve().parents[1] / "analysis" / "depth_study.py"
-CONFIG = """
-[lattice]
-L = 4
-[model]
-mu = -2.5
-[temperatures]
-values = [0.1]
-[effective_model]
-kind = "transformer"
-shells = 3
-bond_shells = 1
-layers = 1
-block_shells = 1
-[slmc]
-local_updates = 16
-inner_bond_shells = 1
-[training]
-every = 40
-epochs = 2
-[run]
-thermalize = 120
-measure = 40
-snapshot_every = 20
-seed = 5
-progress_every = 600
-"""
+CONFIG = small_toml(effective_model={"kind": "transformer", "bond_shells": 1, "layers": 1, "block_shells": 1},
+                    slmc={"local_updates": 16, "inner_bond_shells": 1}, training={"every": 40, "epochs": 2},
+                    run={"thermalize": 120, "measure": 40, "snapshot_every": 20, "seed": 5})
 
 
 def load_script(path=SCRIPT):
@@ -80,7 +59,7 @@ def test_depth_study_runs_every_variant_and_resumes_a_killed_one(tmp_path, monke
         assert rep.state.e_eff == pytest.approx(recorded[0], rel=1e-10, abs=1e-10)
         assert rep.sampler.free_energy(rep.state) == pytest.approx(recorded[1], rel=1e-12)
 
-    original = driver._Run.poll
+    original = run_loop.TemperingRun.poll
 
     def poll(self, phase, step):  # a stop signal in the first variant's measurement
         if (phase, step) == ("measure", 17):
@@ -88,8 +67,8 @@ def test_depth_study_runs_every_variant_and_resumes_a_killed_one(tmp_path, monke
         return original(self, phase, step)
 
     with monkeypatch.context() as m:
-        m.setattr(driver, "CONTROL_EVERY", 1)
-        m.setattr(driver._Run, "poll", poll)
+        m.setattr(run_loop, "CONTROL_EVERY", 1)
+        m.setattr(run_loop.TemperingRun, "poll", poll)
         with pytest.raises(driver.Interrupted):
             study.main(args + ["--outdir", str(tmp_path / "cut")])
     assert (tmp_path / "cut" / "linear.h5.ckpt").exists()

@@ -6,37 +6,27 @@ import pytest
 
 from slmc_hpc.cli import main
 from slmc_hpc.config import parse
-from slmc_hpc.driver import build_physics
+from slmc_hpc.assemble import build_physics
 
-CONFIG = """
-[lattice]
-L = 4
-[model]
-mu = -2.5
-J_direct = 0.05
-[temperatures]
-values = [0.1, 0.5]
-[effective_model]
-shells = 4
-[slmc]
-local_updates = 16
-[training]
-every = 20
-[run]
-sampler = "{sampler}"
-thermalize = 40
-measure = 60
-snapshot_every = 20
-seed = 3
-output = "{output}"
-progress_every = 0.01
-"""
+from configs import small_config, small_toml
+
+RUN = {"model": {"J_direct": 0.05}, "temperatures": {"values": [0.1, 0.5]}, "effective_model": {"shells": 4},
+       "slmc": {"local_updates": 16}, "training": {"every": 20},
+       "run": {"thermalize": 40, "measure": 60, "snapshot_every": 20, "seed": 3, "progress_every": 0.01}}
+TRANSFORMER = {"effective_model": {"kind": "transformer", "layers": 2, "heads": 2, "block_shells": 2,
+                                   "attention_shells": 3, "gate_channels": 2},
+               "training": {"epochs": 3}}
+
+
+def config(output, sampler="slmc", *changes, **sections):
+    """TOML text of this file's run, writing to ``output``, with ``small_toml``'s changes."""
+    return small_toml(RUN, {"run": {"sampler": sampler, "output": str(output)}}, *changes, **sections)
 
 
 @pytest.fixture(params=["slmc", "exact"])
 def run_file(request, tmp_path, capsys):
     out = tmp_path / "run.h5"
-    text = CONFIG.format(sampler=request.param, output=out)
+    text = config(out, request.param)
     (tmp_path / "c.toml").write_text(text)
     assert main(["run", str(tmp_path / "c.toml")]) == 0
     printed = capsys.readouterr().out
@@ -82,16 +72,11 @@ def test_snapshot_free_energy_recomputes_from_spins(run_file):
         assert np.max(np.abs(recomputed - stored[r])) < 1e-10
 
 
-TRANSFORMER = CONFIG.format(sampler="slmc", output="{output}").replace(
-    "[effective_model]\nshells = 4", '[effective_model]\nkind = "transformer"\nshells = 4\nlayers = 2\nheads = 2\n'
-    'block_shells = 2\nattention_shells = 3\ngate_channels = 2').replace("[training]\nevery = 20", "[training]\nevery = 20\nepochs = 3")
-
-
 def test_transformer_run_stores_rounds_and_a_reloadable_model(tmp_path):
     out = tmp_path / "t.h5"
-    (tmp_path / "t.toml").write_text(TRANSFORMER.format(output=out))
+    (tmp_path / "t.toml").write_text(config(out, "slmc", TRANSFORMER))
     assert main(["run", str(tmp_path / "t.toml")]) == 0
-    from slmc_hpc.output import read_model
+    from slmc_hpc.results import read_model
 
     with h5py.File(out, "r") as f:
         assert f["model"].attrs["kind"] == "transformer"
@@ -114,7 +99,7 @@ def test_nested_run_stores_the_inner_model_each_slot_measured_with(tmp_path, mon
     """Nested SLMC: /model/inner_parameters row s is the inner linear model the chain at slot
     s's temperature used in every measured step (the models travel with the labels), also
     with four-spin terms in the inner model."""
-    from slmc_hpc.output import read_model
+    from slmc_hpc.results import read_model
     from slmc_hpc.samplers.nested import NestedSLMCSampler
 
     used = []
@@ -127,9 +112,9 @@ def test_nested_run_stores_the_inner_model_each_slot_measured_with(tmp_path, mon
     monkeypatch.setattr(NestedSLMCSampler, "step", spy)
     out = tmp_path / "t.h5"
     # 200 thermalization steps: with inner_bond_shells = 2 a round needs 2 x 38 training samples
-    (tmp_path / "t.toml").write_text(TRANSFORMER.format(output=out).replace(
-        "[slmc]", f"[slmc]\nscheme = \"nested\"\ninner_bond_shells = {inner_bond_shells}").replace(
-        "thermalize = 40", "thermalize = 200").replace("every = 20", "every = 100"))
+    (tmp_path / "t.toml").write_text(config(out, "slmc", TRANSFORMER, training={"every": 100},
+                                            slmc={"scheme": "nested", "inner_bond_shells": inner_bond_shells},
+                                            run={"thermalize": 200, "snapshot_every": 100}))
     assert main(["run", str(tmp_path / "t.toml")]) == 0
     with h5py.File(out, "r") as f:
         temps = f["temperatures"][:]
@@ -153,8 +138,7 @@ def test_a_run_whose_rounds_never_get_enough_samples_says_so(tmp_path, capsys):
     printed = {}
     for bond_shells in (0, 2):
         out = tmp_path / f"run{bond_shells}.h5"
-        (tmp_path / "c.toml").write_text(CONFIG.format(sampler="slmc", output=out).replace(
-            "shells = 4", f"shells = 4\nbond_shells = {bond_shells}"))
+        (tmp_path / "c.toml").write_text(config(out, effective_model={"bond_shells": bond_shells}))
         assert main(["run", str(tmp_path / "c.toml")]) == 0
         printed[bond_shells] = capsys.readouterr().out
         with h5py.File(out, "r") as f:
@@ -165,21 +149,22 @@ def test_a_run_whose_rounds_never_get_enough_samples_says_so(tmp_path, capsys):
 
 def test_read_model_inner_of_a_run_without_one(run_file):
     from slmc_hpc.config import ConfigError
-    from slmc_hpc.output import read_model
+    from slmc_hpc.results import read_model
 
     with pytest.raises(ConfigError, match="no inner model"):
         read_model(run_file[1], 0, inner=True)
 
 
 def test_training_failure_exits_3_and_keeps_the_file(tmp_path, capsys, monkeypatch):
-    from slmc_hpc import training
+    from slmc_hpc.training.errors import TrainingError
+    from slmc_hpc.training.network import TorchTrainer
 
     def diverge(self, train, validation, beta=None, interrupt=None):
-        raise training.TrainingError("training loss became nan in round 1, epoch 1")
+        raise TrainingError("training loss became nan in round 1, epoch 1")
 
-    monkeypatch.setattr(training.TorchTrainer, "train", diverge)
+    monkeypatch.setattr(TorchTrainer, "train", diverge)
     out = tmp_path / "t.h5"
-    (tmp_path / "t.toml").write_text(TRANSFORMER.format(output=out))
+    (tmp_path / "t.toml").write_text(config(out, "slmc", TRANSFORMER))
     assert main(["run", str(tmp_path / "t.toml")]) == 3
     assert "training failed: training loss became nan" in capsys.readouterr().err
     with h5py.File(out, "r") as f:  # closed cleanly, still a valid file
@@ -189,15 +174,14 @@ def test_training_failure_exits_3_and_keeps_the_file(tmp_path, capsys, monkeypat
 def test_records_written_in_blocks_of_any_size_give_the_same_file(tmp_path, monkeypatch):
     """Where the writes fall (a cap of 7 steps, or one write at the end) changes nothing in
     the file, including a block that ends exactly at the last step."""
-    from slmc_hpc import driver
-    from slmc_hpc.config import parse
+    from slmc_hpc import driver, run_loop
     from slmc_hpc.testing import assert_same_files
 
-    cfg = parse("[lattice]\nL = 3\n[model]\nmu = -1.0\n[temperatures]\nvalues = [0.2, 0.3]\nexchange_every = 2\n"
-                "[effective_model]\nshells = 2\n[training]\nevery = 10\n[run]\nthermalize = 10\nmeasure = 28\n"
-                "snapshot_every = 3\nprogress_every = 600\n")
+    cfg = small_config(lattice={"L": 3}, model={"mu": -1.0}, temperatures={"values": [0.2, 0.3], "exchange_every": 2},
+                       effective_model={"shells": 2}, training={"every": 10},
+                       run={"thermalize": 10, "measure": 28, "snapshot_every": 3})
     driver.run(cfg, output=tmp_path / "one.h5", log=lambda *a: None)
-    monkeypatch.setattr(driver, "MAX_PENDING_STEPS", 7)
+    monkeypatch.setattr(run_loop, "MAX_PENDING_STEPS", 7)
     driver.run(cfg, output=tmp_path / "blocks.h5", log=lambda *a: None)
     assert_same_files(tmp_path / "one.h5", tmp_path / "blocks.h5")
 
@@ -205,10 +189,10 @@ def test_records_written_in_blocks_of_any_size_give_the_same_file(tmp_path, monk
 def test_read_model_of_a_linear_file_from_before_bond_pair_terms(tmp_path):
     """Older versions ignored [effective_model] bond_shells for the linear model and stored
     E_0 and J_n only; such a file reloads as that model (no bond-pair terms)."""
-    from slmc_hpc.output import read_model
+    from slmc_hpc.results import read_model
 
     out = tmp_path / "old.h5"
-    (tmp_path / "c.toml").write_text(CONFIG.format(sampler="slmc", output=out))
+    (tmp_path / "c.toml").write_text(config(out))
     assert main(["run", str(tmp_path / "c.toml")]) == 0
     with h5py.File(out, "r+") as f:
         stored = f["model/parameters"][0]

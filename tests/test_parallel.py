@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from slmc_hpc.parallel import comm as comm_mod
-from slmc_hpc.parallel.allreduce import average_gradients, parameter_checksum
+from slmc_hpc.parallel.allreduce import sum_gradients, parameter_checksum
 from slmc_hpc.parallel.comm import SerialComm, launched_with_several_ranks, world
 
 
@@ -29,10 +29,10 @@ def test_serial_collectives_are_identities():
     assert c.allgather(5) == [5] and c.bcast("x") == "x"
 
 
-def test_serial_gradient_average_keeps_gradients_and_checksum_sees_bits():
+def test_serial_gradient_sum_keeps_gradients_and_checksum_sees_bits():
     p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
     p.grad = torch.full((3,), 2.0, dtype=torch.float64)
-    average_gradients([p], SerialComm())
+    sum_gradients([p], SerialComm())
     assert torch.equal(p.grad, torch.full((3,), 2.0, dtype=torch.float64))
     m = torch.nn.Linear(2, 2).double()
     before = parameter_checksum(m)

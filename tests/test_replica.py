@@ -5,34 +5,28 @@ not see it.)"""
 import numpy as np
 import pytest
 
-from slmc_hpc.config import parse
-from slmc_hpc.driver import build_physics
-from slmc_hpc.replica import Replica
-from slmc_hpc.training import ReplayBuffer, TrainingError, is_refit_step
+from slmc_hpc.assemble import build_physics, build_slot
+from slmc_hpc.training.data import ReplayBuffer
+from slmc_hpc.training.errors import TrainingError
+from slmc_hpc.training.learner import is_refit_step, solo_step
 
-CFG = parse("""
-[lattice]
-L = 3
-[model]
-mu = -1.0
-J_direct = 0.1
-[temperatures]
-values = [0.25]
-[effective_model]
-shells = 2
-[training]
-every = 10
-[run]
-thermalize = 40
-measure = 10
-""")
+from configs import small_config
+
+CFG = small_config(lattice={"L": 3}, model={"mu": -1.0, "J_direct": 0.1}, temperatures={"values": [0.25]},
+                   effective_model={"shells": 2}, training={"every": 10},
+                   run={"thermalize": 40, "measure": 10, "progress_every": None})
+
+
+def make_slot(cfg, seed):
+    """A temperature slot at β = 4 that learns by itself: (replica, learner)."""
+    return build_slot(cfg, build_physics(cfg), 4.0, np.random.default_rng(seed))
 
 
 def test_training_targets_are_exact_free_energies_at_the_replica_beta():
-    rep = Replica(CFG, build_physics(CFG), 4.0, np.random.default_rng(0))
+    rep, learner = make_slot(CFG, 0)
     for _ in range(12):
-        rep.step()
-    data = rep.buffer.samples()
+        solo_step(rep, learner)
+    data = learner.buffer.samples()
     spins, targets = data.spins, data.targets
     assert len(targets) == 12
     assert np.allclose(targets, rep.physics.free_energy_of(spins, 4.0), atol=1e-12, rtol=0)
@@ -40,18 +34,20 @@ def test_training_targets_are_exact_free_energies_at_the_replica_beta():
 
 
 def test_model_is_refitted_while_thermalizing_and_frozen_while_measuring():
-    rep = Replica(CFG, build_physics(CFG), 4.0, np.random.default_rng(1))
+    rep, learner = make_slot(CFG, 1)
     seen = []
     for _ in range(CFG.run.thermalize):
-        rep.step()
+        solo_step(rep, learner)
         seen.append(rep.model.parameters()[0].copy())
-    assert [r["step"] for r in rep.rounds] == [10, 20, 30, 40]
+    assert [r["step"] for r in learner.rounds] == [10, 20, 30, 40]
     assert not np.array_equal(seen[5], seen[-1])  # it learned
     frozen = rep.model.parameters()[0].copy()
     for _ in range(CFG.run.measure):
-        rep.step()
+        solo_step(rep, learner)  # the schedule has no round after thermalization
         assert np.array_equal(rep.model.parameters()[0], frozen)
-    assert rep.buffer is None
+    assert not any(learner.round_due(k) for k in range(CFG.run.thermalize, CFG.run.thermalize + CFG.run.measure))
+    learner.freeze()  # what the run loop does when measurement starts: no more data, no round
+    assert learner.buffer is None and not learner.round_due(CFG.run.thermalize - 1)
 
 
 def test_refit_schedule():
@@ -70,10 +66,10 @@ def test_buffer_keeps_the_most_recent_samples_and_rejects_nan():
 
 def test_pair_buffer_holds_the_current_configuration_and_its_exact_free_energy():
     cfg = CFG.replace("training", loss="pair")
-    rep = Replica(cfg, build_physics(cfg), 4.0, np.random.default_rng(2))
+    rep, learner = make_slot(cfg, 2)
     for _ in range(9):
-        rep.step()
-    data = rep.buffer.samples()
+        solo_step(rep, learner)
+    data = learner.buffer.samples()
     assert len(data) == 9
     assert np.allclose(data.ref_targets, rep.physics.free_energy_of(data.ref_spins, 4.0), atol=1e-12, rtol=0)
     # the reference of step k+1 is the chain's state after step k: the proposal of step k if
@@ -90,19 +86,19 @@ def test_nested_transformer_replica_keeps_its_effective_energy_consistent():
     measurement nothing changes."""
     cfg = CFG.replace("effective_model", kind="transformer", layers=1, heads=2, block_shells=1).replace(
         "training", epochs=2, loss="pair")
-    rep = Replica(cfg, build_physics(cfg), 4.0, np.random.default_rng(4))
+    rep, learner = make_slot(cfg, 4)
     inner_before = None
     for _ in range(cfg.run.thermalize):
-        rounds = len(rep.rounds)
-        rep.step()
-        if len(rep.rounds) > rounds:
+        rounds = len(learner.rounds)
+        solo_step(rep, learner)
+        if len(learner.rounds) > rounds:
             assert rep.state.e_eff == pytest.approx(float(rep.model.energy(rep.state.spins)), abs=1e-12)
-            assert rep.sampler.inner is rep.inner_trainer.model
+            assert rep.sampler.inner is learner.inner.model
             inner_before = rep.sampler.inner
-    assert len(rep.rounds) == 4 and inner_before is not None
+    assert len(learner.rounds) == 4 and inner_before is not None
     frozen = rep.model.parameters()[0].copy()
     for _ in range(cfg.run.measure):
-        rep.step()
+        solo_step(rep, learner)
         assert np.array_equal(rep.model.parameters()[0], frozen) and rep.sampler.inner is inner_before
         assert rep.state.e_eff == pytest.approx(float(rep.model.energy(rep.state.spins)), abs=1e-12)
 
@@ -113,9 +109,9 @@ def test_set_beta_moves_the_replica_without_diagonalizing(kind, monkeypatch):
     those of the same configuration, computed from the cached eigenvalues."""
     cfg = CFG if kind == "linear" else CFG.replace("effective_model", kind="transformer", layers=1, heads=1,
                                                    block_shells=1).replace("training", epochs=2)
-    rep = Replica(cfg, build_physics(cfg), 4.0, np.random.default_rng(6))
+    rep, learner = make_slot(cfg, 6)
     for _ in range(cfg.run.thermalize):
-        rep.step()
+        solo_step(rep, learner)
     spins, eig = rep.state.spins.copy(), rep.state.eigenvalues.copy()
     log_w = rep.log_weights([4.0, 2.5])
 
@@ -132,7 +128,7 @@ def test_set_beta_moves_the_replica_without_diagonalizing(kind, monkeypatch):
     assert rep.sampler.free_energy(rep.state) == pytest.approx(rep.physics.free_energy_of(spins, 2.5), abs=1e-10)
     assert log_w[1] == pytest.approx(-2.5 * rep.physics.free_energy_of(spins, 2.5), abs=1e-9)
     assert rep.state.e_eff == pytest.approx(float(rep.model.energy(spins)), abs=1e-12)
-    rep.step()  # and it goes on at the new temperature
+    solo_step(rep, learner)  # and it goes on at the new temperature
 
 
 def test_linear_bond_pair_model_resumes_and_old_checkpoints_load_as_k_zero():
@@ -140,19 +136,22 @@ def test_linear_bond_pair_model_resumes_and_old_checkpoints_load_as_k_zero():
     checkpoint from before those terms (E_0 and J_n only, bond_shells then ignored) loads as
     the same model: J_n kept, K_o = 0."""
     cfg = CFG.replace("effective_model", bond_shells=1)
-    rep = Replica(cfg, build_physics(cfg), 4.0, np.random.default_rng(0))
+    rep, learner = make_slot(cfg, 0)
     for _ in range(cfg.run.thermalize):
-        rep.step()
-    trained = rep.trainer.model.parameters()[0]
-    assert len(trained) == 1 + 2 + len(rep.trainer.model.bond_couplings) and np.any(trained[3:] != 0)
-    tree = rep.state_dict()
-    fresh = Replica(cfg, build_physics(cfg), 4.0, np.random.default_rng(1))
-    fresh.load_state_dict(tree)
-    np.testing.assert_array_equal(fresh.trainer.model.parameters()[0], trained)
+        solo_step(rep, learner)
+    trained = learner.linear.model.parameters()[0]
+    assert len(trained) == 1 + 2 + len(learner.linear.model.bond_couplings) and np.any(trained[3:] != 0)
+    tree = rep.state_dict() | learner.state_dict()
+    fresh, fresh_learner = make_slot(cfg, 1)
+    fresh_learner.load_state_dict(tree)
+    fresh.load_state_dict(tree, *fresh_learner.models(4.0))
+    np.testing.assert_array_equal(fresh_learner.linear.model.parameters()[0], trained)
+    np.testing.assert_array_equal(fresh.model.parameters()[0], trained)
     tree["linear"] = {"e0": trained[0], "couplings": trained[1:3]}
-    old = Replica(cfg, build_physics(cfg), 4.0, np.random.default_rng(1))
-    old.load_state_dict(tree)
-    np.testing.assert_array_equal(old.trainer.model.parameters()[0], np.r_[trained[:3], np.zeros(len(trained) - 3)])
+    old, old_learner = make_slot(cfg, 1)
+    old_learner.load_state_dict(tree)
+    np.testing.assert_array_equal(old_learner.linear.model.parameters()[0],
+                                  np.r_[trained[:3], np.zeros(len(trained) - 3)])
 
 
 def test_rounds_wait_for_twice_the_head_size_in_training_samples():
@@ -160,12 +159,12 @@ def test_rounds_wait_for_twice_the_head_size_in_training_samples():
     # a least-squares fit of them on the 8 or 16 training samples of the first rounds would
     # only interpolate (the old threshold counted E_0 and the J_n alone: 6 samples)
     cfg = CFG.replace("effective_model", bond_shells=1).replace("run", thermalize=60)
-    rep = Replica(cfg, build_physics(cfg), 4.0, np.random.default_rng(2))
-    assert rep.head_size == rep.model.n_parameters == 10
+    rep, learner = make_slot(cfg, 2)
+    assert learner.head_size == rep.model.n_parameters == 10
     n_train = []
     for _ in range(cfg.run.thermalize):
-        rep.step()
-        if rep.round_due():
-            n_train.append(len(rep.buffer.split(cfg.training.validation_fraction)[0]))
-    assert [r["step"] for r in rep.rounds] == [10 * (k + 1) for k, n in enumerate(n_train) if n >= 20]
-    assert 2 * (2 + 1) <= n_train[0] < 20 <= n_train[-1] and len(rep.rounds) >= 2  # the old rule trained at once
+        solo_step(rep, learner)
+        if learner.round_due(rep.steps_done - 1):
+            n_train.append(len(learner.buffer.split(cfg.training.validation_fraction)[0]))
+    assert [r["step"] for r in learner.rounds] == [10 * (k + 1) for k, n in enumerate(n_train) if n >= 20]
+    assert 2 * (2 + 1) <= n_train[0] < 20 <= n_train[-1] and len(learner.rounds) >= 2  # the old rule trained at once

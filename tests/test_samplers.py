@@ -10,19 +10,20 @@ import torch
 import pytest
 from scipy import integrate, stats
 
-from slmc_hpc.config import parse
-from slmc_hpc.driver import build_physics
-from slmc_hpc.fermions import DoubleExchange
+from slmc_hpc.assemble import build_physics, build_slot
+from slmc_hpc.hamiltonian import DoubleExchange
 from slmc_hpc.lattice import Lattice
 from slmc_hpc.models import LinearModel
 from slmc_hpc.observables import random_spins
-from slmc_hpc.replica import Replica
+from slmc_hpc.training.learner import solo_step
 from slmc_hpc.samplers import ExactLocalSampler, SLMCSampler
 from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
 from slmc_hpc.samplers.moves import draw_moves
 from slmc_hpc.samplers.nested import NestedSLMCSampler
 from slmc_hpc.samplers.slmc import effective_chain
 from slmc_hpc.stats import binned_error, tau_int
+
+from configs import small_config
 
 TWO_SITE = DoubleExchange(Lattice.from_kind("chain", 2), t=1.0, J=4.0, mu=0.0)
 BETA = 2.0
@@ -130,30 +131,18 @@ def run_replica(sampler, n_measure, seed, transformer_scheme=None):
     """Thermalize (SLMC: with online training of the effective model), then measure F/N and |m|.
     With transformer_scheme ("plain" or "nested") the effective model is a 1-layer Transformer
     (nested: the inner linear model has bond-pair terms)."""
-    cfg = parse(f"""
-        [lattice]
-        L = 4
-        [model]
-        mu = -2.5
-        [temperatures]
-        values = [0.1]
-        [effective_model]
-        shells = 5
-        [run]
-        sampler = "{sampler}"
-        thermalize = 1000
-        measure = {n_measure}
-        step_size = 0.8
-    """)
+    cfg = small_config(effective_model={"shells": 5},
+                       run={"sampler": sampler, "thermalize": 1000, "measure": n_measure, "step_size": 0.8,
+                            "progress_every": None})
     if transformer_scheme:
         cfg = cfg.replace("effective_model", kind="transformer", layers=1, heads=2, block_shells=2)
         cfg = cfg.replace("slmc", scheme=transformer_scheme).replace("training", every=250, epochs=10)
         if transformer_scheme == "nested":  # inner model with four-spin terms, as in analysis/reference.toml
             cfg = cfg.replace("slmc", inner_bond_shells=2)
-    rep = Replica(cfg, build_physics(cfg), 10.0, np.random.default_rng(seed))
+    rep, learner = build_slot(cfg, build_physics(cfg), 10.0, np.random.default_rng(seed))
     for _ in range(cfg.run.thermalize):
-        rep.step()
-    assert rep.model is None or len(rep.rounds) == cfg.run.thermalize // cfg.training.every
+        solo_step(rep, learner) if learner is not None else rep.step()
+    assert rep.model is None or len(learner.rounds) == cfg.run.thermalize // cfg.training.every
     records = [rep.record(rep.step()) for _ in range(n_measure)]
     F = np.array([r["free_energy"] for r in records]) / 16
     m = np.linalg.norm([r["magnetization"] for r in records], axis=1)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from slmc_hpc.fermions import DoubleExchange
+from slmc_hpc.hamiltonian import DoubleExchange
 from slmc_hpc.lattice import Lattice
 from slmc_hpc.observables import random_spins
 from slmc_hpc.tempering import RoundTrips, exchange, geometric_temperatures, pairs_for_round, swap_log_ratio

@@ -7,30 +7,20 @@ import numpy as np
 from slmc_hpc.cli import main
 from slmc_hpc.stats import binned_error, tau_int
 
-CONFIG = """
-[lattice]
-L = 4
-[model]
-mu = -2.5
-[temperatures]
-values = [0.1, 0.2, 0.4]
-exchange_every = {every}
-[effective_model]
-shells = 4
-[run]
-thermalize = 400
-measure = {measure}
-snapshot_every = 500
-seed = 5
-step_size = 0.8
-progress_every = 60
-"""
+from configs import small_toml
+
+
+def config(every, measure):
+    return small_toml(temperatures={"values": [0.1, 0.2, 0.4], "exchange_every": every},
+                      effective_model={"shells": 4},
+                      run={"thermalize": 400, "measure": measure, "snapshot_every": 500, "seed": 5, "step_size": 0.8,
+                           "progress_every": 60})
 
 
 def run(tmp_path, every, measure):
     out = tmp_path / f"pt{every}.h5"
     cfg = tmp_path / f"pt{every}.toml"
-    cfg.write_text(CONFIG.format(every=every, measure=measure))
+    cfg.write_text(config(every, measure))
     assert main(["run", str(cfg), "--output", str(out)]) == 0
     return out
 
@@ -78,30 +68,11 @@ def test_tempering_samples_each_temperature_like_independent_runs(tmp_path):
                 assert abs(x.mean() - y.mean()) < 3 * err, (slot, name, x.mean(), y.mean(), err)
 
 
-SHARED = """
-[lattice]
-L = 4
-[model]
-mu = -2.5
-[temperatures]
-values = {temps}
-exchange_every = 5
-[effective_model]
-kind = "transformer"
-layers = 1
-heads = 1
-block_shells = 1
-shells = 3
-[training]
-every = 30
-epochs = 2
-[run]
-thermalize = 60
-measure = 20
-snapshot_every = 20
-seed = 3
-progress_every = 600
-"""
+def shared(temps):
+    return small_toml(temperatures={"values": temps, "exchange_every": 5},
+                      effective_model={"kind": "transformer", "layers": 1, "heads": 1, "block_shells": 1},
+                      training={"every": 30, "epochs": 2},
+                      run={"thermalize": 60, "measure": 20, "snapshot_every": 20, "seed": 3})
 
 
 def test_one_transformer_serves_every_temperature(tmp_path):
@@ -110,7 +81,7 @@ def test_one_transformer_serves_every_temperature(tmp_path):
     fitted (with one β they cannot be, and stay zero)."""
     def slopes(temps):
         cfg, out = tmp_path / "s.toml", tmp_path / f"s{len(temps)}.h5"
-        cfg.write_text(SHARED.format(temps=temps))
+        cfg.write_text(shared(temps))
         assert main(["run", str(cfg), "--output", str(out)]) == 0
         with h5py.File(out, "r") as f:
             params, names = f["model/parameters"][:], list(f["model"].attrs["parameter_names"])

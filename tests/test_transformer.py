@@ -7,14 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from slmc_hpc.fermions import DoubleExchange
+from slmc_hpc.hamiltonian import DoubleExchange
 from slmc_hpc.lattice import Lattice
 from slmc_hpc.models import LinearModel
 from slmc_hpc.models.bond_pairs import bond_pair_energy, bond_pair_kernel, bond_pair_tables
 from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
 from slmc_hpc.observables import random_spins
 from slmc_hpc.testing import assert_equivariant, assert_invariant, permutations, rotations
-from slmc_hpc.training import LinearTrainer, RoundInterrupted, Samples, TorchTrainer, TrainingError
+from slmc_hpc.training.data import Samples
+from slmc_hpc.training.errors import RoundInterrupted, TrainingError
+from slmc_hpc.training.least_squares import LinearTrainer
+from slmc_hpc.training.network import TorchTrainer
 
 
 def random_net(lattice, seed=0, **kw):

@@ -27,6 +27,8 @@
 #                         reaches only this shell, which turns it into a clean checkpoint
 #                         (workstation.sh sets it)
 
+# The repository this file belongs to (the job scripts find this file, then use SLMC_REPO).
+SLMC_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SLMC_EXIT_REQUEUE=75
 
 slmc_log() {

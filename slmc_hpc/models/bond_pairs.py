@@ -7,7 +7,7 @@ bonds of shells 1..k, o the symmetry classes of unordered bond pairs (Lattice.bo
 at any separation. Why: integrating out the electrons couples the bond kinetic energies over
 long distances (to second order ΔF ≈ Σ_ab χ_ab δt_a δt_b); on the reference problem these
 terms cut the spread of the exact test's log-ratio from σ ≈ 1.0 (linear) to 0.51 offline
-(analysis/model_capacity.py; README, depth study). The same energy is (1/2) bᵀ G b with the
+(analysis/model_capacity.py; analysis/DEPTH_STUDY.md). The same energy is (1/2) bᵀ G b with the
 bond matrix G = K[class], diagonal doubled (bond_matrix): what a local update uses.
 """
 

@@ -17,7 +17,7 @@ shell 0 being the site itself):
 
 Attention alone is linear in the values, and on the reference problem it stalled after one
 layer; the gates are scalar functions of invariants (dot products) multiplying vectors, so
-they keep the equivariance and give depth something to build on (README, depth study).
+they keep the equivariance and give depth something to build on (analysis/DEPTH_STUDY.md).
 
 The optional bracket (``bond_shells`` > 0) adds the four-spin bond-pair terms of
 models/bond_pairs.py to the head, on the effective spins.

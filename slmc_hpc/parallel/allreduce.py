@@ -1,4 +1,4 @@
-"""Summing or averaging gradients over ranks with few, large Allreduce calls (flat buckets, not one call
+"""Summing gradients over ranks with few, large Allreduce calls (flat buckets, not one call
 per tensor), and cheap checks that all ranks hold the same parameters."""
 
 from __future__ import annotations
@@ -11,18 +11,9 @@ import torch
 BUCKET_BYTES = 8 * 2**20
 
 
-def average_gradients(params, comm, bucket_bytes: int = BUCKET_BYTES) -> None:
-    """Replace every parameter's .grad by its mean over ranks (missing grads count as zero)."""
-    _reduce_gradients(params, comm, 1.0 / comm.size, bucket_bytes)
-
-
 def sum_gradients(params, comm, bucket_bytes: int = BUCKET_BYTES) -> None:
     """Replace every parameter's .grad by its sum over ranks: the gradient of a loss that each
-    rank computed as its share of one global mean."""
-    _reduce_gradients(params, comm, 1.0, bucket_bytes)
-
-
-def _reduce_gradients(params, comm, scale: float, bucket_bytes: int) -> None:
+    rank computed as its share of one global mean (missing grads count as zero)."""
     params = [p for p in params if p.requires_grad]
     if comm.size == 1 or not params:
         return
@@ -35,7 +26,7 @@ def _reduce_gradients(params, comm, scale: float, bucket_bytes: int) -> None:
             size += p.numel() * p.element_size()
         if bucket and (p is None or size >= bucket_bytes):
             flat = torch.cat([q.grad.reshape(-1) for q in bucket]).detach().cpu().numpy()
-            summed = torch.from_numpy(comm.allreduce_sum(flat) * scale)
+            summed = torch.from_numpy(comm.allreduce_sum(flat))
             offset = 0
             for q in bucket:
                 q.grad.copy_(summed[offset: offset + q.numel()].reshape(q.shape))

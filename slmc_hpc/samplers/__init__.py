@@ -5,6 +5,6 @@ the random generator is passed in explicitly."""
 from .exact_local import ExactLocalSampler
 from .nested import NestedSLMCSampler
 from .slmc import SLMCSampler
-from .state import ChainState, StepInfo
+from .state import AcceptanceCounts, ChainState, StepInfo
 
-__all__ = ["ChainState", "StepInfo", "ExactLocalSampler", "SLMCSampler", "NestedSLMCSampler"]
+__all__ = ["AcceptanceCounts", "ChainState", "StepInfo", "ExactLocalSampler", "SLMCSampler", "NestedSLMCSampler"]

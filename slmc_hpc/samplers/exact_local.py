@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..fermions import DoubleExchange
+from ..hamiltonian import DoubleExchange
 from .moves import draw_moves, perturb
-from .exact_test import exact_state, free_energy
+from .exact_acceptance import exact_state, free_energy
 from .state import ChainState, StepInfo
 
 

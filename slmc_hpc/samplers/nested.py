@@ -19,9 +19,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..fermions import DoubleExchange
+from ..hamiltonian import DoubleExchange
 from .slmc import effective_chain
-from .exact_test import exact_state, exact_test, free_energy
+from .exact_acceptance import accept_exactly, exact_state, free_energy
 from .state import ChainState, StepInfo
 
 
@@ -57,4 +57,4 @@ class NestedSLMCSampler:
         middle = {"n_middle_tests": self.middle_steps, "n_middle_accepted": n_mid}
         if not n_mid:
             return state, StepInfo(accepted=False, n_tests=0, n_accepted=0, **middle)
-        return exact_test(self.physics, self.beta, state, spins, e_mid, rng, **middle)
+        return accept_exactly(self.physics, self.beta, state, spins, e_mid, rng, **middle)

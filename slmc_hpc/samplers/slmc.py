@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..fermions import DoubleExchange
+from ..hamiltonian import DoubleExchange
 from .moves import draw_moves, perturb
-from .exact_test import exact_state, exact_test, free_energy
+from .exact_acceptance import accept_exactly, exact_state, free_energy
 from .state import ChainState, StepInfo
 
 
@@ -66,4 +66,4 @@ class SLMCSampler:
         # E_eff of the proposal from the chain's own ΔE: no second model evaluation. Round-off
         # (~1e-15 per step) random-walks until the model next changes and E_eff is re-evaluated:
         # ~1e-12 after 10^5 frozen-model steps, far below anything the acceptance resolves.
-        return exact_test(self.physics, self.beta, state, proposal, state.e_eff + delta, rng)
+        return accept_exactly(self.physics, self.beta, state, proposal, state.e_eff + delta, rng)

@@ -25,7 +25,6 @@ class StepInfo:
     proposal (SLMC: the end of the inner chain), which is training data whether accepted or
     not. ``n_tests``/``n_accepted`` count the exact Metropolis tests in the step."""
 
-
     accepted: bool
     n_tests: int
     n_accepted: int
@@ -33,3 +32,37 @@ class StepInfo:
     proposal_free_energy: float = float("nan")
     n_middle_tests: int = 0  # nested SLMC: Metropolis tests against the middle model
     n_middle_accepted: int = 0
+
+
+@dataclass
+class AcceptanceCounts:
+    """Metropolis tests and acceptances summed over steps: the exact tests and, for nested
+    SLMC, the middle (Transformer) tests. Stored in checkpoints as four int64 numbers in
+    this order (``as_array``)."""
+
+    tests: int = 0
+    accepted: int = 0
+    middle_tests: int = 0
+    middle_accepted: int = 0
+
+    def add(self, info: StepInfo) -> None:
+        self.tests += info.n_tests
+        self.accepted += info.n_accepted
+        self.middle_tests += info.n_middle_tests
+        self.middle_accepted += info.n_middle_accepted
+
+    @property
+    def acceptance(self) -> float:
+        """Accepted exact tests per exact test (NaN before any)."""
+        return self.accepted / self.tests if self.tests else float("nan")
+
+    @property
+    def middle_acceptance(self) -> float:
+        return self.middle_accepted / self.middle_tests if self.middle_tests else float("nan")
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.tests, self.accepted, self.middle_tests, self.middle_accepted], dtype=np.int64)
+
+    @classmethod
+    def from_array(cls, values) -> "AcceptanceCounts":
+        return cls(*(int(v) for v in values))

@@ -7,53 +7,33 @@ import signal
 
 import pytest
 
-from slmc_hpc import driver
+from slmc_hpc import driver, run_loop
 from slmc_hpc.checkpoint import checkpoint_path, read_checkpoint
-from slmc_hpc.config import parse
 from slmc_hpc.parallel.comm import MPIComm
 from slmc_hpc.testing import assert_same_files
+
+from configs import small_config
 
 from .test_tempering_mpi import on_rank0
 
 pytestmark = pytest.mark.mpi
 
-CONFIG = """
-[lattice]
-L = 4
-[model]
-mu = -2.5
-[temperatures]
-values = {temps}
-exchange_every = 3
-[effective_model]
-kind = "transformer"
-shells = 3
-layers = 1
-heads = 2
-block_shells = 1
-[training]
-every = 10
-epochs = 2
-batch_size = 16
-[run]
-thermalize = 30
-measure = 40
-snapshot_every = 7
-seed = 12
-progress_every = 600
-checkpoint_every = 0
-"""
+def config(n_ranks):
+    return small_config(temperatures={"values": [round(0.1 * 1.4**r, 4) for r in range(n_ranks)], "exchange_every": 3},
+                        effective_model={"kind": "transformer", "layers": 1, "heads": 2, "block_shells": 1},
+                        training={"every": 10, "epochs": 2, "batch_size": 16},
+                        run={"thermalize": 30, "measure": 40, "snapshot_every": 7, "seed": 12, "checkpoint_every": 0})
 
 
 @pytest.mark.parametrize("gather", [False, True], ids=["mpio", "rank0-gather"])
 @pytest.mark.parametrize("phase,step", [("thermalize", 15), ("measure", 20)])
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path_factory, monkeypatch, phase, step, gather):
     comm = MPIComm()
-    cfg = parse(CONFIG.format(temps=[round(0.1 * 1.4**r, 4) for r in range(comm.size)]))
+    cfg = config(comm.size)
     where = comm.bcast(str(tmp_path_factory.mktemp("ckpt")) if comm.rank == 0 else None)
     quiet = lambda *a, **k: None  # noqa: E731
     driver.run(cfg, output=f"{where}/whole.h5", comm=comm, log=quiet, gather_output=gather)
-    original = driver._Run.poll
+    original = run_loop.TemperingRun.poll
 
     def poll(self, ph, st):  # the signal reaches the last rank only
         if (ph, st) == (phase, step) and comm.rank == comm.size - 1:
@@ -61,8 +41,8 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path_factory, monkeypa
         return original(self, ph, st)
 
     with monkeypatch.context() as m:
-        m.setattr(driver._Run, "poll", poll)
-        m.setattr(driver, "CONTROL_EVERY", 1)  # any step can be a stop
+        m.setattr(run_loop.TemperingRun, "poll", poll)
+        m.setattr(run_loop, "CONTROL_EVERY", 1)  # any step can be a stop
         with pytest.raises(driver.Interrupted):  # on every rank
             driver.run(cfg, output=f"{where}/cut.h5", comm=comm, log=quiet, gather_output=gather)
     comm.barrier()
@@ -83,9 +63,9 @@ def test_a_signal_on_one_rank_during_a_training_round_stops_every_rank_there(tmp
     """The last rank alone is signalled during the second minibatch of the second training
     round: every rank abandons the round at the same minibatch (no collective left hanging),
     the checkpoint is from before the round, and the resume redoes it bit for bit."""
-    from slmc_hpc.training import TorchTrainer
+    from slmc_hpc.training.network import TorchTrainer
     comm = MPIComm()
-    cfg = parse(CONFIG.format(temps=[round(0.1 * 1.4**r, 4) for r in range(comm.size)]))
+    cfg = config(comm.size)
     where = comm.bcast(str(tmp_path_factory.mktemp("ckpt-round")) if comm.rank == 0 else None)
     quiet = lambda *a, **k: None  # noqa: E731
     driver.run(cfg, output=f"{where}/whole.h5", comm=comm, log=quiet, gather_output=gather)

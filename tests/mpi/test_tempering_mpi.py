@@ -5,31 +5,17 @@ import h5py
 import numpy as np
 import pytest
 
-from slmc_hpc.config import parse
 from slmc_hpc.driver import run
 from slmc_hpc.parallel.comm import MPIComm, SerialComm
 
+from configs import small_config
+
 pytestmark = pytest.mark.mpi
 
-CONFIG = """
-[lattice]
-L = 3
-[model]
-mu = -1.0
-[temperatures]
-values = {temps}
-exchange_every = 3
-[effective_model]
-shells = 2
-[training]
-every = 20
-[run]
-thermalize = 40
-measure = 60
-snapshot_every = 20
-seed = 9
-progress_every = 600
-"""
+def config(temps):
+    return small_config(lattice={"L": 3}, model={"mu": -1.0}, temperatures={"values": temps, "exchange_every": 3},
+                        effective_model={"shells": 2}, training={"every": 20},
+                        run={"thermalize": 40, "measure": 60, "snapshot_every": 20, "seed": 9})
 
 
 def on_rank0(comm, check):
@@ -62,7 +48,7 @@ def test_mpi_run_equals_single_process_run(tmp_path_factory, gather):
     """Both writers: MPI-IO, and the rank-0 gather used when h5py has no MPI (forced here)."""
     comm = MPIComm()
     temps = [round(0.2 * 1.6**r, 4) for r in range(comm.size)]
-    cfg = parse(CONFIG.format(temps=temps))
+    cfg = config(temps)
     where = comm.bcast(str(tmp_path_factory.mktemp("pt")) if comm.rank == 0 else None)
     run(cfg, output=f"{where}/mpi.h5", comm=comm, log=lambda *a: None, gather_output=gather)
 
@@ -76,24 +62,9 @@ def test_mpi_run_equals_single_process_run(tmp_path_factory, gather):
     on_rank0(comm, check)
 
 
-EXACT = """
-[lattice]
-L = 4
-[model]
-mu = -2.5
-[temperatures]
-values = {temps}
-exchange_every = {every}
-[effective_model]
-shells = 4
-[run]
-thermalize = 400
-measure = 5000
-snapshot_every = 500
-seed = 5
-step_size = 0.8
-progress_every = 600
-"""
+def exact(temps, every):
+    return small_config(temperatures={"values": temps, "exchange_every": every}, effective_model={"shells": 4},
+                        run={"thermalize": 400, "measure": 5000, "snapshot_every": 500, "seed": 5, "step_size": 0.8})
 
 
 def test_each_slot_of_a_tempering_run_agrees_with_independent_chains(tmp_path_factory):
@@ -105,10 +76,10 @@ def test_each_slot_of_a_tempering_run_agrees_with_independent_chains(tmp_path_fa
     comm = MPIComm()
     temps = [round(0.1 * 1.5**r, 4) for r in range(comm.size)]
     where = comm.bcast(str(tmp_path_factory.mktemp("exact")) if comm.rank == 0 else None)
-    run(parse(EXACT.format(temps=temps, every=4)), output=f"{where}/pt.h5", comm=comm, log=lambda *a: None)
+    run(exact(temps, 4), output=f"{where}/pt.h5", comm=comm, log=lambda *a: None)
 
     def check():
-        run(parse(EXACT.format(temps=temps, every=0)), output=f"{where}/independent.h5", comm=SerialComm(),
+        run(exact(temps, 0), output=f"{where}/independent.h5", comm=SerialComm(),
             log=lambda *a: None)
 
         def error(x):
@@ -129,31 +100,11 @@ def test_each_slot_of_a_tempering_run_agrees_with_independent_chains(tmp_path_fa
     on_rank0(comm, check)
 
 
-SHARED = """
-[lattice]
-L = 4
-[model]
-mu = -2.5
-[temperatures]
-values = {temps}
-exchange_every = 3
-[effective_model]
-kind = "transformer"
-layers = 1
-heads = 2
-block_shells = 1
-shells = 3
-[training]
-every = 20
-epochs = 3
-batch_size = 100000
-[run]
-thermalize = 40
-measure = 30
-snapshot_every = 10
-seed = 4
-progress_every = 600
-"""
+def shared(temps):
+    return small_config(temperatures={"values": temps, "exchange_every": 3},
+                        effective_model={"kind": "transformer", "layers": 1, "heads": 2, "block_shells": 1},
+                        training={"every": 20, "epochs": 3, "batch_size": 100000},
+                        run={"thermalize": 40, "measure": 30, "snapshot_every": 10, "seed": 4})
 
 
 def test_shared_transformer_trained_across_ranks_equals_one_process(tmp_path_factory):
@@ -163,7 +114,7 @@ def test_shared_transformer_trained_across_ranks_equals_one_process(tmp_path_fac
     floating-point sums; every slot stores the same parameters."""
     comm = MPIComm()
     temps = [round(0.1 * 1.5**r, 4) for r in range(comm.size)]
-    cfg = parse(SHARED.format(temps=temps))
+    cfg = shared(temps)
     where = comm.bcast(str(tmp_path_factory.mktemp("shared")) if comm.rank == 0 else None)
     run(cfg, output=f"{where}/mpi.h5", comm=comm, log=lambda *a: None)
 

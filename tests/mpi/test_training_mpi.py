@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from slmc_hpc.fermions import DoubleExchange
+from slmc_hpc.hamiltonian import DoubleExchange
 from slmc_hpc.lattice import Lattice
 from slmc_hpc.models.transformer import EquivariantTransformer
 from slmc_hpc.parallel.allreduce import assert_same_parameters, sum_gradients
 from slmc_hpc.parallel.comm import MPIComm, SerialComm
-from slmc_hpc.training import Samples, TorchTrainer
+from slmc_hpc.training.data import Samples
+from slmc_hpc.training.network import TorchTrainer
 
 pytestmark = pytest.mark.mpi
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..fermions import DoubleExchange
+from ..hamiltonian import DoubleExchange
 from .state import ChainState, StepInfo
 
 
@@ -19,7 +19,7 @@ def free_energy(physics: DoubleExchange, state: ChainState, beta: float) -> floa
     return float(physics.free_energy(state.eigenvalues, state.classical_energy, beta))
 
 
-def exact_test(physics: DoubleExchange, beta: float, state: ChainState, proposal: np.ndarray, e_proposal: float,
+def accept_exactly(physics: DoubleExchange, beta: float, state: ChainState, proposal: np.ndarray, e_proposal: float,
                rng: np.random.Generator, **info) -> tuple[ChainState, StepInfo]:
     """Accept ``proposal`` (drawn by a chain reversible for exp(-β E_eff)) with
     min(1, exp(-β[(F[S'] - F[S]) - (E_eff[S'] - E_eff[S])])): one diagonalization."""

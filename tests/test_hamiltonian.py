@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from slmc_hpc.fermions import DoubleExchange, fermion_energy, log_fermion_weight
+from slmc_hpc.hamiltonian import DoubleExchange, fermion_energy, log_fermion_weight
 from slmc_hpc.lattice import Lattice
 from slmc_hpc.observables import random_spins
 from slmc_hpc.testing import assert_invariant, permutations, random_rotation, rotations

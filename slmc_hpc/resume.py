@@ -1,0 +1,147 @@
+"""Resuming: what --resume finds, whether a checkpoint fits the run, and the checkpoint's
+state tree, assembled from (and restored into) a TemperingRun.
+
+The tree: the run's configuration text, run id, phase and step, whether a training round is
+pending, the tempering state (slot of every replica, round trips, exchange rounds done, the
+controller's random stream), and per rank: the shared network's trainer, the measured
+acceptance counts (R, 4) and per replica its chain (Replica.state_dict) and learning
+(Learner.state_dict). The file format is checkpoint.py's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .checkpoint import checkpoint_path, read_checkpoint, write_checkpoint
+from .config import Config, ConfigError, parse
+from .output import FORMAT
+from .parallel.comm import on_rank0
+from .samplers import AcceptanceCounts
+
+# keys that may change between a run and its resume: they change nothing of the chains
+RESUMABLE_CHANGES = {("run", "checkpoint_every"), ("run", "progress_every"), ("run", "output")}
+
+
+def on_rank0_config(comm, func, share: bool = True):
+    """func() on rank 0; its ConfigError on every rank (see parallel.comm.on_rank0)."""
+    return on_rank0(comm, func, (ConfigError,), share)
+
+
+def resume_state(path: Path, ckpt: Path) -> str:
+    """What --resume finds (rank 0 looks): "checkpoint", "complete" or "new"."""
+    if ckpt.exists():
+        return "checkpoint"
+    if not path.exists():
+        return "new"
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") == FORMAT and "summary" in f:
+                return "complete"
+    except OSError:
+        pass
+    raise ConfigError(f"--resume: {str(path)!r} exists but there is no checkpoint {str(ckpt)!r} to continue "
+                      f"from (killed before the first checkpoint?); pass --overwrite to start again")
+
+
+def remove_checkpoint(ckpt: Path) -> None:
+    """Remove the checkpoint of an earlier run (and a temporary one), so it is never resumed
+    into this one."""
+    try:
+        for stale in (ckpt, ckpt.with_name(ckpt.name + ".tmp")):
+            stale.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot remove the old checkpoint {str(ckpt)!r} of an earlier run: {exc}") from None
+
+
+def load_checkpoint(ckpt: Path, cfg: Config, comm) -> dict:
+    """Rank 0 reads and checks the checkpoint; every rank gets the shared part and its own
+    rank's part (not everyone's: at L = 12 each rank's buffers are tens of MB)."""
+    def read():
+        tree = read_checkpoint(ckpt)
+        check_checkpoint(tree, ckpt, cfg, comm.size)
+        return tree
+    full = on_rank0_config(comm, read, share=False)
+    ranks = full.pop("ranks") if comm.rank == 0 else None
+    tree = comm.bcast(full)
+    tree["ranks"] = {str(comm.rank): comm.scatter([ranks[str(r)] for r in range(comm.size)]
+                                                  if comm.rank == 0 else None)}
+    return tree
+
+
+def check_checkpoint(tree: dict, ckpt: Path, cfg: Config, n_ranks: int) -> None:
+    """The checkpoint is readable, of this configuration (up to RESUMABLE_CHANGES) and of
+    this many ranks; ConfigError naming the difference otherwise."""
+    try:
+        saved = parse(tree["config"])
+        phase, ranks, _ = tree["phase"], int(tree["n_ranks"]), tree["run_id"]
+    except (KeyError, ConfigError, TypeError) as exc:
+        raise ConfigError(f"checkpoint {str(ckpt)!r} is damaged or from another version ({exc})") from None
+    changed = [(name, key) for name, section in cfg.sections.items() for key, value in section.as_dict().items()
+               if (name, key) not in RESUMABLE_CHANGES and saved.sections[name].as_dict()[key] != value]
+    if changed:
+        keys = ", ".join(f"[{n}] {k}" for n, k in changed)
+        raise ConfigError(f"checkpoint {str(ckpt)!r} is from another configuration ({keys} differ); "
+                          f"resume with the run's own configuration, or pass --overwrite to start again")
+    if ranks != n_ranks:
+        raise ConfigError(f"checkpoint {str(ckpt)!r} was written by {ranks} rank(s); resume with {ranks}, "
+                          f"not {n_ranks}")
+    if phase not in ("thermalize", "measure"):
+        raise ConfigError(f"checkpoint {str(ckpt)!r} is damaged (phase {phase!r})")
+
+
+def save_checkpoint(run, phase: str, step: int, round_pending: bool = False) -> None:
+    """Gather every rank's state of ``run`` (a TemperingRun) and write the checkpoint (rank 0;
+    collective). ``round_pending``: the training round due after ``step`` was interrupted;
+    the state is from before it, and a resume redoes it first."""
+    replicas = {}
+    for r, rep in run.replicas.items():
+        learner = run.learners[r]
+        replicas[str(r)] = rep.state_dict() | (learner.state_dict() if learner is not None else {})
+    mine = {"trainer": run.network.state_dict() if run.network is not None else None,
+            "counts": run.counts_array(), "replicas": replicas}
+    parts = run.comm.gather(mine)
+    path = checkpoint_path(run.path)
+
+    def write():
+        tree = {"config": run.config_text, "run_id": run.out.run_id, "phase": phase, "step": step,
+                "round_pending": int(round_pending),
+                "n_ranks": run.comm.size, "n_exchange": run.n_exchange,
+                "slot_of_replica": run.slot_of_replica.copy(), "trips": run.trips.state_dict(),
+                "controller_rng": json.dumps(run.controller_rng.bit_generator.state),
+                "ranks": {str(rank): part for rank, part in enumerate(parts)}}
+        try:
+            write_checkpoint(path, tree)
+        except OSError as exc:  # disk full, quota, permissions: the old checkpoint is intact
+            raise ConfigError(f"cannot write the checkpoint {str(path)!r}: {exc}; "
+                              f"the previous checkpoint and the output are intact") from None
+    on_rank0_config(run.comm, write)  # also: nobody goes on before the checkpoint is on disk
+
+
+def restore(run, tree: dict) -> None:
+    """Put ``run`` (a TemperingRun, freshly assembled) where the checkpoint ``tree`` left off,
+    and rewind its output to the checkpoint's position (what was written after it is redone)."""
+    mine = tree["ranks"][str(run.comm.rank)]
+    if run.network is not None:
+        run.network.load_state_dict(mine["trainer"])
+    run.measured = [AcceptanceCounts.from_array(a) for a in mine["counts"]]
+    for r, rep in run.replicas.items():
+        saved, learner = mine["replicas"][str(r)], run.learners[r]
+        models = ()
+        if learner is not None:
+            learner.load_state_dict(saved)
+            models = learner.models(float(saved["beta"]))
+        rep.load_state_dict(saved, *models)
+    run.resumed_chains = {r: mine["replicas"][str(r)]["chain"] for r in run.replicas}
+    if run.controller_rng is not None:
+        run.controller_rng.bit_generator.state = json.loads(tree["controller_rng"])
+    run.slot_of_replica = np.array(tree["slot_of_replica"])
+    run.trips.load_state_dict(tree["trips"])
+    run.n_exchange = int(tree["n_exchange"])
+    measured = int(tree["step"]) if tree["phase"] == "measure" else 0
+    if run.comm.rank == 0:
+        run.out.rewind(measured, run.n_exchange)
+    run.out.drop_summary()
+    run.out.flush()

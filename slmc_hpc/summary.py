@@ -1,0 +1,46 @@
+"""The end-of-run summary: per temperature slot, acceptance, F/N and |m| with binned errors
+and τ_int(F), read back from the rows just written; per slot pair, the exchange acceptance;
+the round trips and the up-moving fraction of the tempering ladder. Goes to /summary and to
+the log."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .samplers import AcceptanceCounts
+from .stats import estimate
+
+
+def summarize(out, n_sites: int, temperatures, counts: list[AcceptanceCounts], seconds_per_step: float,
+              trips, log, comm) -> None:
+    """Per-slot means and errors from the rows just written (``counts``: the measured exact
+    and middle tests of each slot, summed over ranks); computed identically on every rank,
+    because creating the /summary datasets is collective."""
+    comm.barrier()
+    seconds_per_step = float(np.mean(comm.allgather(seconds_per_step)))
+    if out.file is None:  # gathered output: rank 0 alone reads and writes the summary
+        return
+    summary = {k: [] for k in ("acceptance", "middle_acceptance", "moved", "free_energy_per_site",
+                               "free_energy_per_site_error", "abs_magnetization", "abs_magnetization_error",
+                               "tau_free_energy", "seconds_per_step")}
+    for slot, T in enumerate(temperatures):
+        F = out.file["measure/free_energy"][slot] / n_sites
+        m = np.linalg.norm(out.file["measure/magnetization"][slot], axis=-1)
+        eF, em = estimate(F), estimate(m)
+        c = counts[slot]
+        moved = float(np.mean(out.file["measure/accepted"][slot]))
+        for key, v in zip(summary, (c.acceptance, c.middle_acceptance, moved, eF.mean, eF.error, em.mean, em.error,
+                                    eF.tau, seconds_per_step)):
+            summary[key].append(v)
+        log(f"T={T:<8.4g} acceptance {c.acceptance:.3f}  F/N = {eF.mean:.6f} ± {eF.error:.6f}  "
+            f"|m| = {em.mean:.4f} ± {em.error:.4f}  tau_int(F) = {eF.tau:.1f} steps")
+    if out.file["tempering/accepted"].shape[0]:
+        acc = out.file["tempering/accepted"][:]
+        pair = [float(np.mean(acc[acc[:, p] >= 0, p])) if np.any(acc[:, p] >= 0) else float("nan")
+                for p in range(acc.shape[1])]
+        summary["pair_acceptance"] = pair
+        summary["round_trips"] = trips.completed
+        summary["up_fraction"] = trips.up_fraction()
+        log("exchange acceptance per pair: " + " ".join(f"{a:.2f}" for a in pair)
+            + f"; round trips {int(trips.completed.sum())}")
+    out.write_summary(summary)

@@ -1,0 +1,31 @@
+"""The tests' small run configuration, written once: each test gives only what differs.
+
+Imported as ``from configs import small_toml, small_config``: pytest puts tests/ on sys.path
+(tests/ is not a package), for tests/*.py and for the package tests/mpi alike."""
+
+from slmc_hpc.config import Config, parse, to_toml
+
+BASE = {
+    "lattice": {"L": 4},
+    "model": {"mu": -2.5},
+    "temperatures": {"values": [0.1]},
+    "effective_model": {"shells": 3},
+    "run": {"progress_every": 600},
+}
+
+
+def small_toml(*changes: dict, **sections: dict) -> str:
+    """TOML text of the tests' small run: BASE, then each ``{section: {key: value}}`` of
+    ``changes`` in turn, then the keyword ``sections``, each adding or replacing keys of its
+    sections. A value None leaves the key out (it takes its default), e.g.
+    ``small_toml(temperatures={"values": [0.1, 0.2]}, run={"seed": 11, "progress_every": None})``."""
+    merged = {name: dict(values) for name, values in BASE.items()}
+    for change in (*changes, sections):
+        for name, values in change.items():
+            merged.setdefault(name, {}).update(values)
+    return to_toml(merged)
+
+
+def small_config(*changes: dict, **sections: dict) -> Config:
+    """``small_toml(*changes, **sections)``, parsed."""
+    return parse(small_toml(*changes, **sections))
