@@ -123,7 +123,7 @@ def build_slot(cfg: Config, physics: DoubleExchange, beta: float, rng: np.random
         sampler = ExactLocalSampler(physics, beta, n_local, step_size)
     elif cfg.effective_model.kind == "linear":
         linear = LinearTrainer(build_linear(cfg, lattice), tr.loss)
-        sampler = SLMCSampler(physics, linear.model, beta, n_local, step_size)
+        sampler = SLMCSampler(physics, linear.model, beta, n_local, step_size, cfg.slmc.overrelax)
     else:
         if network is None:
             network = build_network_trainer(cfg, lattice, beta if beta_ref is None else beta_ref,
@@ -134,7 +134,7 @@ def build_slot(cfg: Config, physics: DoubleExchange, beta: float, rng: np.random
         else:
             inner = LinearTrainer(build_linear(cfg, lattice, inner=True), tr.loss)
             sampler = NestedSLMCSampler(physics, inner.model, model, beta, n_local, step_size,
-                                        cfg.slmc.middle_steps)
+                                        cfg.slmc.middle_steps, cfg.slmc.overrelax)
     replica = Replica(physics, sampler, rng, initial_spins(run.initial, lattice.N, rng))
     if run.sampler == "exact":
         return replica, None

@@ -120,6 +120,9 @@ SCHEMA: dict[str, list[Key]] = {
         Key("middle_steps", "int", 1, "nested: inner chains + transformer tests per exact test", _at_least(1)),
         Key("inner_bond_shells", "int", 0, "nested: the inner linear model's four-spin bond-pair terms "
             "(as [effective_model] bond_shells, on the raw spins); 0: none", _non_negative),
+        Key("overrelax", "float", 0.0, "fraction of the inner chain's updates that reflect the spin about its "
+            "local field (over-relaxation; linear inner models: kind = linear, or scheme = nested)",
+            lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),
     ],
     "training": [
         Key("every", "int", 20, "a training round every this many thermalization steps", _at_least(1)),
@@ -320,15 +323,16 @@ def _check_consistency(cfg: Config) -> None:
         if value != "global" and value > n_distances:
             raise ConfigError(f"[{section}] {key} = {value} exceeds the {n_distances} "
                               f"distinct distances of a {cfg.lattice.kind} lattice with L = {cfg.lattice.L}")
+    if cfg.slmc.overrelax and (cfg.run.sampler != "slmc" or em.kind == "transformer" and not nested):
+        raise ConfigError(f"[slmc] overrelax = {cfg.slmc.overrelax} needs an SLMC inner chain on a linear model "
+                          f"([effective_model] kind = \"linear\", or [slmc] scheme = \"nested\")")
     if cfg.run.sampler == "slmc" and cfg.run.thermalize < cfg.training.every:
         raise ConfigError(f"[run] thermalize = {cfg.run.thermalize} is shorter than [training] every = "
                           f"{cfg.training.every}: the effective model would never be trained")
-    # bond-pair terms (bond_pairs.bond_values and bond_pair_sums), per 256-sample chunk: the
-    # (N, N) Gram matrix of each sample, and the (T, T, N) correlations of its bond fields with
-    # their spectra and weighted copy (measured about 5 T² N floats); T = (z + s) / 2 bond classes,
-    # z neighbour vectors in the shells, s of them their own inverse (2 v = 0 mod L). Kept over a
-    # whole Transformer minibatch for autograd: the (T, N) complex spectra, for each of the
-    # pair loss's two configurations.
+    # bond-pair terms, per 256-sample chunk: each sample's (N, N) Gram matrix and its bond fields'
+    # (T, T, N) correlations, spectra and weighted copy (about 5 T² N floats); T = (z + s) / 2 bond
+    # classes (z neighbour vectors, s of them self-inverse: 2 v = 0 mod L). A Transformer minibatch
+    # keeps the (T, N) complex spectra for autograd, for each of the pair loss's configurations.
     transformer = em.kind == "transformer"
     bond_terms = [("effective_model", "bond_shells", em.bond_shells,
                    max(cfg.training.batch_size, 256) if transformer else 256,

@@ -85,6 +85,7 @@ BOND_PAIR_MODEL = LinearModel(TWO_SITE.lattice, couplings=np.array([0.8]), e0=0.
     ("slmc-no-model", SLMCSampler(TWO_SITE, LinearModel.zeros(TWO_SITE.lattice, 1), BETA, n_local=3,
                                   step_size=0.7)),
     ("slmc-bond-pairs", SLMCSampler(TWO_SITE, BOND_PAIR_MODEL, BETA, n_local=4, step_size=1.0)),
+    ("slmc-overrelax", SLMCSampler(TWO_SITE, BOND_PAIR_MODEL, BETA, n_local=8, step_size=1.0, overrelax=0.5)),
 ])
 def test_two_site_cos_theta_distribution(name, sampler):
     cos = sample_cos(sampler, 40000, seed=7)
@@ -127,11 +128,11 @@ def test_inner_chain_sites_are_independent_and_uniform():
 
 
 @functools.cache
-def run_replica(sampler, n_measure, seed, transformer_scheme=None):
+def run_replica(sampler, n_measure, seed, transformer_scheme=None, overrelax=0.0):
     """Thermalize (SLMC: with online training of the effective model), then measure F/N and |m|.
     With transformer_scheme ("plain" or "nested") the effective model is a 1-layer Transformer
-    (nested: the inner linear model has bond-pair terms)."""
-    cfg = small_config(effective_model={"shells": 5},
+    (nested: the inner linear model has bond-pair terms); ``overrelax``: [slmc] overrelax."""
+    cfg = small_config(effective_model={"shells": 5}, slmc={"overrelax": overrelax},
                        run={"sampler": sampler, "thermalize": 1000, "measure": n_measure, "step_size": 0.8,
                             "progress_every": None})
     if transformer_scheme:
@@ -156,10 +157,11 @@ def error_with_long_bins(x):
     return binned_error(x, n_bins)
 
 
-def test_slmc_agrees_with_exact_sampler_on_4x4():
+@pytest.mark.parametrize("overrelax", [0.0, 0.5])
+def test_slmc_agrees_with_exact_sampler_on_4x4(overrelax):
     """⟨F⟩/N and ⟨|m|⟩ within 3 combined binned standard errors (false alarm ≈ 0.5% for two
-    observables if the error bars are right)."""
-    F_s, m_s = run_replica("slmc", 10000, seed=11)
+    observables if the error bars are right), also with half the inner updates reflections."""
+    F_s, m_s = run_replica("slmc", 10000, seed=11, overrelax=overrelax)
     F_e, m_e = run_replica("exact", 5000, seed=12)
     for name, a, b in (("F/N", F_s, F_e), ("|m|", m_s, m_e)):
         err = np.hypot(error_with_long_bins(a), error_with_long_bins(b))

@@ -24,3 +24,12 @@ def draw_moves(rng: np.random.Generator, n_sites: int, n_moves: int):
     SLMC acceptance formula requires.
     """
     return rng.integers(n_sites, size=n_moves), rng.standard_normal((n_moves, 3)), rng.random(n_moves)
+
+
+def draw_reflections(rng: np.random.Generator, n_moves: int, fraction: float) -> np.ndarray:
+    """Which of n_moves local updates are over-relaxation reflections (samplers/local_chain.py):
+    each one independently with probability ``fraction``. A random mixture, not a schedule:
+    the reversed sequence of move kinds is then as likely as the sequence itself, which keeps
+    the inner chain reversible, as the SLMC acceptance requires. Drawn after draw_moves, and
+    only when ``fraction`` > 0, so that chains without reflections keep their random streams."""
+    return rng.random(n_moves) < fraction

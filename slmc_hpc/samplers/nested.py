@@ -34,6 +34,7 @@ class NestedSLMCSampler:
     n_local: int
     step_size: float
     middle_steps: int = 1
+    overrelax: float = 0.0  # fraction of inner-chain updates that are reflections (local_chain.py)
 
     def init_state(self, spins: np.ndarray) -> ChainState:
         return exact_state(self.physics, spins, float(self.model.energy(spins)))
@@ -50,7 +51,8 @@ class NestedSLMCSampler:
         n_mid = 0
         for _ in range(self.middle_steps):
             # the inner chain reports ΔE_in itself: two fewer model evaluations per step
-            proposal, d_in = effective_chain(self.inner, spins, self.beta, self.n_local, self.step_size, rng)
+            proposal, d_in = effective_chain(self.inner, spins, self.beta, self.n_local, self.step_size, rng,
+                                            self.overrelax)
             p_mid = float(self.model.energy(proposal))
             if np.log(rng.random()) < -self.beta * ((p_mid - e_mid) - d_in):
                 spins, e_mid, n_mid = proposal, p_mid, n_mid + 1

@@ -16,22 +16,27 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..hamiltonian import DoubleExchange
-from .moves import draw_moves, perturb
+from .moves import draw_moves, draw_reflections, perturb
 from .exact_acceptance import accept_exactly, exact_state, free_energy
 from .state import ChainState, StepInfo
 
 
 def effective_chain(model, spins: np.ndarray, beta: float, n_local: int, step_size: float,
-                    rng: np.random.Generator) -> tuple[np.ndarray, float]:
+                    rng: np.random.Generator, overrelax: float = 0.0) -> tuple[np.ndarray, float]:
     """Run n_local Metropolis updates on exp(-β E_eff) starting from spins; return the end
     and E_eff[end] - E_eff[start] (the sum of the accepted updates' ΔE; equal to the
     difference of the two energies up to round-off, without evaluating them).
     A model with a ``bond_form`` (the linear model) runs the compiled chain of
-    samplers/local_chain.py on the same random numbers; others call delta_energy per update."""
+    samplers/local_chain.py on the same random numbers; others call delta_energy per update.
+    ``overrelax``: the fraction of updates that reflect the spin about its local field
+    (bond forms only)."""
     sites, noise, u = draw_moves(rng, len(spins), n_local)
     log_u = np.log(u)
+    reflect = draw_reflections(rng, n_local, overrelax) if overrelax > 0 else None
     if hasattr(type(model), "bond_form"):  # not getattr: an error building it must not hide
-        return model.bond_form.chain(spins, beta, sites, noise, log_u, step_size)
+        return model.bond_form.chain(spins, beta, sites, noise, log_u, step_size, reflect)
+    if reflect is not None:
+        raise ValueError(f"over-relaxation needs a model with a local field (a bond form), not {type(model).__name__}")
     spins = spins.copy()
     total = 0.0
     for i, g, lu in zip(sites, noise, log_u):
@@ -50,6 +55,7 @@ class SLMCSampler:
     beta: float
     n_local: int
     step_size: float
+    overrelax: float = 0.0  # fraction of inner-chain updates that are reflections (local_chain.py)
 
     def init_state(self, spins: np.ndarray) -> ChainState:
         return exact_state(self.physics, spins, float(self.model.energy(spins)))
@@ -62,7 +68,8 @@ class SLMCSampler:
         return free_energy(self.physics, state, self.beta)
 
     def step(self, state: ChainState, rng: np.random.Generator) -> tuple[ChainState, StepInfo]:
-        proposal, delta = effective_chain(self.model, state.spins, self.beta, self.n_local, self.step_size, rng)
+        proposal, delta = effective_chain(self.model, state.spins, self.beta, self.n_local, self.step_size, rng,
+                                          self.overrelax)
         # E_eff of the proposal from the chain's own ΔE: no second model evaluation. Round-off
         # (~1e-15 per step) random-walks until the model next changes and E_eff is re-evaluated:
         # ~1e-12 after 10^5 frozen-model steps, far below anything the acceptance resolves.

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Cost per independent sample, τ_int(F) × seconds per step, of the exact local sampler and
+of SLMC variants, measured side by side: every variant thermalizes (and trains) first, then
+the measured chains run in interleaved blocks (round robin), so that the timings share
+whatever else the machine does. Prints a table with ratios to the exact sampler; asserts
+nothing (speed is not a test). See analysis/BENCHMARKS.md for measured tables.
+
+    OMP_NUM_THREADS=1 python analysis/benchmark_sampler.py --L 8 --point reference \\
+        --variants exact default linear linear-or --measure 20000 --seed 1
+
+One step of the exact sampler is one sweep (N single-spin updates, each with its own
+diagonalization). A row whose run is shorter than 500 τ_int is marked "rough": τ_int from
+shorter runs reads low (README lessons). Also printed, as candidate proxies for tuning: the
+mean squared change of F/N per step and of the spins per step (Σ_i |ΔS_i|² / N)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from slmc_hpc.assemble import build_physics, build_slot
+from slmc_hpc.config import parse, to_toml
+from slmc_hpc.stats import estimate
+from slmc_hpc.training.learner import solo_step
+
+# (t, J, mu, T): the reference problem, a ferromagnetic point, and one in between
+POINTS = {
+    "reference": {"model": {"t": 1.0, "J": 4.0, "mu": -2.5}, "T": 0.02},
+    "ferro": {"model": {"t": 1.0, "J": 8.0, "mu": -5.0}, "T": 0.05},
+    "mid": {"model": {"t": 1.0, "J": 8.0, "mu": -5.0}, "T": 0.15},
+}
+
+# what each variant changes in the configuration; "default" changes nothing but the problem
+VARIANTS = {
+    "exact": {"run": {"sampler": "exact"}},
+    "default": {},
+    "linear": {"effective_model": {"shells": 8}, "training": {"loss": "pair", "every": 500, "buffer_size": 2000}},
+    "linear-or": {"effective_model": {"shells": 8}, "slmc": {"overrelax": 0.5},
+                  "training": {"loss": "pair", "every": 500, "buffer_size": 2000}},
+    "linear-bonds": {"effective_model": {"shells": 8, "bond_shells": 2},
+                     "training": {"loss": "pair", "every": 1000, "buffer_size": 3000}},
+    "linear-bonds-or": {"effective_model": {"shells": 8, "bond_shells": 2}, "slmc": {"overrelax": 0.5},
+                        "training": {"loss": "pair", "every": 1000, "buffer_size": 3000}},
+}
+
+
+def parse_override(text: str) -> tuple[str, str, object]:
+    """'section.key=value' (value as TOML) -> (section, key, value)."""
+    import tomllib
+
+    where, value = text.split("=", 1)
+    section, key = where.split(".")
+    return section, key, tomllib.loads(f"v = {value}")["v"]
+
+
+def variant_config(L: int, point: str, changes: dict, thermalize: int, extra: list) -> str:
+    p = POINTS[point]
+    sections = {"lattice": {"kind": "square", "L": L}, "model": dict(p["model"]),
+                "temperatures": {"values": [p["T"]]}, "run": {"thermalize": thermalize, "measure": 1}}
+    for name, values in changes.items():
+        sections.setdefault(name, {}).update(values)
+    for section, key, value in extra:
+        sections.setdefault(section, {})[key] = value
+    return to_toml(sections)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--L", type=int, default=8)
+    ap.add_argument("--point", choices=POINTS, default="reference")
+    ap.add_argument("--variants", nargs="+", default=["exact", "default", "linear", "linear-or"])
+    ap.add_argument("--set", nargs="*", default=[], metavar="VARIANT:SECTION.KEY=VALUE",
+                    help="extra settings of one variant, e.g. linear-or:slmc.local_updates=256")
+    ap.add_argument("--thermalize", type=int, default=5000, help="SLMC thermalization (training) steps")
+    ap.add_argument("--exact-thermalize", type=int, default=100, help="exact sampler's thermalization sweeps")
+    ap.add_argument("--measure", type=int, default=20000, help="measured SLMC steps per variant")
+    ap.add_argument("--exact-measure", type=int, default=1000, help="measured sweeps of the exact sampler")
+    ap.add_argument("--rounds", type=int, default=20, help="interleaved rounds the measurement is cut into")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    extra = {}
+    for item in args.set:
+        name, setting = item.split(":", 1)
+        extra.setdefault(name, []).append(parse_override(setting))
+
+    chains = {}
+    for name in args.variants:
+        exact = name == "exact"
+        cfg = parse(variant_config(args.L, args.point, VARIANTS[name],
+                                   args.exact_thermalize if exact else args.thermalize, extra.get(name, [])))
+        beta = 1.0 / cfg.temperatures.values[0]
+        rep, learner = build_slot(cfg, build_physics(cfg), beta, np.random.default_rng(args.seed))
+        t0 = time.perf_counter()
+        for _ in range(cfg.run.thermalize):
+            solo_step(rep, learner) if learner is not None else rep.step()
+        print(f"# {name}: thermalized {cfg.run.thermalize} steps in {time.perf_counter() - t0:.0f} s; "
+              f"{cfg.local_updates} local updates/step, overrelax {cfg.slmc.overrelax}", flush=True)
+        steps = args.exact_measure if exact else args.measure
+        chains[name] = {"rep": rep, "block": max(1, steps // args.rounds), "F": [], "spins_msd": [], "seconds": [],
+                        "tests": 0, "accepted": 0, "N": rep.physics.lattice.N}
+    for _ in range(args.rounds):
+        for c in chains.values():
+            rep = c["rep"]
+            start = time.perf_counter()
+            for _ in range(c["block"]):
+                before = rep.state.spins
+                info = rep.step()
+                c["F"].append(rep.sampler.free_energy(rep.state))
+                c["spins_msd"].append(np.sum((rep.state.spins - before) ** 2) / c["N"])
+                c["tests"] += info.n_tests
+                c["accepted"] += info.n_accepted
+            c["seconds"].append((time.perf_counter() - start) / c["block"])
+
+    print(f"L = {args.L}, point {args.point} {POINTS[args.point]}, seed {args.seed}")
+    print(f"{'variant':<18} {'acc':>6} {'F/N':>22} {'tau_int':>8} {'ms/step':>9} {'cost ms':>9} {'exact/this':>10} "
+          f"{'dF²/N²':>9} {'dS²':>8} {'steps/tau':>9}")
+    cost_exact = None
+    rows = []
+    for name, c in chains.items():
+        F = np.array(c["F"]) / c["N"]
+        e = estimate(F)
+        sec = float(np.median(c["seconds"]))
+        cost = e.tau * sec
+        if name == "exact":
+            cost_exact = cost
+        rows.append((name, c, F, e, sec, cost))
+    for name, c, F, e, sec, cost in rows:
+        ratio = f"{cost_exact / cost:10.1f}" if cost_exact else f"{'':>10}"
+        rough = "" if len(F) >= 500 * e.tau else " rough"
+        print(f"{name:<18} {c['accepted'] / max(c['tests'], 1):6.3f} {e.mean:12.6f} ± {e.error:.6f} {e.tau:8.1f} "
+              f"{sec * 1e3:9.3f} {cost * 1e3:9.2f} {ratio} {np.mean(np.diff(F) ** 2):9.2e} "
+              f"{np.mean(c['spins_msd']):8.4f} {len(F) / e.tau:9.0f}{rough}")
+
+
+if __name__ == "__main__":
+    main()
