@@ -70,7 +70,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--L", type=int, default=8)
     ap.add_argument("--point", choices=POINTS, default="reference")
-    ap.add_argument("--variants", nargs="+", default=["exact", "default", "linear", "linear-or"])
+    ap.add_argument("--variants", nargs="+", default=["exact", "default", "linear", "linear-or"],
+                    help=f"of {', '.join(VARIANTS)}; NAME/TAG is NAME again, told apart by --set")
     ap.add_argument("--set", nargs="*", default=[], metavar="VARIANT:SECTION.KEY=VALUE",
                     help="extra settings of one variant, e.g. linear-or:slmc.local_updates=256")
     ap.add_argument("--thermalize", type=int, default=5000, help="SLMC thermalization (training) steps")
@@ -87,8 +88,8 @@ def main() -> None:
 
     chains = {}
     for name in args.variants:
-        exact = name == "exact"
-        cfg = parse(variant_config(args.L, args.point, VARIANTS[name],
+        exact = name.split("/")[0] == "exact"
+        cfg = parse(variant_config(args.L, args.point, VARIANTS[name.split("/")[0]],
                                    args.exact_thermalize if exact else args.thermalize, extra.get(name, [])))
         beta = 1.0 / cfg.temperatures.values[0]
         rep, learner = build_slot(cfg, build_physics(cfg), beta, np.random.default_rng(args.seed))
@@ -123,7 +124,7 @@ def main() -> None:
         e = estimate(F)
         sec = float(np.median(c["seconds"]))
         cost = e.tau * sec
-        if name == "exact":
+        if name.split("/")[0] == "exact":
             cost_exact = cost
         rows.append((name, c, F, e, sec, cost))
     for name, c, F, e, sec, cost in rows:

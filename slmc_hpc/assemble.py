@@ -1,8 +1,10 @@
 """The one place that turns a validated configuration into objects: the lattice and the
 Hamiltonian, the effective models, the samplers, each temperature slot's replica and
 learner, the shared network's trainer, the random streams, the run's schedule and the
-output file's layout. Everything below receives these objects and plain numbers, never the
-Config.
+output file's layout. What runs the simulation (replica, samplers, learners, trainers, the
+run loop, the output writers) receives these objects and plain numbers, never the Config;
+only the lifecycle above (driver.py, resume.py's configuration check) and results.read_model,
+which rebuilds models from a file's stored configuration, read one.
 
 Which sampler and model a run uses is decided here alone:
   [run] sampler = "exact"                      exact local updates, no model, no learning
@@ -160,16 +162,17 @@ class Assembled:
     config_text: str
     header: str  # for the log: sampler and lattice
     model_line: str | None  # for the log: the effective model
-    device: int | None  # the GPU this rank diagonalizes on (backend cupy)
 
 
-def assemble(cfg: Config, comm) -> Assembled:
+def assemble(cfg: Config, comm, log=lambda *a: None) -> Assembled:
     """The run of ``cfg`` on this rank of ``comm``. Random streams: SeedSequence(seed).spawn
     gives one per replica and one for the exchange decisions; each rank's minibatch order
     of the shared network has its own stream (spawn key (R + 1, rank))."""
     physics = build_physics(cfg)
-    # before the first diagonalization (each replica's initial state)
-    device = use_device_of_rank(comm.node_rank) if cfg.run.backend == "cupy" else None
+    device = None
+    if cfg.run.backend == "cupy":  # before the first diagonalization (each replica's initial state)
+        device = use_device_of_rank(comm.node_rank)
+        log(f"rank 0 diagonalizes on GPU {device} (each rank: node-local rank modulo visible GPUs)")
     temperatures = temperature_ladder(cfg, comm.size)
     R = len(temperatures)
     if comm.size > 1 and R != comm.size:
@@ -197,7 +200,7 @@ def assemble(cfg: Config, comm) -> Assembled:
     model_line = None if model is None else f"effective model: {cfg.effective_model.kind}, {model.n_parameters} parameters"
     return Assembled(physics, temperatures, replicas, learners, network,
                      np.random.default_rng(seeds[R]) if comm.rank == 0 else None, schedule,
-                     output_layout(cfg, lattice, temperatures, model, schedule), cfg.text, header, model_line, device)
+                     output_layout(cfg, lattice, temperatures, model, schedule), cfg.text, header, model_line)
 
 
 def output_layout(cfg: Config, lattice: Lattice, temperatures, model, schedule: Schedule) -> Layout:

@@ -10,7 +10,7 @@ from .assemble import assemble
 from .checkpoint import checkpoint_path
 from .config import Config, ConfigError
 from .control import Control, Interrupted, StopSignals
-from .output import GatheredOutput, open_output
+from .output import GatheredOutput, gathers_output, open_output
 from .parallel.comm import SerialComm
 from .resume import load_checkpoint, on_rank0_config, remove_checkpoint, restore, resume_state
 from .run_loop import TemperingRun
@@ -49,17 +49,16 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
                 return path
             if state == "checkpoint":
                 tree = load_checkpoint(ckpt, cfg, comm)
-        parts = assemble(cfg, comm)
-        if parts.device is not None:
-            log(f"rank 0 diagonalizes on GPU {parts.device} (each rank: node-local rank modulo visible GPUs)")
+        parts = assemble(cfg, comm, log)
         if tree is not None:
             log(f"slmc-hpc: resuming from {ckpt} ({tree['phase']} step {tree['step']})")
         else:
             on_rank0_config(comm, lambda: remove_checkpoint(ckpt))  # never resume an earlier run into this one
-        out = open_output(path, parts.layout, comm, overwrite, run_id=tree["run_id"] if tree is not None else None,
-                          gather=gather_output)
-        if isinstance(out, GatheredOutput):
+        gather = gathers_output(comm, gather_output)
+        if gather:
             log("slmc-hpc: warning: h5py has no MPI support; rank 0 gathers and writes the output (slower)")
+        out = open_output(path, parts.layout, comm, overwrite, run_id=tree["run_id"] if tree is not None else None,
+                          gather=gather)
         log(f"slmc-hpc: {parts.header}, {len(parts.temperatures)} temperature(s) on {comm.size} process(es), "
             f"{parts.layout.local_updates} local updates/step -> {path}")
         if parts.model_line is not None:

@@ -296,13 +296,18 @@ class GatheredOutput:
             self.inner.close()
 
 
+def gathers_output(comm, gather: bool | None = None) -> bool:
+    """Whether rank 0 gathers and writes everything (GatheredOutput): when several ranks run
+    and h5py has no MPI support, or when ``gather`` asks for it."""
+    if gather is None:
+        gather = not h5py.get_config().mpi
+    return bool(gather) and comm.size > 1
+
+
 def open_output(path: Path, layout: Layout, comm, overwrite: bool = False, run_id: str | None = None,
                 gather: bool | None = None):
     """The run's file on every rank: RunOutput (MPI-IO when several ranks run), or
-    GatheredOutput (rank 0 writes) when h5py has no MPI support or ``gather`` is set. With a
-    checkpoint's ``run_id``, that run's existing file."""
-    if gather is None:
-        gather = comm.size > 1 and not h5py.get_config().mpi
-    if gather and comm.size > 1:
+    GatheredOutput (see gathers_output). With a checkpoint's ``run_id``, that run's existing file."""
+    if gathers_output(comm, gather):
         return GatheredOutput(comm, lambda: RunOutput(path, layout, overwrite=overwrite, run_id=run_id))
     return RunOutput(path, layout, overwrite=overwrite, comm=comm, run_id=run_id)

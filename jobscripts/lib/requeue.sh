@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Sourced by the job scripts (slurm_cpu.sh, slurm_gpu.sh, workstation.sh); not run on its own.
+# Sourced by the job scripts (slurm_cpu.sh, slurm_gpu.sh, slurm_depth_array.sh, workstation.sh);
+# not run on its own.
 #
 # slmc_run_requeueable CMD [ARGS...]
 #   Runs CMD (an `srun ...` or `mpirun ...` line that starts `slmc-hpc run ... --resume`) in
