@@ -52,19 +52,16 @@
 
 set -uo pipefail
 
-# Find lib/requeue.sh (it sets SLMC_REPO). This bootstrap stands in every job script, since it
-# finds the shared code: SLMC_REPO if set; else the submitted script's path (Slurm runs a
-# spooled copy, so ask scontrol; relative to the submit directory), else this file's; else the
-# submit directory.
+# Find lib/requeue.sh (it sets SLMC_REPO and VENV). This bootstrap stands in every job
+# script, since it is what finds the shared code: SLMC_REPO if set; else the submitted
+# script's path (Slurm runs a spooled copy, so ask scontrol; relative to the submit
+# directory), else this file's; else the submit directory.
 _s=$([ -n "${SLMC_REPO:-}" ] || scontrol show job "${SLURM_JOB_ID:-0}" 2>/dev/null | sed -n 's/^ *Command=\([^ ]*\).*/\1/p' | head -n 1) || true
 case $_s in /*) ;; ?*) _s=${SLURM_SUBMIT_DIR:-.}/$_s ;; *) _s=$0 ;; esac
 _d=${SLMC_REPO:-$(dirname "$_s")/..}
 [ -n "${SLMC_REPO:-}" ] || [ -f "$_d/jobscripts/lib/requeue.sh" ] || _d=${SLURM_SUBMIT_DIR:-$PWD}
-# shellcheck source-path=SCRIPTDIR source=lib/requeue.sh
 . "$_d/jobscripts/lib/requeue.sh" || { echo "set SLMC_REPO to the slmc-hpc repository" >&2; exit 2; }
 
 CONFIG=${1:-$SLMC_REPO/jobscripts/example.toml}
-OUTPUT=${2:-runs/$(basename "$CONFIG" .toml)-job${SLURM_JOB_ID:-0}.h5}
-VENV=${VENV:-$SLMC_REPO/.venv}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
-slmc_slurm_run "$CONFIG" "$OUTPUT"
+slmc_slurm_run "$CONFIG" "${2:-}"

@@ -30,6 +30,7 @@
 
 # The repository this file belongs to (the job scripts find this file, then use SLMC_REPO).
 SLMC_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+VENV=${VENV:-$SLMC_REPO/.venv}
 SLMC_EXIT_REQUEUE=75
 
 slmc_log() {
@@ -147,11 +148,13 @@ slmc_check_venv() {
     fi
 }
 
-# slmc_slurm_run CONFIG OUTPUT [NOTE]: the body shared by slurm_cpu.sh and slurm_gpu.sh:
+# slmc_slurm_run CONFIG [OUTPUT [NOTE]]: the body shared by slurm_cpu.sh and slurm_gpu.sh:
 # check VENV, choose the launcher for the job's tasks, and run
 # `slmc-hpc run CONFIG --output OUTPUT --resume` with the signal/requeue handling above.
+# OUTPUT defaults to runs/<config name>-job<job id>.h5 (the same across requeues).
 slmc_slurm_run() {
-    local config=$1 output=$2 note=${3:-} ntasks=${SLURM_NTASKS:-${SLURM_NPROCS:-1}}
+    local config=$1 output=${2:-runs/$(basename "$1" .toml)-job${SLURM_JOB_ID:-0}.h5} note=${3:-}
+    local ntasks=${SLURM_NTASKS:-${SLURM_NPROCS:-1}}
     # Open MPI refuses to run as root without these (containers, test clusters); harmless otherwise.
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
     slmc_check_venv || return 2
