@@ -20,10 +20,12 @@ import time
 
 import numpy as np
 
-from slmc_hpc.assemble import build_physics, build_slot
+from slmc_hpc.assemble import build_physics, build_slot, build_tuner
 from slmc_hpc.config import parse, to_toml
+from slmc_hpc.parallel.comm import SerialComm
 from slmc_hpc.stats import estimate
-from slmc_hpc.training.learner import solo_step
+from slmc_hpc.training.learner import collect, solo_step, train_round
+from slmc_hpc.tuning import tuned_step
 
 # (t, J, mu, T): the reference problem, a ferromagnetic point, and one in between
 POINTS = {
@@ -43,6 +45,9 @@ VARIANTS = {
                      "training": {"loss": "pair", "every": 1000, "buffer_size": 3000}},
     "linear-bonds-or": {"effective_model": {"shells": 8, "bond_shells": 2}, "slmc": {"overrelax": 0.5},
                         "training": {"loss": "pair", "every": 1000, "buffer_size": 3000}},
+    "linear-bonds-auto": {"effective_model": {"shells": 8, "bond_shells": 2}, "slmc": {"local_updates": "auto"},
+                          "run": {"step_size": "auto"},
+                          "training": {"loss": "pair", "every": 1000, "buffer_size": 3000}},
 }
 
 
@@ -94,10 +99,19 @@ def main() -> None:
         beta = 1.0 / cfg.temperatures.values[0]
         rep, learner = build_slot(cfg, build_physics(cfg), beta, np.random.default_rng(args.seed))
         t0 = time.perf_counter()
-        for _ in range(cfg.run.thermalize):
-            solo_step(rep, learner) if learner is not None else rep.step()
+        tuner = build_tuner(cfg, rep.physics.lattice.N)
+        for k in range(cfg.run.thermalize):
+            if tuner is None:
+                solo_step(rep, learner) if learner is not None else rep.step()
+                continue
+            tuned_step(rep, tuner, k, lambda: collect(rep, learner))  # as run_loop.thermalize does
+            if learner.round_due(k):
+                train_round([(rep, learner)], SerialComm())
+        if tuner is not None:
+            rep.set_path(*tuner.chosen)
         print(f"# {name}: thermalized {cfg.run.thermalize} steps in {time.perf_counter() - t0:.0f} s; "
-              f"{cfg.local_updates} local updates/step, overrelax {cfg.slmc.overrelax}", flush=True)
+              f"{rep.path[0]} local updates of size {rep.path[1]} per step"
+              + (" (tuned)" if tuner is not None else "") + f", overrelax {cfg.slmc.overrelax}", flush=True)
         steps = args.exact_measure if exact else args.measure
         chains[name] = {"rep": rep, "block": max(1, steps // args.rounds), "F": [], "spins_msd": [], "seconds": [],
                         "tests": 0, "accepted": 0, "N": rep.physics.lattice.N}

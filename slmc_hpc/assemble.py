@@ -39,6 +39,7 @@ from .training.data import ReplayBuffer
 from .training.learner import Learner, n_refits
 from .training.least_squares import LinearTrainer
 from .training.network import TorchTrainer
+from .tuning import PathTuner, path_candidates
 
 
 def build_physics(cfg: Config) -> DoubleExchange:
@@ -113,13 +114,24 @@ def build_network_trainer(cfg: Config, lattice: Lattice, beta_ref: float, seed: 
                         loss=tr.loss, comm=comm)
 
 
+def build_tuner(cfg: Config, n_sites: int) -> PathTuner | None:
+    """The tuner of a slot's inner-chain length and δ, over the second half of thermalization,
+    where [slmc] local_updates or [run] step_size is "auto" (SLMC only)."""
+    if cfg.run.sampler != "slmc" or "auto" not in (cfg.slmc.local_updates, cfg.run.step_size):
+        return None
+    candidates = path_candidates(n_sites, cfg.slmc.local_updates, cfg.run.step_size)
+    return PathTuner(candidates, cfg.run.thermalize // 2, cfg.run.thermalize)
+
+
 def build_slot(cfg: Config, physics: DoubleExchange, beta: float, rng: np.random.Generator,
                beta_ref: float | None = None, network: TorchTrainer | None = None) -> tuple[Replica, Learner | None]:
     """One temperature slot: its replica (chain) and learner (None for the exact sampler).
     ``network``: the shared Transformer's trainer; without it a Transformer slot gets a
     private network (β_ref = ``beta_ref`` or its own β; minibatch seed drawn from ``rng``)."""
     lattice, run, tr = physics.lattice, cfg.run, cfg.training
-    n_local, step_size = cfg.local_updates, run.step_size
+    # "auto": N updates of δ = 0.5 until the slot's tuner chooses (run_loop, tuning.py)
+    n_local = lattice.N if cfg.slmc.local_updates in ("auto", 0) else cfg.slmc.local_updates
+    step_size = 0.5 if run.step_size == "auto" else run.step_size
     linear = inner = None
     if run.sampler == "exact":
         sampler = ExactLocalSampler(physics, beta, n_local, step_size)
@@ -155,6 +167,7 @@ class Assembled:
     temperatures: list[float]
     replicas: dict[int, Replica]
     learners: dict[int, Learner | None]
+    tuners: dict[int, PathTuner | None]  # choose each slot's inner-chain length and δ
     network: TorchTrainer | None  # the shared Transformer's trainer
     controller_rng: np.random.Generator | None  # the exchange decisions (rank 0)
     schedule: Schedule
@@ -189,6 +202,7 @@ def assemble(cfg: Config, comm, log=lambda *a: None) -> Assembled:
     for r in range(comm.rank, R, comm.size):
         replicas[r], learners[r] = build_slot(cfg, physics, betas[r], np.random.default_rng(seeds[r]), beta_ref,
                                               network)
+    tuners = {r: build_tuner(cfg, physics.lattice.N) for r in replicas}
     run = cfg.run
     schedule = Schedule(thermalize=run.thermalize, measure=run.measure, train_every=cfg.training.every,
                         exchange_every=cfg.temperatures.exchange_every if R > 1 else 0,
@@ -198,7 +212,7 @@ def assemble(cfg: Config, comm, log=lambda *a: None) -> Assembled:
     lattice = physics.lattice
     header = f"{run.sampler} on {lattice.kind} L={lattice.L} (N={lattice.N})"
     model_line = None if model is None else f"effective model: {cfg.effective_model.kind}, {model.n_parameters} parameters"
-    return Assembled(physics, temperatures, replicas, learners, network,
+    return Assembled(physics, temperatures, replicas, learners, tuners, network,
                      np.random.default_rng(seeds[R]) if comm.rank == 0 else None, schedule,
                      output_layout(cfg, lattice, temperatures, model, schedule), cfg.text, header, model_line)
 
@@ -209,6 +223,7 @@ def output_layout(cfg: Config, lattice: Lattice, temperatures, model, schedule: 
     beta_ref = getattr(getattr(model, "net", None), "beta_ref", None)
     inner_names = build_linear(cfg, lattice, inner=True).parameters()[1] if has_inner_model(cfg) else None
     s = schedule
+    tuner = build_tuner(cfg, lattice.N)
     return Layout(
         config_text=cfg.text, sampler=cfg.run.sampler, seed=cfg.run.seed, local_updates=cfg.local_updates,
         lattice=lattice, temperatures=list(temperatures), measure=s.measure, thermalize=s.thermalize,
@@ -217,4 +232,5 @@ def output_layout(cfg: Config, lattice: Lattice, temperatures, model, schedule: 
         n_rounds=n_refits(s.thermalize, s.train_every) if model is not None else 0,
         model_kind=cfg.effective_model.kind if cfg.run.sampler == "slmc" else "none",
         parameter_names=list(names), n_parameters=len(values),
-        beta_ref=None if beta_ref is None else float(beta_ref), inner_parameter_names=inner_names)
+        beta_ref=None if beta_ref is None else float(beta_ref), inner_parameter_names=inner_names,
+        path_candidates=None if tuner is None else tuner.candidates)

@@ -24,7 +24,8 @@ for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, _threads)
 
 from . import __version__
-from .config import REQUIRED, SCHEMA, ConfigError, load
+from .config import ConfigError, load
+from .schema import REQUIRED, SCHEMA
 from .training.errors import TrainingError
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NUMERICAL = 0, 1, 2, 3

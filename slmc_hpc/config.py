@@ -1,5 +1,5 @@
-"""Run configuration: a TOML file validated against one schema, every key with its type,
-default and help text in one place (``SCHEMA``). ``slmc-hpc keys`` prints it (cli.describe).
+"""Run configuration: a TOML file validated against the schema (schema.py: every key with its
+type, default and help text; ``slmc-hpc keys`` prints it), and the checks across keys.
 
 Any problem (unknown section or key, wrong type, value out of range, missing file) raises
 ``ConfigError`` with a message that names the key; the CLI turns it into exit code 2.
@@ -12,150 +12,15 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable
 
 import numpy as np
 
 from .lattice import Lattice
-
-REQUIRED = object()
-MAX_MATRIX_DIM = 16384  # 2N beyond this: a 4 GiB complex matrix per diagonalization
-MAX_LOCAL_UPDATES = 10**6
-MAX_BUFFER_BYTES = 4 * 2**30
-MIN_TEMPERATURE = 1e-6
-MAX_TEMPERATURES = 4096
-MAX_INT = 2**63 - 1  # what HDF5 attributes (int64) can hold; beyond this no key makes sense
+from .schema import MAX_BUFFER_BYTES, MAX_INT, MAX_MATRIX_DIM, REQUIRED, SCHEMA, Key
 
 
 class ConfigError(ValueError):
     """A bad configuration or input file; the message names the key and the problem."""
-
-
-@dataclass(frozen=True)
-class Key:
-    name: str
-    kind: str  # "int", "float", "str", "bool", "int_or_global", "float_list"
-    default: Any
-    help: str
-    check: Callable[[Any], str | None] | None = None
-    choices: tuple | None = None
-
-
-def _positive(v):
-    return None if v > 0 else "must be positive"
-
-
-def _non_negative(v):
-    return None if v >= 0 else "must not be negative"
-
-
-def _file_name(v):
-    return None if v and v.isprintable() else "must be a non-empty file name of printable characters"
-
-
-def _at_least(n):
-    return lambda v: None if v >= n else f"must be at least {n}"
-
-
-def _temperatures(values):
-    if not values:
-        return "must list at least one temperature"
-    if any(T <= 0 for T in values):
-        return "temperatures must be positive"
-    if any(T < MIN_TEMPERATURE for T in values):
-        return f"temperatures below {MIN_TEMPERATURE:g} are not supported (β = 1/T would overflow the weights)"
-    if any(b <= a for a, b in zip(values, values[1:])):
-        return "temperatures must be strictly ascending"
-    return None
-
-
-SCHEMA: dict[str, list[Key]] = {
-    "lattice": [
-        Key("kind", "str", "square", "lattice: chain, square or cubic, periodic", choices=("chain", "square", "cubic")),
-        Key("L", "int", REQUIRED, "linear size; N = L**dim sites", _at_least(2)),
-    ],
-    "model": [
-        Key("t", "float", 1.0, "nearest-neighbour hopping; H contains -t Σ_<ij>σ (c†c + h.c.)"),
-        Key("J", "float", 4.0, "spin-fermion coupling; H contains + (J/2) Σ_i S_i·σ_i"),
-        Key("mu", "float", 0.0, "chemical potential; H contains - μ Σ n_iσ"),
-        Key("J_direct", "float", 0.0, "classical superexchange + J_direct Σ_<ij> S_i·S_j (nearest neighbours)"),
-    ],
-    "temperatures": [
-        Key("values", "float_list", None, "temperatures T (not β), strictly ascending, one per replica "
-            "(or give T_min and T_max)", _temperatures),
-        Key("T_min", "float", None, "lowest temperature of a geometric ladder (with T_max, instead of values)",
-            lambda v: _temperatures([v])),
-        Key("T_max", "float", None, "highest temperature of a geometric ladder", lambda v: _temperatures([v])),
-        Key("count", "int", 0, "temperatures in the geometric ladder; 0: one per MPI rank",
-            lambda v: _non_negative(v) or (None if v <= MAX_TEMPERATURES else f"must be at most {MAX_TEMPERATURES}")),
-        Key("exchange_every", "int", 10, "measured steps between replica-exchange rounds (0: never)",
-            _non_negative),
-    ],
-    "effective_model": [
-        Key("kind", "str", "linear", "effective model for SLMC proposals: linear or transformer",
-            choices=("linear", "transformer")),
-        Key("shells", "int", 3, "distance shells n_max of the couplings J_n (the energy head)", _at_least(1)),
-        Key("layers", "int", 1, "transformer: attention layers", _non_negative),
-        Key("heads", "int", 1, "transformer: attention heads per layer", _at_least(1)),
-        Key("block_shells", "int", 1, "transformer: Q, K, V are block spins over shells 0..block_shells",
-            _non_negative),
-        Key("attention_shells", "int_or_global", "global", "transformer: attend to sites within this many "
-            "shells, or \"global\" for all sites", lambda v: None if v == "global" or v >= 1 else
-            "must be \"global\" or at least 1"),
-        Key("bond_shells", "int", 0, "add four-spin terms to the model, one coupling per symmetry class of "
-            "pairs of bonds within shells 1..bond_shells (any separation); 0: none", _non_negative),
-        Key("gate_channels", "int", 0, "transformer: gated channels per layer after the attention (an "
-            "equivariant feed-forward step: block spins U^c scaled by tanh of invariants); 0: attention only",
-            _non_negative),
-        Key("normalize", "bool", False, "transformer: rescale each effective spin to unit length after a layer"),
-        Key("dtype", "str", "float64", "Transformer training arithmetic (sampling evaluates the frozen model in float64)", choices=("float64", "float32")),
-    ],
-    "slmc": [
-        Key("local_updates", "int", 0, "single-spin updates per step (SLMC inner chain, or exact moves "
-            "for sampler='exact'); 0 means N", lambda v: _non_negative(v) or (
-                None if v <= MAX_LOCAL_UPDATES else f"must be at most {MAX_LOCAL_UPDATES}")),
-        Key("scheme", "str", "nested", "transformer only: nested (inner chain on a linear model, middle "
-            "test on the transformer, outer exact test) or plain (transformer in the inner chain)",
-            choices=("nested", "plain")),
-        Key("middle_steps", "int", 1, "nested: inner chains + transformer tests per exact test", _at_least(1)),
-        Key("inner_bond_shells", "int", 0, "nested: the inner linear model's four-spin bond-pair terms "
-            "(as [effective_model] bond_shells, on the raw spins); 0: none", _non_negative),
-        Key("overrelax", "float", 0.0, "fraction of the inner chain's updates that reflect the spin about its "
-            "local field (over-relaxation; linear inner models: kind = linear, or scheme = nested)",
-            lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),
-    ],
-    "training": [
-        Key("every", "int", 20, "a training round every this many thermalization steps", _at_least(1)),
-        Key("buffer_size", "int", 5000, "most recent proposals kept as training data", _at_least(2)),
-        Key("loss", "str", "energy", "energy: MSE of E_eff - F on proposals; pair: MSE of the difference "
-            "(E_eff - F)[proposal] - (E_eff - F)[current], which is what the acceptance depends on",
-            choices=("energy", "pair")),
-        Key("validation_fraction", "float", 0.2, "share of proposals held out for the validation loss",
-            lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),
-        Key("epochs", "int", 30, "transformer: passes over the training data per round", _at_least(1)),
-        Key("learning_rate", "float", 1e-3, "transformer: AdamW learning rate", _positive),
-        Key("weight_decay", "float", 0.0, "transformer: AdamW weight decay", _non_negative),
-        Key("batch_size", "int", 128, "transformer: minibatch size, over all ranks", _at_least(1)),
-    ],
-    "run": [
-        Key("sampler", "str", "slmc", "slmc, or exact for plain local-update Metropolis on W_β",
-            choices=("slmc", "exact")),
-        Key("thermalize", "int", 200, "steps before measuring; the model is trained only during these",
-            _non_negative),
-        Key("measure", "int", 1000, "measured steps (model frozen)", _at_least(1)),
-        Key("snapshot_every", "int", 50, "store the spins every this many measured steps", _at_least(1)),
-        Key("seed", "int", 1, "master seed; replica streams come from numpy SeedSequence(seed).spawn(R)",
-            lambda v: _non_negative(v) or (None if v < 2**63 else "must be below 2**63")),
-        Key("output", "str", "run.h5", "HDF5 output file (relative to the working directory)", _file_name),
-        Key("step_size", "float", 0.5, "single-spin move S -> normalize(S + step_size·gaussian)", _positive),
-        Key("initial", "str", "random", "initial spins: random or ferro (all along z)", choices=("random", "ferro")),
-        Key("backend", "str", "numpy", "diagonalization backend: numpy (CPU) or cupy (GPU)",
-            choices=("numpy", "cupy")),
-        Key("progress_every", "float", 10.0, "seconds between progress lines", _positive),
-        Key("checkpoint_every", "float", 1800.0, "seconds (wall clock) between checkpoints to <output>.ckpt; "
-            "0: only on SIGTERM/SIGUSR1", _non_negative),
-    ],
-}
 
 
 class Section:
@@ -195,7 +60,8 @@ class Config:
         return self.lattice.L**dim
 
     @property
-    def local_updates(self) -> int:
+    def local_updates(self) -> int | str:
+        """Local updates per step (0 in the file means N), or "auto"."""
         return self.slmc.local_updates or self.n_sites
 
     def replace(self, section: str, **values) -> "Config":
@@ -229,25 +95,28 @@ def _coerce(section: str, key: Key, value):
     where = f"[{section}] {key.name}"
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
         raise ConfigError(f"{where} is too large, got {_show(value)}")
-    if key.kind == "int":
+    kind, _, word = key.kind.partition("_or_")  # "int_or_auto": an integer, or the string "auto"
+    if word and value == word:
+        return value
+    if word and (isinstance(value, bool) or not isinstance(value, int if kind == "int" else (int, float))):
+        raise ConfigError(f"{where} must be {'an integer' if kind == 'int' else 'a number'} or \"{word}\", "
+                          f"got {_show(value)}")
+    if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where} must be an integer, got {_show(value)}")
-    elif key.kind == "float":
+    elif kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, got {_show(value)}")
         value = _to_float(where, value)
         if not math.isfinite(value):
             raise ConfigError(f"{where} must be finite, got {value!r}")
-    elif key.kind == "str":
+    elif kind == "str":
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {_show(value)}")
-    elif key.kind == "bool":
+    elif kind == "bool":
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, got {_show(value)}")
-    elif key.kind == "int_or_global":
-        if value != "global" and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ConfigError(f"{where} must be an integer or \"global\", got {_show(value)}")
-    elif key.kind == "float_list":
+    elif kind == "float_list":
         if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
             raise ConfigError(f"{where} must be a list of numbers, got {_show(value)}")
         value = [_to_float(where, v) for v in value]

@@ -46,7 +46,7 @@ class Layout:
     config_text: str
     sampler: str
     seed: int
-    local_updates: int
+    local_updates: int | str  # per step, or "auto" (then /tuning holds each slot's choice)
     lattice: Lattice
     temperatures: list
     measure: int
@@ -60,6 +60,7 @@ class Layout:
     n_parameters: int
     beta_ref: float | None = None  # the Transformer's β-conditioning reference
     inner_parameter_names: list | None = None  # nested SLMC's inner linear model
+    path_candidates: list | None = None  # (local updates, δ) pairs a tuned run tries (tuning.py)
 
 
 def open_for_resuming(path: Path, run_id: str, comm=None) -> h5py.File:
@@ -164,6 +165,13 @@ class RunOutput:
         f.create_dataset("tempering/slot_of_replica", shape=(layout.n_exchanges, R), dtype="i4", fillvalue=-1)
         f.create_dataset("tempering/accepted", shape=(layout.n_exchanges, max(R - 1, 0)), dtype="i1", fillvalue=-1)
         f["tempering"].attrs["exchange_every"] = layout.exchange_every
+        if layout.path_candidates is not None:
+            C = len(layout.path_candidates)
+            f.create_dataset("tuning/candidates", data=np.array(layout.path_candidates, dtype=np.float64))
+            f.create_dataset("tuning/local_updates", shape=(R,), dtype="i8", fillvalue=-1)
+            f.create_dataset("tuning/step_size", shape=(R,), dtype="f8", fillvalue=np.nan)
+            for name in ("steps", "moved_fraction", "proxy"):
+                f.create_dataset(f"tuning/{name}", shape=(R, C), dtype="f8", fillvalue=np.nan)
         f.flush()
 
     def _write(self, name: str, where, values) -> None:
@@ -226,6 +234,15 @@ class RunOutput:
         if inner is not None and "inner_parameters" in self.file["model"]:
             self.file["model/inner_parameters"][slot] = inner
 
+    def write_tuning(self, slot: int, chosen: tuple[int, float], trials: list) -> None:
+        """The (local updates, δ) a slot chose, and per candidate its trial steps, the fraction
+        of them that moved and the proxy (tuning.Trial)."""
+        g = self.file["tuning"]
+        g["local_updates"][slot], g["step_size"][slot] = chosen
+        g["steps"][slot] = [t.steps for t in trials]
+        g["moved_fraction"][slot] = [t.moved_fraction if t.steps else np.nan for t in trials]
+        g["proxy"][slot] = [t.proxy if t.steps else np.nan for t in trials]
+
     def write_training(self, slot: int, rounds: list[dict]) -> None:
         if not rounds:
             return
@@ -257,7 +274,7 @@ class GatheredOutput:
     call it at the same step) rank 0 gathers the queues and applies them. Slower than MPI-IO,
     same layout."""
 
-    WRITES = ("write_block", "write_model", "write_training", "write_exchanges",
+    WRITES = ("write_block", "write_model", "write_training", "write_tuning", "write_exchanges",
               "write_summary", "rewind", "drop_summary")
 
     def __init__(self, comm, make_output):

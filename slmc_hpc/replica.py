@@ -54,6 +54,16 @@ class Replica:
         if self.model is not None:
             self.use_models((model if model is not None else self.model).with_beta(beta), inner)
 
+    def set_path(self, n_local: int, step_size: float) -> None:
+        """Run ``n_local`` local updates of size δ = ``step_size`` per step from now on."""
+        if (n_local, step_size) != (self.sampler.n_local, self.sampler.step_size):
+            self.sampler = replace(self.sampler, n_local=n_local, step_size=step_size)
+
+    @property
+    def path(self) -> tuple[int, float]:
+        """(local updates per step, δ) of the sampler."""
+        return self.sampler.n_local, self.sampler.step_size
+
     def use_models(self, model, inner=None) -> None:
         """Sample with ``model`` (and, nested SLMC, a new ``inner`` model); E_eff re-evaluated."""
         if inner is not None:

@@ -99,7 +99,9 @@ def save_checkpoint(run, phase: str, step: int, round_pending: bool = False) -> 
     replicas = {}
     for r, rep in run.replicas.items():
         learner = run.learners[r]
-        replicas[str(r)] = rep.state_dict() | (learner.state_dict() if learner is not None else {})
+        tuner = run.tuners[r]
+        replicas[str(r)] = (rep.state_dict() | (learner.state_dict() if learner is not None else {})
+                            | ({"tuner": tuner.state_dict()} if tuner is not None else {}))
     mine = {"trainer": run.network.state_dict() if run.network is not None else None,
             "counts": run.counts_array(), "replicas": replicas}
     parts = run.comm.gather(mine)
@@ -134,6 +136,8 @@ def restore(run, tree: dict) -> None:
             learner.load_state_dict(saved)
             models = learner.models(float(saved["beta"]))
         rep.load_state_dict(saved, *models)
+        if run.tuners[r] is not None:  # the path of the next step is the tuner's to say
+            run.tuners[r].load_state_dict(saved["tuner"])
     run.resumed_chains = {r: mine["replicas"][str(r)]["chain"] for r in run.replicas}
     if run.controller_rng is not None:
         run.controller_rng.bit_generator.state = json.loads(tree["controller_rng"])

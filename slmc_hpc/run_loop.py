@@ -27,7 +27,9 @@ from .samplers import AcceptanceCounts
 from .summary import summarize
 from .tempering import RoundTrips, exchange
 from .training.errors import RoundInterrupted
-from .training.learner import collect, is_refit_step, solo_step, train_round
+from .parallel.comm import SerialComm
+from .training.learner import collect, is_refit_step, train_round
+from .tuning import tuned_step
 
 # steps between the collective that agrees on writes, checkpoints and stops (a signal is
 # answered within this many steps). Every step makes every step wait for the slowest rank:
@@ -35,6 +37,7 @@ from .training.learner import collect, is_refit_step, solo_step, train_round
 # slower runs on busy cores; every 10 steps it is under 1% (2 ranks)
 CONTROL_EVERY = 10
 MAX_PENDING_STEPS = 5000  # measured records go to the file at least this often (and every 30 s)
+MIN_TRIAL_STEPS = 200  # a tuned path chosen on fewer trial steps is reported as unreliable
 
 
 class TemperingRun:
@@ -49,6 +52,7 @@ class TemperingRun:
         self.betas = 1.0 / np.asarray(self.temperatures)
         self.R = len(self.temperatures)
         self.replicas, self.learners, self.network = parts.replicas, parts.learners, parts.network
+        self.tuners = parts.tuners
         self.controller_rng = parts.controller_rng
         self.slot_of_replica = np.arange(self.R)
         self.trips = RoundTrips(self.R)
@@ -110,14 +114,12 @@ class TemperingRun:
             training += self.shared_round(start)
             self.poll("thermalize", start)
         for k in range(start, s.thermalize):
-            for rep, learner in slots:
-                if learner is None:
-                    info = rep.step()
-                elif self.network is None:  # a slot's own linear model: its own rounds
-                    info = solo_step(rep, learner)
-                else:
-                    info = collect(rep, learner)
+            for r, (rep, learner) in zip(self.replicas, slots):
+                info = self.tuned_step(r, k) if self.tuners[r] is not None else self.learning_step(r)
                 n_acc, n_tests = n_acc + info.n_accepted, n_tests + info.n_tests
+            for rep, learner in slots:  # each slot's own linear model: its own rounds
+                if learner is not None and self.network is None and learner.round_due(k):
+                    train_round([(rep, learner)], SerialComm())
             if self.network is not None and is_refit_step(k, s.thermalize, s.train_every):
                 training += self.shared_round(k + 1)
             prog.update(k + 1, n_acc / max(n_tests, 1), force=k + 1 == s.thermalize)
@@ -128,12 +130,37 @@ class TemperingRun:
             log(f"shared-model training on rank 0: {training / total:.1%} of thermalization wall time, "
                 f"all-reduce (waiting included) {reduce / total:.1%}")
         self.warn_untrained()
+        self.report_tuning()
         for slot, rep in self.replicas.items():
             learner = self.learners[slot]
             if rep.model is not None:
                 inner = learner.slot_models[1]
                 self.out.write_model(slot, rep.model.parameters()[0], None if inner is None else inner.parameters()[0])
                 self.out.write_training(slot, learner.rounds)
+
+    def learning_step(self, r: int):
+        """One thermalization step of replica r, its proposal kept for training."""
+        learner = self.learners[r]
+        return self.replicas[r].step() if learner is None else collect(self.replicas[r], learner)
+
+    def tuned_step(self, r: int, k: int):
+        """Thermalization step ``k`` of replica r, with the (length, δ) its tuner asks for."""
+        return tuned_step(self.replicas[r], self.tuners[r], k, lambda: self.learning_step(r))
+
+    def report_tuning(self) -> None:
+        """Each tuned slot's choice goes to its replica, the file and (gathered) the log."""
+        chosen = {}
+        for slot, tuner in self.tuners.items():
+            if tuner is not None:
+                self.replicas[slot].set_path(*tuner.chosen)
+                self.out.write_tuning(slot, tuner.chosen, tuner.trials)
+                chosen[slot] = (tuner.chosen, tuner.trials[tuner.chosen_index])
+        for slot, ((n, step_size), t) in sorted(kv for part in self.comm.allgather(chosen) for kv in part.items()):
+            self.log(f"T={self.temperatures[slot]:<8.4g} chose {n} local updates of size {step_size:g} per step "
+                     f"(moved {t.moved_fraction:.2f} of {t.steps} trial steps)")
+            if t.steps < MIN_TRIAL_STEPS:
+                self.log(f"slmc-hpc: warning: the choice at T={self.temperatures[slot]:.4g} rests on {t.steps} trial "
+                         f"steps (fewer than {MIN_TRIAL_STEPS}): raise [run] thermalize for a reliable one")
 
     def warn_untrained(self) -> None:
         """A round needs 2 x head_size training samples (training.learner.train_round): a run
@@ -176,15 +203,21 @@ class TemperingRun:
         for learner in self.learners.values():
             if learner is not None:
                 learner.freeze()
-        slot_models = {}  # replica r trained the models of slot r; every rank needs them all
-        for part in comm.allgather({r: learner.slot_models if learner is not None else (None, None)
-                                    for r, learner in self.learners.items()}):
-            slot_models.update(part)
+        slot_models, slot_paths = {}, {}  # replica r trained (and tuned) slot r's; every rank needs them all
+        for models, paths in comm.allgather(({r: learner.slot_models if learner is not None else (None, None)
+                                              for r, learner in self.learners.items()},
+                                             {r: self.tuners[r].chosen if self.tuners[r] is not None else rep.path
+                                              for r, rep in self.replicas.items()})):
+            slot_models.update(models)
+            slot_paths.update(paths)
         for r, chain in self.resumed_chains.items():  # resumed at a slot another replica trained for
             slot = int(self.slot_of_replica[r])
             if slot != r:
                 self.replicas[r].set_beta(self.betas[slot], *slot_models[slot])
                 self.replicas[r].restore_chain(chain)
+        for r, rep in self.replicas.items():
+            rep.set_path(*slot_paths[int(self.slot_of_replica[r])])
+        self.slot_paths = slot_paths
         self.segments = {r: Segments(int(self.slot_of_replica[r]), start) for r in self.replicas}
         self.pending_exchanges = []  # (slots, accepted) of exchange rounds not yet written
         self.written = start  # measured steps in the file
@@ -241,6 +274,7 @@ class TemperingRun:
         for r, rep in self.replicas.items():
             if new_slots[r] != self.slot_of_replica[r]:
                 rep.set_beta(self.betas[new_slots[r]], *slot_models[new_slots[r]])
+                rep.set_path(*self.slot_paths[int(new_slots[r])])
                 self.segments[r].move(int(new_slots[r]), step)
         self.slot_of_replica = new_slots
         self.trips.update(self.slot_of_replica)

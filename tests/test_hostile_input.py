@@ -40,7 +40,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from slmc_hpc.cli import main
-from slmc_hpc.config import REQUIRED, SCHEMA, parse
+from slmc_hpc.config import parse
+from slmc_hpc.schema import REQUIRED, SCHEMA
 
 PREFIX = "slmc-hpc: error: "
 SCALE = int(os.environ.get("SLMC_HOSTILE_SCALE", "1"))
@@ -58,7 +59,7 @@ def hsettings(n: int):
 SECTIONS = list(SCHEMA)
 KEYS = [(section, key) for section, keys in SCHEMA.items() for key in keys]
 KEY_IDS = [f"{section}.{key.name}" for section, key in KEYS]
-NUMERIC_KINDS = ("int", "float", "int_or_global", "float_list")
+NUMERIC_KINDS = ("int", "float", "int_or_global", "int_or_auto", "float_or_auto", "float_list")
 NUMERIC = [(s, k) for s, k in KEYS if k.kind in NUMERIC_KINDS]
 KNOWN_NAMES = {s: {k.name for k in keys} for s, keys in SCHEMA.items()}
 ALL_NAMES = set(SECTIONS) | {k.name for _, k in KEYS}
@@ -98,8 +99,10 @@ def has_kind(kind: str, v) -> bool:
         return isinstance(v, str)
     if kind == "bool":
         return isinstance(v, bool)
-    if kind == "int_or_global":
-        return v == "global" or (isinstance(v, int) and not isinstance(v, bool))
+    if kind in ("int_or_global", "int_or_auto"):
+        return v == kind.split("_or_")[1] or (isinstance(v, int) and not isinstance(v, bool))
+    if kind == "float_or_auto":
+        return v == "auto" or number(v)
     if kind == "float_list":
         return isinstance(v, list) and all(number(x) for x in v)
     raise AssertionError(f"unknown key kind {kind!r}: teach tests/test_hostile_input.py about it")
@@ -107,7 +110,7 @@ def has_kind(kind: str, v) -> bool:
 
 def taken_as(kind: str, v):
     """The value the configuration should hold for a well-typed v."""
-    if kind == "float":
+    if kind == "float" or kind == "float_or_auto" and v != "auto":
         return float(v)
     if kind == "float_list":
         return [float(x) for x in v]
@@ -119,7 +122,9 @@ def schema_problem(key, v) -> str | None:
     if not has_kind(key.kind, v):
         return "type"
     v = taken_as(key.kind, v)
-    if key.kind == "float" and not math.isfinite(v):
+    if v in ("auto", "global") and key.kind.endswith("_or_" + v):
+        return None
+    if key.kind in ("float", "float_or_auto") and not math.isfinite(v):
         return "not finite"
     if key.kind == "float_list" and not all(math.isfinite(x) for x in v):
         return "not finite"
@@ -213,7 +218,7 @@ def _sample_valid(key):
     if key.default is not None and key.default is not REQUIRED:
         return key.default
     return {"int": 4, "float": 0.1, "float_list": [0.1], "str": "x", "bool": False,
-            "int_or_global": 1}[key.kind]
+            "int_or_global": 1, "int_or_auto": 1, "float_or_auto": 0.1}[key.kind]
 
 
 def confusions(key):
@@ -237,9 +242,9 @@ def wrong_type(key):
 
 
 def numeric_values(key):
-    if key.kind in ("int", "int_or_global"):
+    if key.kind in ("int", "int_or_global", "int_or_auto"):
         return ints
-    if key.kind == "float":
+    if key.kind in ("float", "float_or_auto"):
         return st.one_of(floats, ints)
     if key.kind == "float_list":
         return st.one_of(st.lists(st.one_of(floats, ints), max_size=5),
@@ -522,9 +527,9 @@ def judge_numeric(write, section, key, value):
 
 def special_values(key):
     """NaN, ±inf, zero, negative and absurd values of this key's kind, every one of them."""
-    if key.kind in ("int", "int_or_global"):
+    if key.kind in ("int", "int_or_global", "int_or_auto"):
         return SPECIAL_INTS
-    if key.kind == "float":
+    if key.kind in ("float", "float_or_auto"):
         return SPECIAL_FLOATS + [0, -1, 10**300]
     if key.kind == "float_list":
         return [[x] for x in SPECIAL_FLOATS] + [[], [0.1, math.nan], [0.1, 0.1], [0.2, 0.1], [0.1, math.inf],

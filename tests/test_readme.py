@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from slmc_hpc.config import SCHEMA
+from slmc_hpc.schema import SCHEMA
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 

@@ -168,6 +168,25 @@ def test_slmc_agrees_with_exact_sampler_on_4x4(overrelax):
         assert abs(a.mean() - b.mean()) < 3 * err, f"{name}: {a.mean():.5f} vs {b.mean():.5f} ± {err:.5f}"
 
 
+def test_tuned_slmc_agrees_with_exact_sampler_on_4x4(tmp_path):
+    """The same with local_updates and step_size "auto": a whole run (tuning in the second half
+    of thermalization, run_loop.py), read back from its file."""
+    import h5py
+
+    from slmc_hpc.driver import run
+
+    cfg = small_config(effective_model={"shells": 5}, slmc={"local_updates": "auto"},
+                       run={"thermalize": 1000, "measure": 10000, "step_size": "auto", "seed": 11})
+    with h5py.File(run(cfg, output=tmp_path / "tuned.h5", log=lambda *a: None), "r") as f:
+        F_s = f["measure/free_energy"][0] / 16
+        m_s = np.linalg.norm(f["measure/magnetization"][0], axis=-1)
+        assert f["tuning/local_updates"][0] > 0
+    F_e, m_e = run_replica("exact", 5000, seed=12)
+    for name, a, b in (("F/N", F_s, F_e), ("|m|", m_s, m_e)):
+        err = np.hypot(error_with_long_bins(a), error_with_long_bins(b))
+        assert abs(a.mean() - b.mean()) < 3 * err, f"{name}: {a.mean():.5f} vs {b.mean():.5f} ± {err:.5f}"
+
+
 @pytest.mark.parametrize("scheme,n_measure", [("nested", 6000), ("plain", 3000)])
 def test_transformer_slmc_agrees_with_exact_sampler_on_4x4(scheme, n_measure):
     F_t, m_t = run_replica("slmc", n_measure, 13, transformer_scheme=scheme)

@@ -1,0 +1,168 @@
+"""Each temperature slot chooses its inner-chain length and step size δ during thermalization
+([slmc] local_updates = "auto", [run] step_size = "auto"); measurement then runs one fixed
+kernel.
+
+What is minimised is the cost per independent sample, τ_int(F) × seconds per step, and
+τ_int is set by how far an accepted step moves F. The proxy maximised: the mean squared
+change of F/N per step per second of wall time (the expected squared jump distance per
+second), compared with τ_int in analysis/BENCHMARKS.md. A candidate whose steps move less
+often than ACCEPTANCE_FLOOR is never chosen when another is allowed: a chain whose exact test
+rarely accepts sticks where F is low, and a short trial of it reads falsely well (at L = 8,
+1024 linear updates per step at acceptance 0.03 read τ_int 3-4x too small).
+
+Schedule (pure, in steps): the second half of thermalization (the model has had the first
+half to learn), in rounds of successive halving. Every candidate runs in round 0; each later
+round keeps the better half of the candidates. Within a round the candidates run in
+INTERLEAVE blocks each, round robin, so that they share whatever load the machine has and
+whatever the model learns meanwhile. After the last round the best is chosen and kept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+ACCEPTANCE_FLOOR = 0.2  # fraction of steps that move, below which a candidate is not chosen
+INTERLEAVE = 4  # blocks per candidate and round
+LENGTH_FACTORS = (0.25, 0.5, 1, 2, 4, 8)  # "auto" inner-chain lengths, in units of N
+STEP_SIZES = (0.25, 0.5, 1.0)  # "auto" δ
+
+
+def path_candidates(n_sites: int, local_updates, step_size) -> list[tuple[int, float]]:
+    """(inner-chain length, δ) pairs to try: the "auto" ones from LENGTH_FACTORS × N and
+    STEP_SIZES, the others as given (0 updates meaning N)."""
+    if local_updates == "auto":
+        lengths = sorted({max(1, round(f * n_sites)) for f in LENGTH_FACTORS})
+    else:
+        lengths = [local_updates or n_sites]
+    sizes = list(STEP_SIZES) if step_size == "auto" else [float(step_size)]
+    return [(n, d) for n in lengths for d in sizes]
+
+
+@dataclass
+class Trial:
+    """What the steps of one candidate did: steps, wall seconds, steps that moved, and the
+    sum of the squared changes of F/N (F at the slot's β)."""
+
+    steps: int = 0
+    seconds: float = 0.0
+    moved: int = 0
+    square_jump: float = 0.0
+
+    @property
+    def moved_fraction(self) -> float:
+        return self.moved / self.steps if self.steps else 0.0
+
+    @property
+    def proxy(self) -> float:
+        """Mean squared change of F/N per step, per second of wall time."""
+        return self.square_jump / self.seconds if self.seconds > 0 else 0.0
+
+
+def rank(trials: list[Trial], candidates: list[int], floor: float = ACCEPTANCE_FLOOR) -> list[int]:
+    """``candidates`` (indices into ``trials``), best first: those at or above the floor by
+    the proxy, then the others by how often they moved."""
+    def key(c):
+        t = trials[c]
+        return (t.moved_fraction >= floor, t.proxy if t.moved_fraction >= floor else t.moved_fraction)
+    return sorted(candidates, key=key, reverse=True)
+
+
+def round_sizes(n_candidates: int) -> list[int]:
+    """Candidates in each round of successive halving: n, ⌈n/2⌉, ... down to 2 (1 if n is 1)."""
+    sizes = [n_candidates]
+    while sizes[-1] > 2:
+        sizes.append(math.ceil(sizes[-1] / 2))
+    return sizes
+
+
+class PathTuner:
+    """One slot's tuning over thermalization steps [start, stop) (0-based). ``candidate(step)``
+    says which (length, δ) to run at a step, ``record`` takes what it did, and from ``stop``
+    on ``chosen`` is fixed. Decisions depend only on the recorded trials, so a checkpoint of
+    the tuner (state_dict) resumes it exactly; the wall clock is ``clock`` (tests replace it)."""
+
+    clock = staticmethod(time.perf_counter)
+
+    def __init__(self, candidates: list[tuple[int, float]], start: int, stop: int):
+        self.candidates, self.start, self.stop = list(candidates), start, stop
+        self.trials = [Trial() for _ in self.candidates]
+        self.active = list(range(len(self.candidates)))  # this round's candidates
+        self.round = 0
+        self.round_start = start
+        self.chosen_index: int | None = None if len(self.candidates) > 1 else 0
+
+    @property
+    def chosen(self) -> tuple[int, float] | None:
+        return None if self.chosen_index is None else self.candidates[self.chosen_index]
+
+    def _block(self) -> int:
+        """Steps per block in the current round: the tuning steps split evenly over the rounds."""
+        sizes = round_sizes(len(self.candidates))
+        per_round = (self.stop - self.start) // len(sizes)
+        return max(1, per_round // (sizes[self.round] * INTERLEAVE))
+
+    def _round_length(self) -> int:
+        return self._block() * len(self.active) * INTERLEAVE
+
+    def candidate(self, step: int) -> tuple[int, float] | None:
+        """(length, δ) to run at ``step``: a trial's during tuning, then the chosen one; None
+        before tuning starts (the run keeps its initial path)."""
+        if self.chosen_index is not None:
+            return self.chosen
+        if step < self.start:
+            return None
+        offset = (step - self.round_start) // self._block()
+        return self.candidates[self.active[offset % len(self.active)]]
+
+    def record(self, step: int, seconds: float, moved: bool, jump: float) -> None:
+        """What ``step`` did (``jump``: the change of F/N), and the round's end when it is."""
+        if self.chosen_index is not None or step < self.start:
+            return
+        offset = (step - self.round_start) // self._block()
+        t = self.trials[self.active[offset % len(self.active)]]
+        t.steps += 1
+        t.seconds += seconds
+        t.moved += int(moved)
+        t.square_jump += jump * jump
+        if step + 1 - self.round_start == self._round_length() or step + 1 >= self.stop:
+            self._end_round(step + 1)
+
+    def _end_round(self, next_step: int) -> None:
+        ranked = rank(self.trials, self.active)
+        last = self.round + 1 >= len(round_sizes(len(self.candidates)))
+        if last or next_step >= self.stop:
+            self.chosen_index = ranked[0]
+            return
+        self.round += 1
+        self.active = sorted(ranked[: round_sizes(len(self.candidates))[self.round]])
+        self.round_start = next_step
+
+    def state_dict(self) -> dict:
+        return {"trials": np.array([[t.steps, t.seconds, t.moved, t.square_jump] for t in self.trials]),
+                "active": np.array(self.active, dtype=np.int64), "round": self.round, "round_start": self.round_start,
+                "chosen": -1 if self.chosen_index is None else self.chosen_index}
+
+    def load_state_dict(self, tree: dict) -> None:
+        self.trials = [Trial(int(s), float(sec), int(m), float(j)) for s, sec, m, j in tree["trials"]]
+        self.active = [int(c) for c in tree["active"]]
+        self.round, self.round_start = int(tree["round"]), int(tree["round_start"])
+        self.chosen_index = None if int(tree["chosen"]) < 0 else int(tree["chosen"])
+
+
+def tuned_step(replica, tuner: PathTuner, step: int, take_step):
+    """Step ``step`` of a slot being tuned: set the (length, δ) the tuner asks for, take the
+    step (``take_step()``, which returns its StepInfo; training rounds stay outside it), and
+    tell the tuner the step's wall time, whether it moved, and the change of F/N."""
+    path = tuner.candidate(step)
+    if path is not None:
+        replica.set_path(*path)
+    f_before, begin = replica.sampler.free_energy(replica.state), tuner.clock()
+    info = take_step()
+    seconds = tuner.clock() - begin
+    jump = (replica.sampler.free_energy(replica.state) - f_before) / len(replica.state.spins)
+    tuner.record(step, seconds, info.accepted, jump)
+    return info

@@ -1,0 +1,157 @@
+"""Tuning the inner-chain length and δ ([slmc] local_updates = "auto", tuning.py): the schedule
+and the choice as pure functions; in a run, nothing is tuned while measuring (every measured
+step runs its slot's chosen path, which travels with the temperature label), the choice is in
+the file, and a run stopped in the middle of tuning resumes bit for bit."""
+
+import itertools
+
+import h5py
+import numpy as np
+import pytest
+
+from slmc_hpc import driver, run_loop
+from slmc_hpc.checkpoint import checkpoint_path, read_checkpoint
+from slmc_hpc.config import ConfigError, parse
+from slmc_hpc.replica import Replica
+from slmc_hpc.testing import assert_same_files
+from slmc_hpc.tuning import ACCEPTANCE_FLOOR, PathTuner, Trial, path_candidates, rank, round_sizes
+
+from configs import small_config
+
+
+def test_candidates():
+    assert path_candidates(16, "auto", 0.5) == [(n, 0.5) for n in (4, 8, 16, 32, 64, 128)]
+    assert path_candidates(16, 0, "auto") == [(16, 0.25), (16, 0.5), (16, 1.0)]
+    assert path_candidates(16, 20, 0.7) == [(20, 0.7)]
+    assert len(path_candidates(64, "auto", "auto")) == 18
+
+
+def test_ranking_keeps_the_acceptance_floor():
+    """A candidate that rarely moves is never preferred to one that moves often enough, however
+    large its (few, lucky) jumps; among those below the floor, the one that moves most."""
+    sticky = Trial(steps=100, seconds=1.0, moved=5, square_jump=50.0)  # huge proxy, moves 5%
+    good = Trial(steps=100, seconds=1.0, moved=40, square_jump=1.0)
+    better = Trial(steps=100, seconds=1.0, moved=30, square_jump=2.0)
+    assert sticky.moved_fraction < ACCEPTANCE_FLOOR <= good.moved_fraction
+    assert rank([sticky, good, better], [0, 1, 2]) == [2, 1, 0]
+    low = Trial(steps=100, seconds=1.0, moved=10, square_jump=0.1)
+    assert rank([sticky, low], [0, 1]) == [1, 0]
+
+
+def test_round_sizes_halve_down_to_two():
+    assert round_sizes(18) == [18, 9, 5, 3, 2]
+    assert round_sizes(2) == [2]
+    assert round_sizes(1) == [1]
+
+
+def synthetic_tuning(candidates, start, stop, value):
+    """Drive a tuner with steps whose seconds are the candidate's length and whose jump is
+    value(candidate): what it ran at each step, and its choice."""
+    tuner = PathTuner(candidates, start, stop)
+    ran = []
+    for step in range(stop + 20):
+        path = tuner.candidate(step)
+        ran.append(path)
+        if path is not None:
+            tuner.record(step, seconds=float(path[0]), moved=True, jump=value(path))
+    return tuner, ran
+
+
+def test_the_schedule_tries_everyone_interleaved_and_then_keeps_the_best():
+    candidates = path_candidates(16, "auto", "auto")
+    best = (32, 0.5)
+    # proxy = jump² / seconds: largest for `best`
+    value = lambda p: np.sqrt(p[0]) * (2.0 if p == best else 1.0)  # noqa: E731
+    tuner, ran = synthetic_tuning(candidates, 100, 1100, value)
+    assert ran[:100] == [None] * 100  # the first half of thermalization keeps the initial path
+    block = (1000 // len(round_sizes(18))) // (18 * 4)  # steps per block in round 0
+    runs = [path for path, _ in itertools.groupby(ran[100: 100 + 18 * 4 * block])]
+    assert len(runs) == 18 * 4 and all(runs.count(c) == 4 for c in candidates)  # everyone, in 4 blocks each
+    assert tuner.chosen == best
+    assert set(ran[1100:]) == {best}  # and from the end of tuning on, only the choice
+    assert all(t.steps > 0 for t in tuner.trials)
+
+
+def test_a_resumed_tuner_makes_the_same_choice():
+    candidates = path_candidates(16, "auto", "auto")
+    value = lambda p: p[1] * np.sqrt(p[0])  # noqa: E731
+    whole, _ = synthetic_tuning(candidates, 10, 500, value)
+    cut = PathTuner(candidates, 10, 500)
+    for step in range(500):
+        if step == 233:  # stop and resume from the state alone
+            tree = cut.state_dict()
+            cut = PathTuner(candidates, 10, 500)
+            cut.load_state_dict(tree)
+        path = cut.candidate(step)
+        if path is not None:
+            cut.record(step, seconds=float(path[0]), moved=True, jump=value(path))
+    assert cut.chosen == whole.chosen and cut.state_dict()["trials"].tolist() == whole.state_dict()["trials"].tolist()
+
+
+def tuned_config(measure=40, temps=(0.1, 0.2)):
+    return small_config(temperatures={"values": list(temps), "exchange_every": 3},
+                        slmc={"local_updates": "auto"},
+                        training={"every": 20},
+                        run={"thermalize": 200, "measure": measure, "snapshot_every": 10, "seed": 4,
+                             "step_size": "auto"})
+
+
+@pytest.fixture
+def steady_clock(monkeypatch):
+    """Every clock reading 1 s after the last: the tuner's timings, and so its choice, do not
+    depend on the machine (what a bit-for-bit comparison of two runs needs)."""
+    ticks = itertools.count()
+    monkeypatch.setattr(PathTuner, "clock", staticmethod(lambda: float(next(ticks))))
+
+
+def test_measurement_runs_each_slots_chosen_path_and_the_choice_is_in_the_file(tmp_path, monkeypatch):
+    cfg = tuned_config(measure=60)
+    seen = []
+    original = Replica.step
+
+    def step(self):
+        seen.append((self.beta, self.path, self.steps_done))
+        return original(self)
+
+    monkeypatch.setattr(Replica, "step", step)
+    out = driver.run(cfg, output=tmp_path / "t.h5", log=lambda *a: None)
+    with h5py.File(out, "r") as f:
+        chosen = {1 / T: (int(n), float(d)) for T, n, d in
+                  zip(f["temperatures"][:], f["tuning/local_updates"][:], f["tuning/step_size"][:])}
+        assert f.attrs["local_updates"] == "auto"
+        assert np.all(f["tuning/steps"][:] > 0)
+        moved = f["tempering/slot_of_replica"][:]
+    measured = [(beta, path) for beta, path, done in seen if done >= cfg.run.thermalize]
+    assert len(measured) == 2 * 60
+    assert all(path == chosen[beta] for beta, path in measured)  # a fixed kernel per temperature
+    assert len(set(chosen.values())) == 2 or moved[:, 0].min() == moved[:, 0].max()  # travels with the label
+    tuning = [path for beta, path, done in seen if 100 <= done < 200]
+    assert len(set(tuning)) > 3  # while tuning, several candidates ran
+
+
+def test_a_run_stopped_while_tuning_resumes_bit_for_bit(tmp_path, monkeypatch, steady_clock):
+    cfg = tuned_config()
+    driver.run(cfg, output=tmp_path / "whole.h5", log=lambda *a: None)
+    with monkeypatch.context() as m:
+        m.setattr(run_loop, "CONTROL_EVERY", 1)
+        original = run_loop.TemperingRun.poll
+
+        def poll(self, phase, step):
+            if (phase, step) == ("thermalize", 137):  # in the middle of the tuning rounds
+                self.control.signals.received = 10
+            return original(self, phase, step)
+
+        m.setattr(run_loop.TemperingRun, "poll", poll)
+        with pytest.raises(driver.Interrupted):
+            driver.run(cfg, output=tmp_path / "cut.h5", log=lambda *a: None)
+    tree = read_checkpoint(checkpoint_path(tmp_path / "cut.h5"))
+    assert tree["ranks"]["0"]["replicas"]["0"]["tuner"]["chosen"] == -1  # still tuning
+    driver.run(cfg, output=tmp_path / "cut.h5", log=lambda *a: None, resume=True)
+    assert_same_files(tmp_path / "whole.h5", tmp_path / "cut.h5")
+
+
+def test_auto_is_validated():
+    with pytest.raises(ConfigError, match=r"\[slmc\] local_updates must be an integer or \"auto\""):
+        parse("[lattice]\nL = 4\n[temperatures]\nvalues = [0.1]\n[slmc]\nlocal_updates = \"fast\"\n")
+    with pytest.raises(ConfigError, match=r"\[run\] step_size must be a number or \"auto\""):
+        parse("[lattice]\nL = 4\n[temperatures]\nvalues = [0.1]\n[run]\nstep_size = true\n")
