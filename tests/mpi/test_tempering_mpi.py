@@ -129,3 +129,28 @@ def test_shared_transformer_trained_across_ranks_equals_one_process(tmp_path_fac
             assert np.array_equal(a["tempering/slot_of_replica"][:], b["tempering/slot_of_replica"][:])
 
     on_rank0(comm, check)
+
+
+def test_tuned_mpi_run_equals_single_process_run(tmp_path_factory, monkeypatch):
+    """local_updates and step_size "auto": every rank tunes its slot, the choices reach every
+    rank and travel with the temperature labels; with a clock that reads 1 s per step (so that
+    the choices do not depend on the machine) the file is the single process's."""
+    import itertools
+
+    from slmc_hpc.tuning import PathTuner
+
+    ticks = itertools.count()
+    monkeypatch.setattr(PathTuner, "clock", staticmethod(lambda: float(next(ticks))))
+    comm = MPIComm()
+    temps = [round(0.2 * 1.6**r, 4) for r in range(comm.size)]
+    cfg = config(temps).replace("slmc", local_updates="auto").replace("run", step_size="auto", thermalize=120)
+    where = comm.bcast(str(tmp_path_factory.mktemp("tuned")) if comm.rank == 0 else None)
+    run(cfg, output=f"{where}/mpi.h5", comm=comm, log=lambda *a: None)
+
+    def check():
+        run(cfg, output=f"{where}/serial.h5", comm=SerialComm(), log=lambda *a: None)
+        with h5py.File(f"{where}/mpi.h5", "r") as a, h5py.File(f"{where}/serial.h5", "r") as b:
+            assert np.all(a["tuning/local_updates"][:] > 0)
+            compare(a, b)
+
+    on_rank0(comm, check)
