@@ -113,8 +113,8 @@ def main() -> None:
               f"{rep.path[0]} local updates of size {rep.path[1]} per step"
               + (" (tuned)" if tuner is not None else "") + f", overrelax {cfg.slmc.overrelax}", flush=True)
         steps = args.exact_measure if exact else args.measure
-        chains[name] = {"rep": rep, "block": max(1, steps // args.rounds), "F": [], "spins_msd": [], "seconds": [],
-                        "tests": 0, "accepted": 0, "N": rep.physics.lattice.N}
+        chains[name] = {"rep": rep, "block": max(1, steps // args.rounds), "F": [], "m": [], "spins_msd": [],
+                        "seconds": [], "tests": 0, "accepted": 0, "N": rep.physics.lattice.N}
     for _ in range(args.rounds):
         for c in chains.values():
             rep = c["rep"]
@@ -123,6 +123,7 @@ def main() -> None:
                 before = rep.state.spins
                 info = rep.step()
                 c["F"].append(rep.sampler.free_energy(rep.state))
+                c["m"].append(np.linalg.norm(rep.state.spins.mean(axis=0)))
                 c["spins_msd"].append(np.sum((rep.state.spins - before) ** 2) / c["N"])
                 c["tests"] += info.n_tests
                 c["accepted"] += info.n_accepted
@@ -130,7 +131,7 @@ def main() -> None:
 
     print(f"L = {args.L}, point {args.point} {POINTS[args.point]}, seed {args.seed}")
     print(f"{'variant':<18} {'acc':>6} {'F/N':>22} {'tau_int':>8} {'ms/step':>9} {'cost ms':>9} {'exact/this':>10} "
-          f"{'dF²/N²':>9} {'dS²':>8} {'steps/tau':>9}")
+          f"{'dF²/N²':>9} {'dS²':>8} {'|m|':>6} {'steps/tau':>9}")
     cost_exact = None
     rows = []
     for name, c in chains.items():
@@ -146,7 +147,7 @@ def main() -> None:
         rough = "" if len(F) >= 500 * e.tau else " rough"
         print(f"{name:<18} {c['accepted'] / max(c['tests'], 1):6.3f} {e.mean:12.6f} ± {e.error:.6f} {e.tau:8.1f} "
               f"{sec * 1e3:9.3f} {cost * 1e3:9.2f} {ratio} {np.mean(np.diff(F) ** 2):9.2e} "
-              f"{np.mean(c['spins_msd']):8.4f} {len(F) / e.tau:9.0f}{rough}")
+              f"{np.mean(c['spins_msd']):8.4f} {np.mean(c['m']):6.3f} {len(F) / e.tau:9.0f}{rough}")
 
 
 if __name__ == "__main__":
