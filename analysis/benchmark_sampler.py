@@ -27,11 +27,12 @@ from slmc_hpc.stats import estimate
 from slmc_hpc.training.learner import collect, solo_step, train_round
 from slmc_hpc.tuning import tuned_step
 
-# (t, J, mu, T): the reference problem, a ferromagnetic point, and one in between
+# (t, J, mu, T): the reference problem; the ferromagnetic problem of the tempering issue
+# (J = 8, mu = -5) deep in the ordered phase, and at T = 0.05 where <|m|> is about 0.62 at L = 8
 POINTS = {
     "reference": {"model": {"t": 1.0, "J": 4.0, "mu": -2.5}, "T": 0.02},
-    "ferro": {"model": {"t": 1.0, "J": 8.0, "mu": -5.0}, "T": 0.05},
-    "mid": {"model": {"t": 1.0, "J": 8.0, "mu": -5.0}, "T": 0.15},
+    "ferro": {"model": {"t": 1.0, "J": 8.0, "mu": -5.0}, "T": 0.01},
+    "mid": {"model": {"t": 1.0, "J": 8.0, "mu": -5.0}, "T": 0.05},
 }
 
 # what each variant changes in the configuration; "default" changes nothing but the problem
