@@ -21,9 +21,9 @@ from configs import small_config
 
 def test_candidates():
     assert path_candidates(16, "auto", 0.5) == [(n, 0.5) for n in (4, 8, 16, 32, 64, 128)]
-    assert path_candidates(16, 0, "auto") == [(16, 0.25), (16, 0.5), (16, 1.0)]
+    assert path_candidates(16, 0, "auto") == [(16, 0.5), (16, 1.0)]
     assert path_candidates(16, 20, 0.7) == [(20, 0.7)]
-    assert len(path_candidates(64, "auto", "auto")) == 18
+    assert len(path_candidates(64, "auto", "auto")) == 12
 
 
 def test_ranking_keeps_the_acceptance_floor():
@@ -64,9 +64,10 @@ def test_the_schedule_tries_everyone_interleaved_and_then_keeps_the_best():
     value = lambda p: np.sqrt(p[0]) * (2.0 if p == best else 1.0)  # noqa: E731
     tuner, ran = synthetic_tuning(candidates, 100, 1100, value)
     assert ran[:100] == [None] * 100  # the first half of thermalization keeps the initial path
-    block = (1000 // len(round_sizes(18))) // (18 * 4)  # steps per block in round 0
-    runs = [path for path, _ in itertools.groupby(ran[100: 100 + 18 * 4 * block])]
-    assert len(runs) == 18 * 4 and all(runs.count(c) == 4 for c in candidates)  # everyone, in 4 blocks each
+    C = len(candidates)
+    block = (1000 // len(round_sizes(C))) // (C * 4)  # steps per block in round 0
+    runs = [path for path, _ in itertools.groupby(ran[100: 100 + C * 4 * block])]
+    assert len(runs) == C * 4 and all(runs.count(c) == 4 for c in candidates)  # everyone, in 4 blocks each
     assert tuner.chosen == best
     assert set(ran[1100:]) == {best}  # and from the end of tuning on, only the choice
     assert all(t.steps > 0 for t in tuner.trials)
