@@ -56,7 +56,7 @@ def describe() -> str:
         lines.append(f"[{name}]")
         for k in keys:
             default = "(required)" if k.default is REQUIRED else "(unset)" if k.default is None else repr(k.default)
-            lines.append(f"  {k.name:<15} {k.kind:<10} {default:<10} {k.help}")
+            lines.append(f"  {k.name:<15} {k.kind:<13} {default:<10} {k.help}")
     return "\n".join(lines)
 
 
