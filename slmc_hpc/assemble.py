@@ -211,7 +211,8 @@ def assemble(cfg: Config, comm, log=lambda *a: None) -> Assembled:
     model = next(iter(replicas.values())).model
     lattice = physics.lattice
     header = f"{run.sampler} on {lattice.kind} L={lattice.L} (N={lattice.N})"
-    model_line = None if model is None else f"effective model: {cfg.effective_model.kind}, {model.n_parameters} parameters"
+    model_line = None if model is None else (f"effective model: {cfg.effective_model.kind}, "
+                                             f"{model.n_parameters} parameters")
     return Assembled(physics, temperatures, replicas, learners, tuners, network,
                      np.random.default_rng(seeds[R]) if comm.rank == 0 else None, schedule,
                      output_layout(cfg, lattice, temperatures, model, schedule), cfg.text, header, model_line)

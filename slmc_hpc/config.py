@@ -192,6 +192,9 @@ def _check_consistency(cfg: Config) -> None:
         if value != "global" and value > n_distances:
             raise ConfigError(f"[{section}] {key} = {value} exceeds the {n_distances} "
                               f"distinct distances of a {cfg.lattice.kind} lattice with L = {cfg.lattice.L}")
+    if cfg.run.sampler != "slmc" and "auto" in (cfg.slmc.local_updates, cfg.run.step_size):
+        raise ConfigError("[slmc] local_updates and [run] step_size can be \"auto\" only for sampler = \"slmc\" "
+                          "(the exact sampler's moves are not tuned)")
     if cfg.slmc.overrelax and (cfg.run.sampler != "slmc" or em.kind == "transformer" and not nested):
         raise ConfigError(f"[slmc] overrelax = {cfg.slmc.overrelax} needs an SLMC inner chain on a linear model "
                           f"([effective_model] kind = \"linear\", or [slmc] scheme = \"nested\")")

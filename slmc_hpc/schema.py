@@ -19,7 +19,7 @@ MAX_INT = 2**63 - 1  # what HDF5 attributes (int64) can hold; beyond this no key
 @dataclass(frozen=True)
 class Key:
     name: str
-    kind: str  # "int", "float", "str", "bool", "int_or_global", "float_list"
+    kind: str  # "int", "float", "str", "bool", "float_list", or "int_or_global", "int_or_auto", "float_or_auto"
     default: Any
     help: str
     check: Callable[[Any], str | None] | None = None

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 ACCEPTANCE_FLOOR = 0.2  # fraction of steps that move, below which a candidate is not chosen
-INTERLEAVE = 4  # blocks per candidate and round
+INTERLEAVE = 4  # blocks per candidate and round (1 when a round is shorter than 4 per candidate)
 LENGTH_FACTORS = (0.25, 0.5, 1, 2, 4, 8)  # "auto" inner-chain lengths, in units of N
 STEP_SIZES = (0.5, 1.0)  # "auto" δ; 0.25 was never the best in analysis/BENCHMARKS.md
 
@@ -99,14 +99,21 @@ class PathTuner:
     def chosen(self) -> tuple[int, float] | None:
         return None if self.chosen_index is None else self.candidates[self.chosen_index]
 
+    def _layout(self) -> tuple[int, int]:
+        """(steps per block, blocks per candidate) of the current round: the tuning steps left
+        split evenly over the rounds left, in INTERLEAVE blocks per candidate, or in one when
+        the round is too short for that (short thermalization)."""
+        rounds_left = len(round_sizes(len(self.candidates))) - self.round
+        per_round = (self.stop - self.round_start) // rounds_left
+        blocks = INTERLEAVE if per_round >= len(self.active) * INTERLEAVE else 1
+        return max(1, per_round // (len(self.active) * blocks)), blocks
+
     def _block(self) -> int:
-        """Steps per block in the current round: the tuning steps split evenly over the rounds."""
-        sizes = round_sizes(len(self.candidates))
-        per_round = (self.stop - self.start) // len(sizes)
-        return max(1, per_round // (sizes[self.round] * INTERLEAVE))
+        return self._layout()[0]
 
     def _round_length(self) -> int:
-        return self._block() * len(self.active) * INTERLEAVE
+        block, blocks = self._layout()
+        return block * len(self.active) * blocks
 
     def candidate(self, step: int) -> tuple[int, float] | None:
         """(length, δ) to run at ``step``: a trial's during tuning, then the chosen one; None

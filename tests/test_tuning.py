@@ -124,8 +124,9 @@ def test_measurement_runs_each_slots_chosen_path_and_the_choice_is_in_the_file(t
         moved = f["tempering/slot_of_replica"][:]
     measured = [(beta, path) for beta, path, done in seen if done >= cfg.run.thermalize]
     assert len(measured) == 2 * 60
-    assert all(path == chosen[beta] for beta, path in measured)  # a fixed kernel per temperature
-    assert len(set(chosen.values())) == 2 or moved[:, 0].min() == moved[:, 0].max()  # travels with the label
+    # a fixed kernel per temperature: the path of the slot (β) a replica holds, whichever replica
+    assert all(path == chosen[beta] for beta, path in measured)
+    assert moved[:, 0].min() != moved[:, 0].max()  # replicas did change temperature
     tuning = [path for beta, path, done in seen if 100 <= done < 200]
     assert len(set(tuning)) > 3  # while tuning, several candidates ran
 
@@ -156,3 +157,17 @@ def test_auto_is_validated():
         parse("[lattice]\nL = 4\n[temperatures]\nvalues = [0.1]\n[slmc]\nlocal_updates = \"fast\"\n")
     with pytest.raises(ConfigError, match=r"\[run\] step_size must be a number or \"auto\""):
         parse("[lattice]\nL = 4\n[temperatures]\nvalues = [0.1]\n[run]\nstep_size = true\n")
+    with pytest.raises(ConfigError, match="only for sampler = \"slmc\""):
+        parse("[lattice]\nL = 4\n[temperatures]\nvalues = [0.1]\n[run]\nsampler = \"exact\"\nstep_size = \"auto\"\n")
+
+
+def test_short_thermalization_still_chooses():
+    """With fewer tuning steps than 4 blocks per candidate the rounds use one block each; the
+    rounds never run past the end of thermalization, and a choice is made."""
+    candidates = path_candidates(64, "auto", "auto")
+    for thermalize in (1, 10, 100, 200):
+        tuner, ran = synthetic_tuning(candidates, thermalize // 2, thermalize, lambda p: np.sqrt(p[0]))
+        assert tuner.chosen is not None and set(ran[thermalize:]) == {tuner.chosen}
+        tuning = thermalize - thermalize // 2
+        assert 0.8 * tuning <= sum(t.steps for t in tuner.trials) <= tuning  # the rest ran the choice
+    assert all(t.steps > 0 for t in synthetic_tuning(candidates, 100, 200, lambda p: 1.0)[0].trials)

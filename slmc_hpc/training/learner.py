@@ -7,7 +7,8 @@ belongs to its temperature slot and is fitted on that slot's samples alone. The 
 is one network shared by all slots, conditioned on β (its head is affine in log β), and
 trained on every slot's samples at once, each sample at its own β: ``train_round`` over all
 slots of every rank, collective over the network trainer's communicator. A slot without a
-shared network trains by itself (``solo_step``)."""
+shared network trains by itself: ``train_round`` on that slot alone (``solo_step`` does a
+step and that round; the run loop does the same for every slot after they all stepped)."""
 
 from __future__ import annotations
 
