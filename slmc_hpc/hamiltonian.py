@@ -89,18 +89,18 @@ class DoubleExchange:
         return uu, dd, up * n2 + dn, dn * n2 + up, flat[uu], flat[dd]
 
     def _fill_spins(self, h, spins):
-        """_fill for one configuration into a matrix that already holds H0 off the spin entries
-        (the work matrix: numpy's eigvalsh leaves its input as it was). The same arithmetic
-        as _fill, so the same bits: O(N) instead of copying the O(N²) matrix."""
+        """Write the spin entries of H[S] into ``h`` (batched over leading axes), which already
+        holds H0 everywhere else: O(N) per configuration. The work matrix keeps H0 between
+        configurations because numpy's eigvalsh leaves its input as it was."""
         uu, dd, ud, du, h0_uu, h0_dd = self._spin_entries
-        flat = h.reshape(-1)
+        flat = h.reshape(h.shape[:-2] + (-1,))
         half = 0.5 * self.J
-        hz = half * spins[:, 2]
-        flat[uu] = h0_uu + hz
-        flat[dd] = h0_dd - hz
-        off = half * (spins[:, 0] - 1j * spins[:, 1])
-        flat[ud] = off
-        flat[du] = off.conj()
+        hz = half * spins[..., 2]
+        flat[..., uu] = h0_uu + hz
+        flat[..., dd] = h0_dd - hz
+        off = half * (spins[..., 0] - 1j * spins[..., 1])
+        flat[..., ud] = off
+        flat[..., du] = off.conj()
         return h
 
     def hamiltonian(self, spins):
@@ -109,16 +109,9 @@ class DoubleExchange:
         return self._fill(self._xp.empty(spins.shape[:-2] + self._h0.shape, dtype=self._h0.dtype), spins)
 
     def _fill(self, h, spins):
+        """H[S] into ``h``: H0, then the spin entries."""
         h[...] = self._h0
-        up = 2 * self._xp.arange(self.lattice.N)
-        dn = up + 1
-        half = 0.5 * self.J
-        sx, sy, sz = spins[..., 0], spins[..., 1], spins[..., 2]
-        h[..., up, up] += half * sz
-        h[..., dn, dn] -= half * sz
-        h[..., up, dn] = half * (sx - 1j * sy)
-        h[..., dn, up] = half * (sx + 1j * sy)
-        return h
+        return self._fill_spins(h, spins)
 
     def eigenvalues(self, spins) -> np.ndarray:
         """Ascending eigenvalues ε_n of H[S] (μ included), float64 on the host, shape (..., 2N)."""
