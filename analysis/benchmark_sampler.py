@@ -22,9 +22,8 @@ import numpy as np
 
 from slmc_hpc.assemble import build_physics, build_slot, build_tuner
 from slmc_hpc.config import parse, to_toml
-from slmc_hpc.parallel.comm import SerialComm
 from slmc_hpc.stats import estimate
-from slmc_hpc.training.learner import collect, solo_step, train_round
+from slmc_hpc.training.learner import collect, solo_step, train_alone
 from slmc_hpc.tuning import tuned_step
 
 # (t, J, mu, T): the reference problem; the ferromagnetic problem of the tempering issue
@@ -106,8 +105,7 @@ def main() -> None:
                 solo_step(rep, learner) if learner is not None else rep.step()
                 continue
             tuned_step(rep, tuner, k, lambda: collect(rep, learner))  # as run_loop.thermalize does
-            if learner.round_due(k):
-                train_round([(rep, learner)], SerialComm())
+            train_alone(rep, learner)
         if tuner is not None:
             rep.set_path(*tuner.chosen)
         print(f"# {name}: thermalized {cfg.run.thermalize} steps in {time.perf_counter() - t0:.0f} s; "

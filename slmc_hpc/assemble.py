@@ -215,16 +215,18 @@ def assemble(cfg: Config, comm, log=lambda *a: None) -> Assembled:
                                              f"{model.n_parameters} parameters")
     return Assembled(physics, temperatures, replicas, learners, tuners, network,
                      np.random.default_rng(seeds[R]) if comm.rank == 0 else None, schedule,
-                     output_layout(cfg, lattice, temperatures, model, schedule), cfg.text, header, model_line)
+                     output_layout(cfg, lattice, temperatures, model, schedule, next(iter(tuners.values()))),
+                     cfg.text, header, model_line)
 
 
-def output_layout(cfg: Config, lattice: Lattice, temperatures, model, schedule: Schedule) -> Layout:
-    """The shape of the run's file: what it records and how many rows of each."""
+def output_layout(cfg: Config, lattice: Lattice, temperatures, model, schedule: Schedule,
+                  tuner: PathTuner | None) -> Layout:
+    """The shape of the run's file: what it records and how many rows of each (``tuner``: any
+    slot's, for the candidates every slot tries)."""
     values, names = model.parameters() if model is not None else (np.zeros(0), [])
     beta_ref = getattr(getattr(model, "net", None), "beta_ref", None)
     inner_names = build_linear(cfg, lattice, inner=True).parameters()[1] if has_inner_model(cfg) else None
     s = schedule
-    tuner = build_tuner(cfg, lattice.N)
     return Layout(
         config_text=cfg.text, sampler=cfg.run.sampler, seed=cfg.run.seed, local_updates=cfg.local_updates,
         lattice=lattice, temperatures=list(temperatures), measure=s.measure, thermalize=s.thermalize,

@@ -27,8 +27,7 @@ from .samplers import AcceptanceCounts
 from .summary import summarize
 from .tempering import RoundTrips, exchange
 from .training.errors import RoundInterrupted
-from .parallel.comm import SerialComm
-from .training.learner import collect, is_refit_step, train_round
+from .training.learner import collect, is_refit_step, train_alone, train_round
 from .tuning import tuned_step
 
 # steps between the collective that agrees on writes, checkpoints and stops (a signal is
@@ -114,12 +113,12 @@ class TemperingRun:
             training += self.shared_round(start)
             self.poll("thermalize", start)
         for k in range(start, s.thermalize):
-            for r, (rep, learner) in zip(self.replicas, slots):
+            for r in self.replicas:
                 info = self.tuned_step(r, k) if self.tuners[r] is not None else self.learning_step(r)
                 n_acc, n_tests = n_acc + info.n_accepted, n_tests + info.n_tests
             for rep, learner in slots:  # each slot's own linear model: its own rounds
-                if learner is not None and self.network is None and learner.round_due(k):
-                    train_round([(rep, learner)], SerialComm())
+                if learner is not None and self.network is None:
+                    train_alone(rep, learner)
             if self.network is not None and is_refit_step(k, s.thermalize, s.train_every):
                 training += self.shared_round(k + 1)
             prog.update(k + 1, n_acc / max(n_tests, 1), force=k + 1 == s.thermalize)

@@ -89,6 +89,7 @@ class PathTuner:
 
     def __init__(self, candidates: list[tuple[int, float]], start: int, stop: int):
         self.candidates, self.start, self.stop = list(candidates), start, stop
+        self.sizes = round_sizes(len(self.candidates))  # candidates in each round
         self.trials = [Trial() for _ in self.candidates]
         self.active = list(range(len(self.candidates)))  # this round's candidates
         self.round = 0
@@ -103,13 +104,10 @@ class PathTuner:
         """(steps per block, blocks per candidate) of the current round: the tuning steps left
         split evenly over the rounds left, in INTERLEAVE blocks per candidate, or in one when
         the round is too short for that (short thermalization)."""
-        rounds_left = len(round_sizes(len(self.candidates))) - self.round
+        rounds_left = len(self.sizes) - self.round
         per_round = (self.stop - self.round_start) // rounds_left
         blocks = INTERLEAVE if per_round >= len(self.active) * INTERLEAVE else 1
         return max(1, per_round // (len(self.active) * blocks)), blocks
-
-    def _block(self) -> int:
-        return self._layout()[0]
 
     def _round_length(self) -> int:
         block, blocks = self._layout()
@@ -122,15 +120,18 @@ class PathTuner:
             return self.chosen
         if step < self.start:
             return None
-        offset = (step - self.round_start) // self._block()
-        return self.candidates[self.active[offset % len(self.active)]]
+        return self.candidates[self._trial_at(step)]
+
+    def _trial_at(self, step: int) -> int:
+        """The candidate whose block ``step`` falls in, during tuning."""
+        offset = (step - self.round_start) // self._layout()[0]
+        return self.active[offset % len(self.active)]
 
     def record(self, step: int, seconds: float, moved: bool, jump: float) -> None:
         """What ``step`` did (``jump``: the change of F/N), and the round's end when it is."""
         if self.chosen_index is not None or step < self.start:
             return
-        offset = (step - self.round_start) // self._block()
-        t = self.trials[self.active[offset % len(self.active)]]
+        t = self.trials[self._trial_at(step)]
         t.steps += 1
         t.seconds += seconds
         t.moved += int(moved)
@@ -140,12 +141,12 @@ class PathTuner:
 
     def _end_round(self, next_step: int) -> None:
         ranked = rank(self.trials, self.active)
-        last = self.round + 1 >= len(round_sizes(len(self.candidates)))
+        last = self.round + 1 >= len(self.sizes)
         if last or next_step >= self.stop:
             self.chosen_index = ranked[0]
             return
         self.round += 1
-        self.active = sorted(ranked[: round_sizes(len(self.candidates))[self.round]])
+        self.active = sorted(ranked[: self.sizes[self.round]])
         self.round_start = next_step
 
     def state_dict(self) -> dict:

@@ -7,8 +7,7 @@ belongs to its temperature slot and is fitted on that slot's samples alone. The 
 is one network shared by all slots, conditioned on β (its head is affine in log β), and
 trained on every slot's samples at once, each sample at its own β: ``train_round`` over all
 slots of every rank, collective over the network trainer's communicator. A slot without a
-shared network trains by itself: ``train_round`` on that slot alone (``solo_step`` does a
-step and that round; the run loop does the same for every slot after they all stepped)."""
+shared network trains by itself (``train_alone``; ``solo_step`` is a step and that round)."""
 
 from __future__ import annotations
 
@@ -168,10 +167,16 @@ def train_round(slots: list, comm, interrupt=None) -> str:
     return network.kept_layers if network is not None else ""
 
 
-def solo_step(replica, learner: Learner) -> StepInfo:
-    """One thermalization step of a slot that learns by itself (its linear model, or a
-    network private to it): the step, its training data, and the round when one is due."""
-    info = collect(replica, learner)
+def train_alone(replica, learner: Learner) -> None:
+    """The training round of a slot that learns by itself (its linear model, or a network
+    private to it), when one is due after the replica's latest step."""
     if learner.round_due(replica.steps_done - 1):
         train_round([(replica, learner)], SerialComm())
+
+
+def solo_step(replica, learner: Learner) -> StepInfo:
+    """One thermalization step of a slot that learns by itself: the step, its training data,
+    and the round when one is due."""
+    info = collect(replica, learner)
+    train_alone(replica, learner)
     return info
