@@ -116,23 +116,47 @@ class Lattice:
 
         Returns (bonds, pair_class): pair_class (B, B) symmetric, the class of the unordered
         bond pair {a, b} (a = b included) under the lattice's translations and point group,
-        numbered 0..n_classes-1. A function of the pairs that depends only on the class is
-        therefore invariant under every lattice symmetry. Brute force over the space group:
-        O(B² N |point group|), seconds up to L ≈ 10 in 2D.
+        numbered 0..n_classes-1 in the order of each class's first pair (a ≤ b) in row-major
+        order. A function of the pairs that depends only on the class is therefore invariant
+        under every lattice symmetry.
+
+        How: translate one of the four bond ends to the origin ("anchor"); the pair is then
+        (the anchor bond's other end u, the other bond's ends {p, q}), up to the point group
+        about the origin. The least code over anchors and point-group elements names the
+        class. Classes are found for the pairs whose first bond touches site 0 (every bond is
+        a translate of one of those) and copied to the rest by translation: O(z B |G|) for
+        the classes and O(B²) to fill the table, instead of O(B² N |G|) over the whole space
+        group (minutes at L = 24 in 2D, or L = 6 in 3D).
         """
         bonds, index = self.shell_bonds(n_shells)
-        a, b = np.triu_indices(len(bonds))
-        canonical = None
-        for t in self.translations():
+        n = self.N
+        at_origin = np.flatnonzero((bonds == 0).any(axis=1))  # bonds {0, v}
+        first = np.repeat(at_origin, len(bonds))
+        second = np.tile(np.arange(len(bonds)), len(at_origin))
+        i, j = bonds[first].T
+        k, l = bonds[second].T
+        coords = self.coords
+        code = None
+        for anchor, u, p, q in ((i, j, k, l), (j, i, k, l), (k, l, i, j), (l, k, i, j)):
+            rel = [self.index(coords[x] - coords[anchor]) for x in (u, p, q)]
             for g in self.point_group():
-                image = index[g[t][bonds[:, 0]], g[t][bonds[:, 1]]]  # bond -> bond under this symmetry
-                lo, hi = np.minimum(image[a], image[b]), np.maximum(image[a], image[b])
-                key = lo * len(bonds) + hi
-                canonical = key if canonical is None else np.minimum(canonical, key)
-        _, orbit = np.unique(canonical, return_inverse=True)
+                gu, gp, gq = (g[x] for x in rel)
+                key = (gu * n + np.minimum(gp, gq)) * n + np.maximum(gp, gq)
+                code = key if code is None else np.minimum(code, key)
+        _, cls = np.unique(code, return_inverse=True)
+        cls = cls.reshape(len(at_origin), len(bonds))
         pair_class = np.empty((len(bonds), len(bonds)), dtype=np.int64)
-        pair_class[a, b] = pair_class[b, a] = orbit.ravel()
-        return bonds, pair_class
+        for t in self.translations():
+            rows = index[t[bonds[at_origin, 0]], t[bonds[at_origin, 1]]]
+            cols = index[t[bonds[:, 0]], t[bonds[:, 1]]]
+            pair_class[rows[:, None], cols[None, :]] = cls
+            pair_class[cols[:, None], rows[None, :]] = cls.T
+        # number the classes by their first pair (a <= b) in row-major order
+        upper = pair_class[np.triu_indices(len(bonds))]
+        labels, first_seen = np.unique(upper, return_index=True)
+        renumber = np.empty(len(labels), dtype=np.int64)
+        renumber[labels[np.argsort(first_seen)]] = np.arange(len(labels))
+        return bonds, renumber[pair_class]
 
     def translations(self) -> list[np.ndarray]:
         """Site permutations p for every lattice translation: (T S)_i = S_{p[i]}."""
