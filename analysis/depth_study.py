@@ -78,7 +78,7 @@ def frozen_replica(path: Path, seed: int) -> Replica:
     frozen model(s) (nested SLMC: the inner model too) and its last snapshot as the state,
     past thermalization (so it never trains)."""
     with h5py.File(path, "r") as f:
-        cfg = parse(f.attrs["config"])
+        cfg = parse(f.attrs["config"], legacy=True)
         beta = 1.0 / float(f["temperatures"][0])
         k = int(f["snapshots/n_written"][0]) - 1
         if k < 0:

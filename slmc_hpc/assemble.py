@@ -216,7 +216,7 @@ def assemble(cfg: Config, comm, log=lambda *a: None) -> Assembled:
     return Assembled(physics, temperatures, replicas, learners, tuners, network,
                      np.random.default_rng(seeds[R]) if comm.rank == 0 else None, schedule,
                      output_layout(cfg, lattice, temperatures, model, schedule, next(iter(tuners.values()))),
-                     cfg.text, header, model_line)
+                     cfg.complete_text, header, model_line)
 
 
 def output_layout(cfg: Config, lattice: Lattice, temperatures, model, schedule: Schedule,
@@ -228,7 +228,7 @@ def output_layout(cfg: Config, lattice: Lattice, temperatures, model, schedule: 
     inner_names = build_linear(cfg, lattice, inner=True).parameters()[1] if has_inner_model(cfg) else None
     s = schedule
     return Layout(
-        config_text=cfg.text, sampler=cfg.run.sampler, seed=cfg.run.seed, local_updates=cfg.local_updates,
+        config_text=cfg.complete_text, sampler=cfg.run.sampler, seed=cfg.run.seed, local_updates=cfg.local_updates,
         lattice=lattice, temperatures=list(temperatures), measure=s.measure, thermalize=s.thermalize,
         snapshot_every=s.snapshot_every, exchange_every=cfg.temperatures.exchange_every,
         n_exchanges=s.measure // s.exchange_every if s.exchange_every else 0,

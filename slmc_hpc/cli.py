@@ -25,7 +25,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 from . import __version__
 from .config import ConfigError, load
-from .schema import REQUIRED, SCHEMA
+from .schema import DEPENDS, REQUIRED, SCHEMA
 from .training.errors import TrainingError
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NUMERICAL = 0, 1, 2, 3
@@ -55,7 +55,8 @@ def describe() -> str:
     for name, keys in SCHEMA.items():
         lines.append(f"[{name}]")
         for k in keys:
-            default = "(required)" if k.default is REQUIRED else "(unset)" if k.default is None else repr(k.default)
+            default = ("(required)" if k.default is REQUIRED else "(unset)" if k.default is None
+                       else "(see help)" if k.default is DEPENDS else repr(k.default))
             lines.append(f"  {k.name:<15} {k.kind:<13} {default:<10} {k.help}")
     return "\n".join(lines)
 

@@ -16,7 +16,8 @@ from types import MappingProxyType
 import numpy as np
 
 from .lattice import Lattice
-from .schema import MAX_BUFFER_BYTES, MAX_INT, MAX_MATRIX_DIM, REQUIRED, SCHEMA, Key
+from .schema import (DEPENDS, LEGACY_DEFAULTS, MAX_BUFFER_BYTES, MAX_DEFAULT_BOND_SITES, MAX_INT, MAX_MATRIX_DIM,
+                     REQUIRED, SCHEMA, Key)
 
 
 class ConfigError(ValueError):
@@ -64,14 +65,21 @@ class Config:
         """Local updates per step (0 in the file means N), or "auto"."""
         return self.slmc.local_updates or self.n_sites
 
+    @property
+    def complete_text(self) -> str:
+        """Every key written out, defaults included: what output files and checkpoints store,
+        so that a later change of a default cannot change what a stored run was."""
+        return to_toml({name: sec.as_dict() for name, sec in self.sections.items()})
+
     def replace(self, section: str, **values) -> "Config":
-        """A re-validated copy with some keys of one section changed; its ``text`` is the
-        complete configuration written out again, so an output file still explains itself."""
-        merged = {name: sec.as_dict() for name, sec in self.sections.items()}
-        if section not in merged:
+        """A re-validated copy with some keys of one section set: the keys this configuration
+        was given, and these, written out again (keys left out keep taking their defaults,
+        which may depend on the new values: DEPENDENT_DEFAULTS)."""
+        if section not in SCHEMA:
             raise ConfigError(f"unknown section [{section}]")
-        merged[section].update(values)
-        return parse(to_toml(merged))
+        given = tomllib.loads(self.text)
+        given.setdefault(section, {}).update(values)
+        return parse(to_toml(given))
 
 
 def _show(value) -> str:
@@ -131,8 +139,36 @@ def _coerce(section: str, key: Key, value):
     return value
 
 
-def parse(text: str) -> Config:
-    """Validate TOML text against SCHEMA; missing optional keys take their defaults."""
+def _n_sites(lattice: dict) -> int:
+    return lattice["L"] ** {"chain": 1, "square": 2, "cubic": 3}[lattice["kind"]]
+
+
+# Keys whose default depends on others (DEPENDS in the schema, whose help text says the same),
+# in the order they are resolved: each rule may read keys resolved above it. Why these values:
+# analysis/BENCHMARKS.md (the cheapest sampler measured on the reference problem).
+DEPENDENT_DEFAULTS = {
+    ("effective_model", "shells"): lambda v: min(8, _n_distances(v["lattice"])),
+    ("effective_model", "bond_shells"): lambda v: (
+        min(2, _n_distances(v["lattice"])) if _n_sites(v["lattice"]) <= MAX_DEFAULT_BOND_SITES else 0),
+    ("slmc", "inner_bond_shells"): lambda v: v["effective_model"]["bond_shells"],
+    ("slmc", "local_updates"): lambda v: "auto" if v["run"]["sampler"] == "slmc" else 0,
+    ("run", "step_size"): lambda v: "auto" if v["run"]["sampler"] == "slmc" else 0.5,
+    ("run", "thermalize"): lambda v: 4000 if v["run"]["sampler"] == "slmc" else 500,
+    ("training", "every"): lambda v: max(1, min(500, v["run"]["thermalize"] // 8)),
+}
+
+
+def _n_distances(lattice: dict) -> int:
+    """Distinct site distances of the lattice (its distance shells)."""
+    if 2 * _n_sites(lattice) > MAX_MATRIX_DIM:
+        return 8  # too large to run: _check_consistency says so
+    return len(Lattice.from_kind(lattice["kind"], lattice["L"]).shell_distances)
+
+
+def parse(text: str, legacy: bool = False) -> Config:
+    """Validate TOML text against SCHEMA; missing optional keys take their defaults.
+    ``legacy``: the text was stored by a version before 0.2 (only a stored text may omit a
+    key and come from then), so an omitted key takes that version's default (LEGACY_DEFAULTS)."""
     try:
         raw = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: e.g. an integer of 5000 digits
@@ -155,10 +191,14 @@ def parse(text: str) -> Config:
             if key.name not in given:
                 if key.default is REQUIRED:
                     raise ConfigError(f"[{name}] {key.name} is required ({key.help})")
-                values[key.name] = key.default
+                values[key.name] = LEGACY_DEFAULTS.get((name, key.name), key.default) if legacy else key.default
             else:
                 values[key.name] = _coerce(name, key, given[key.name])
-        sections[name] = Section(name, values)
+        sections[name] = values
+    for (name, key), rule in DEPENDENT_DEFAULTS.items():
+        if sections[name][key] is DEPENDS:
+            sections[name][key] = rule(sections)
+    sections = {name: Section(name, values) for name, values in sections.items()}
     cfg = Config(text=text, sections=MappingProxyType(sections))
     _check_consistency(cfg)
     return cfg

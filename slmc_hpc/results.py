@@ -23,7 +23,7 @@ def read_model(path: str | Path, slot: int = 0, inner: bool = False):
         if f.attrs.get("format") != FORMAT:
             raise ConfigError(f"{str(path)!r} is not an {FORMAT} file")
         kind = f["model"].attrs["kind"]
-        cfg = parse(f.attrs["config"])
+        cfg = parse(f.attrs["config"], legacy=True)
         if inner and "inner_parameters" not in f["model"]:
             raise ConfigError(f"{str(path)!r} holds no inner model (only nested SLMC runs store one; "
                               f"older files never do)")

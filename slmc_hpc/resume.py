@@ -75,7 +75,7 @@ def check_checkpoint(tree: dict, ckpt: Path, cfg: Config, n_ranks: int) -> None:
     """The checkpoint is readable, of this configuration (up to RESUMABLE_CHANGES) and of
     this many ranks; ConfigError naming the difference otherwise."""
     try:
-        saved = parse(tree["config"])
+        saved = parse(tree["config"], legacy=True)
         phase, ranks, _ = tree["phase"], int(tree["n_ranks"]), tree["run_id"]
     except (KeyError, ConfigError, TypeError) as exc:
         raise ConfigError(f"checkpoint {str(ckpt)!r} is damaged or from another version ({exc})") from None

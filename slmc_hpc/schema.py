@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 REQUIRED = object()
+DEPENDS = object()  # the default depends on other keys: config.py's _dependent_default, told in the help
 MAX_MATRIX_DIM = 16384  # 2N beyond this: a 4 GiB complex matrix per diagonalization
 MAX_LOCAL_UPDATES = 10**6
 MAX_BUFFER_BYTES = 4 * 2**30
 MIN_TEMPERATURE = 1e-6
 MAX_TEMPERATURES = 4096
+MAX_DEFAULT_BOND_SITES = 1024  # default bond_shells = 0 above this many sites
 MAX_INT = 2**63 - 1  # what HDF5 attributes (int64) can hold; beyond this no key makes sense
 
 
@@ -79,7 +81,8 @@ SCHEMA: dict[str, list[Key]] = {
     "effective_model": [
         Key("kind", "str", "linear", "effective model for SLMC proposals: linear or transformer",
             choices=("linear", "transformer")),
-        Key("shells", "int", 3, "distance shells n_max of the couplings J_n (the energy head)", _at_least(1)),
+        Key("shells", "int", DEPENDS, "distance shells n_max of the couplings J_n (the energy head); default 8, "
+            "or every distance of a smaller lattice", _at_least(1)),
         Key("layers", "int", 1, "transformer: attention layers", _non_negative),
         Key("heads", "int", 1, "transformer: attention heads per layer", _at_least(1)),
         Key("block_shells", "int", 1, "transformer: Q, K, V are block spins over shells 0..block_shells",
@@ -87,8 +90,9 @@ SCHEMA: dict[str, list[Key]] = {
         Key("attention_shells", "int_or_global", "global", "transformer: attend to sites within this many "
             "shells, or \"global\" for all sites", lambda v: None if v == "global" or v >= 1 else
             "must be \"global\" or at least 1"),
-        Key("bond_shells", "int", 0, "add four-spin terms to the model, one coupling per symmetry class of "
-            "pairs of bonds within shells 1..bond_shells (any separation); 0: none", _non_negative),
+        Key("bond_shells", "int", DEPENDS, "add four-spin terms to the model, one coupling per symmetry class of "
+            "pairs of bonds within shells 1..bond_shells (any separation); 0: none; default 2 up to "
+            f"{MAX_DEFAULT_BOND_SITES} sites, 0 above (their bond matrix grows as N²)", _non_negative),
         Key("gate_channels", "int", 0, "transformer: gated channels per layer after the attention (an "
             "equivariant feed-forward step: block spins U^c scaled by tanh of invariants); 0: attention only",
             _non_negative),
@@ -96,24 +100,25 @@ SCHEMA: dict[str, list[Key]] = {
         Key("dtype", "str", "float64", "Transformer training arithmetic (sampling evaluates the frozen model in float64)", choices=("float64", "float32")),
     ],
     "slmc": [
-        Key("local_updates", "int_or_auto", 0, "single-spin updates per step (SLMC inner chain, or exact "
+        Key("local_updates", "int_or_auto", DEPENDS, "single-spin updates per step (SLMC inner chain, or exact "
             "moves for sampler='exact'); 0 means N; \"auto\": each temperature slot chooses its own during "
-            "thermalization (SLMC; see tuning.py)", lambda v: v == "auto" and None or _non_negative(v) or (
+            "thermalization (SLMC; see tuning.py); default \"auto\" for SLMC, 0 for the exact sampler", lambda v: v == "auto" and None or _non_negative(v) or (
                 None if v <= MAX_LOCAL_UPDATES else f"must be at most {MAX_LOCAL_UPDATES}")),
         Key("scheme", "str", "nested", "transformer only: nested (inner chain on a linear model, middle "
             "test on the transformer, outer exact test) or plain (transformer in the inner chain)",
             choices=("nested", "plain")),
         Key("middle_steps", "int", 1, "nested: inner chains + transformer tests per exact test", _at_least(1)),
-        Key("inner_bond_shells", "int", 0, "nested: the inner linear model's four-spin bond-pair terms "
-            "(as [effective_model] bond_shells, on the raw spins); 0: none", _non_negative),
+        Key("inner_bond_shells", "int", DEPENDS, "nested: the inner linear model's four-spin bond-pair terms "
+            "(as [effective_model] bond_shells, on the raw spins); 0: none; default: bond_shells", _non_negative),
         Key("overrelax", "float", 0.0, "fraction of the inner chain's updates that reflect the spin about its "
             "local field (over-relaxation; linear inner models: kind = linear, or scheme = nested)",
             lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),
     ],
     "training": [
-        Key("every", "int", 20, "a training round every this many thermalization steps", _at_least(1)),
-        Key("buffer_size", "int", 5000, "most recent proposals kept as training data", _at_least(2)),
-        Key("loss", "str", "energy", "energy: MSE of E_eff - F on proposals; pair: MSE of the difference "
+        Key("every", "int", DEPENDS, "a training round every this many thermalization steps; default "
+            "thermalize / 8, at most 500", _at_least(1)),
+        Key("buffer_size", "int", 2000, "most recent proposals kept as training data", _at_least(2)),
+        Key("loss", "str", "pair", "energy: MSE of E_eff - F on proposals; pair: MSE of the difference "
             "(E_eff - F)[proposal] - (E_eff - F)[current], which is what the acceptance depends on",
             choices=("energy", "pair")),
         Key("validation_fraction", "float", 0.2, "share of proposals held out for the validation loss",
@@ -126,15 +131,17 @@ SCHEMA: dict[str, list[Key]] = {
     "run": [
         Key("sampler", "str", "slmc", "slmc, or exact for plain local-update Metropolis on W_β",
             choices=("slmc", "exact")),
-        Key("thermalize", "int", 200, "steps before measuring; the model is trained only during these",
+        Key("thermalize", "int", DEPENDS, "steps before measuring; the model is trained only during these "
+            "(and a tuned path chosen in their second half); default 4000 for SLMC, 500 for the exact sampler",
             _non_negative),
         Key("measure", "int", 1000, "measured steps (model frozen)", _at_least(1)),
         Key("snapshot_every", "int", 50, "store the spins every this many measured steps", _at_least(1)),
         Key("seed", "int", 1, "master seed; replica streams come from numpy SeedSequence(seed).spawn(R)",
             lambda v: _non_negative(v) or (None if v < 2**63 else "must be below 2**63")),
         Key("output", "str", "run.h5", "HDF5 output file (relative to the working directory)", _file_name),
-        Key("step_size", "float_or_auto", 0.5, "single-spin move S -> normalize(S + step_size·gaussian); "
-            "\"auto\": chosen per temperature slot with local_updates (SLMC)", _positive),
+        Key("step_size", "float_or_auto", DEPENDS, "single-spin move S -> normalize(S + step_size·gaussian); "
+            "\"auto\": chosen per temperature slot with local_updates (SLMC); default \"auto\" for SLMC, 0.5 "
+            "for the exact sampler", _positive),
         Key("initial", "str", "random", "initial spins: random or ferro (all along z)", choices=("random", "ferro")),
         Key("backend", "str", "numpy", "diagonalization backend: numpy (CPU) or cupy (GPU)",
             choices=("numpy", "cupy")),
@@ -142,4 +149,13 @@ SCHEMA: dict[str, list[Key]] = {
         Key("checkpoint_every", "float", 1800.0, "seconds (wall clock) between checkpoints to <output>.ckpt; "
             "0: only on SIGTERM/SIGUSR1", _non_negative),
     ],
+}
+
+# The defaults before version 0.2, for configuration texts stored in files and checkpoints
+# written then (they held the user's text, omitted keys included; since 0.2 every key is
+# written out, so a later change of a default cannot change what a stored run was).
+LEGACY_DEFAULTS = {
+    ("effective_model", "shells"): 3, ("effective_model", "bond_shells"): 0, ("slmc", "local_updates"): 0,
+    ("slmc", "inner_bond_shells"): 0, ("training", "every"): 20, ("training", "buffer_size"): 5000,
+    ("training", "loss"): "energy", ("run", "thermalize"): 200, ("run", "step_size"): 0.5,
 }

@@ -5,12 +5,17 @@ Imported as ``from configs import small_toml, small_config``: pytest puts tests/
 
 from slmc_hpc.config import Config, parse, to_toml
 
+# The sampler is pinned to a fixed path (N updates of δ = 0.5) and the plain 3-shell linear
+# model: the defaults tune the path by the wall clock (tests/test_tuning.py tests that, and
+# tests/test_defaults.py the defaults themselves), and most tests compare runs bit for bit.
 BASE = {
     "lattice": {"L": 4},
     "model": {"mu": -2.5},
     "temperatures": {"values": [0.1]},
-    "effective_model": {"shells": 3},
-    "run": {"progress_every": 600},
+    "effective_model": {"shells": 3, "bond_shells": 0},
+    "slmc": {"local_updates": 0, "inner_bond_shells": 0},
+    "training": {"loss": "energy", "every": 20, "buffer_size": 5000},
+    "run": {"progress_every": 600, "thermalize": 200, "step_size": 0.5},
 }
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from slmc_hpc.cli import describe, main
-from slmc_hpc.config import ConfigError, parse
+from slmc_hpc.config import ConfigError, parse, to_toml
 
 GOOD = """
 [lattice]
@@ -35,7 +35,8 @@ def test_good_config_parses_with_exact_keys():
     cfg = parse(GOOD)
     assert cfg.lattice.L == 4 and cfg.model.J == 4.0 and cfg.temperatures.values == [0.1]
     assert cfg.local_updates == 16 and cfg.run.sampler == "slmc" and cfg.run.output == "run.h5"
-    assert cfg.training.every == 20  # default filled in
+    assert cfg.training.every == 2  # default filled in: thermalize / 8 (at most 500)
+    assert cfg.training.loss == "pair" and cfg.run.step_size == "auto" and cfg.effective_model.bond_shells == 2
 
 
 def test_local_updates_zero_means_n_sites():
@@ -62,7 +63,7 @@ BAD = [
     ("shells = 3", "shells = 0", r"\[effective_model\] shells must be at least 1"),
     ("measure = 30", "measure = 0", r"\[run\] measure must be at least 1"),
     ("thermalize = 20", "thermalize = -1", r"\[run\] thermalize must not be negative"),
-    ("thermalize = 20", "thermalize = 10", r"\[run\] thermalize = 10 is shorter than \[training\] every = 20"),
+    ("[slmc]", "[training]\nevery = 40\n[slmc]", r"\[run\] thermalize = 20 is shorter than \[training\] every = 40"),
     ("[slmc]", "[slmcc]", r"unknown section \[slmcc\]"),
     ("L = 4\n", "", r"\[lattice\] L is required"),
     ("[temperatures]\nvalues = [0.1]\n", "", r"\[temperatures\] values is required"),
@@ -187,3 +188,53 @@ def test_geometric_ladder_from_t_min_and_t_max():
 def test_bad_temperature_ladders(new, message):
     with pytest.raises(ConfigError, match=message):
         parse(GOOD.replace("values = [0.1]", new))
+
+
+def _minimal(**sections) -> str:
+    doc = {"lattice": {"L": 8}, "temperatures": {"values": [0.02]}}
+    for name, values in sections.items():
+        doc.setdefault(name, {}).update(values)
+    return to_toml(doc)
+
+
+def test_defaults_are_the_benchmarks_sampler_sized_to_the_lattice():
+    """A configuration naming only the lattice and temperatures gets the cheapest sampler
+    measured (analysis/BENCHMARKS.md): linear model, 8 shells, bond-pair terms within 2 shells,
+    pair loss, tuned path; sized down where the lattice is small or large."""
+    cfg = parse(_minimal())
+    em, tr = cfg.effective_model, cfg.training
+    assert (em.kind, em.shells, em.bond_shells, tr.loss) == ("linear", 8, 2, "pair")
+    assert (cfg.slmc.local_updates, cfg.run.step_size, cfg.run.thermalize, tr.every) == ("auto", "auto", 4000, 500)
+    assert cfg.slmc.inner_bond_shells == 2
+    assert parse(_minimal(lattice={"L": 4})).effective_model.shells == 5  # all 5 distances of 4x4
+    chain = parse(_minimal(lattice={"kind": "chain", "L": 2}))
+    assert (chain.effective_model.shells, chain.effective_model.bond_shells) == (1, 1)
+    assert parse(_minimal(lattice={"L": 32})).effective_model.bond_shells == 2  # 1024 sites
+    assert parse(_minimal(lattice={"L": 33})).effective_model.bond_shells == 0
+    assert parse(_minimal(run={"thermalize": 400})).training.every == 50
+    assert parse(_minimal(run={"thermalize": 3})).training.every == 1
+    exact = parse(_minimal(run={"sampler": "exact"}))
+    assert (exact.slmc.local_updates, exact.run.step_size, exact.run.thermalize) == (0, 0.5, 500)
+    nested = parse(_minimal(effective_model={"kind": "transformer", "bond_shells": 1}))
+    assert nested.slmc.inner_bond_shells == 1  # follows the Transformer's head
+    # what is given wins, and a dependent default follows what is given
+    given = parse(_minimal(effective_model={"shells": 3, "bond_shells": 0}, slmc={"local_updates": 16},
+                           run={"step_size": 0.5, "thermalize": 80}, training={"every": 20}))
+    assert (given.effective_model.shells, given.effective_model.bond_shells, given.slmc.inner_bond_shells) == (3, 0, 0)
+    assert (given.slmc.local_updates, given.run.step_size, given.training.every) == (16, 0.5, 20)
+
+
+def test_complete_text_means_the_same_and_legacy_texts_keep_their_defaults():
+    cfg = parse(_minimal())
+    assert parse(cfg.complete_text).sections.keys() == cfg.sections.keys()
+    assert all(parse(cfg.complete_text).sections[n].as_dict() == s.as_dict() for n, s in cfg.sections.items())
+    assert parse(cfg.complete_text, legacy=True).effective_model.shells == 8  # nothing omitted: nothing legacy
+    old = parse(_minimal(), legacy=True)  # a text stored before 0.2 meant the defaults of then
+    assert (old.effective_model.shells, old.effective_model.bond_shells, old.training.loss) == (3, 0, "energy")
+    assert (old.slmc.local_updates, old.run.step_size, old.run.thermalize, old.training.every) == (0, 0.5, 200, 20)
+
+
+def test_replace_resolves_dependent_defaults_again():
+    cfg = parse(_minimal())
+    exact = cfg.replace("run", sampler="exact")  # "auto" path defaults must not survive into the exact sampler
+    assert (exact.slmc.local_updates, exact.run.step_size) == (0, 0.5)

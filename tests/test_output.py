@@ -37,7 +37,9 @@ def test_layout_is_complete(run_file):
     sampler, path, text, printed = run_file
     R, n, m, N = 2, 60, 3, 16
     with h5py.File(path, "r") as f:
-        assert f.attrs["format"] == "slmc-hpc/1" and f.attrs["config"] == text and f.attrs["version"]
+        assert f.attrs["format"] == "slmc-hpc/1" and f.attrs["version"]
+        # every key written out (defaults too), meaning what the user's text means
+        assert f.attrs["config"] == parse(text).complete_text
         assert f["temperatures"].dtype == np.float64 and list(f["temperatures"][:]) == [0.1, 0.5]
         assert f["measure/free_energy"].shape == (R, n) and f["measure/free_energy"].dtype == np.float64
         assert f["measure/magnetization"].shape == (R, n, 3)
@@ -196,9 +198,29 @@ def test_read_model_of_a_linear_file_from_before_bond_pair_terms(tmp_path):
     assert main(["run", str(tmp_path / "c.toml")]) == 0
     with h5py.File(out, "r+") as f:
         stored = f["model/parameters"][0]
-        # the file keeps the config as the user wrote it: add the key an old run ignored
-        f.attrs["config"] = f.attrs["config"].replace("[effective_model]", "[effective_model]\nbond_shells = 2")
+        # the file keeps every key: set the one an old run ignored
+        f.attrs["config"] = f.attrs["config"].replace("bond_shells = 0", "bond_shells = 2")
         assert "bond_shells = 2" in f.attrs["config"]
     model = read_model(out, 0)
     assert model.bond_shells == 0
+    np.testing.assert_array_equal(model.parameters()[0], stored)
+
+
+def test_a_stored_configuration_from_before_0_2_keeps_its_defaults(tmp_path):
+    """Files written before 0.2 store the user's text, omitted keys omitted; they meant the
+    defaults of then (3 shells, no bond-pair terms), not today's (LEGACY_DEFAULTS)."""
+    from slmc_hpc.results import read_model
+
+    out = tmp_path / "old.h5"
+    (tmp_path / "c.toml").write_text(config(out, "slmc", effective_model={"shells": 3}))
+    assert main(["run", str(tmp_path / "c.toml")]) == 0
+    with h5py.File(out, "r+") as f:
+        assert "\nbond_shells = 0" in f.attrs["config"] and "\nshells = 3" in f.attrs["config"]
+        stored = f["model/parameters"][0]
+        old = "\n".join(line for line in f.attrs["config"].splitlines()
+                        if not line.startswith(("shells", "bond_shells", "inner_bond_shells")))
+        f.attrs["config"] = old
+    assert parse(old).effective_model.shells == 5  # what the text means today (all 5 distances of 4x4) ...
+    model = read_model(out, 0)  # ... and what it meant when it was stored
+    assert model.n_shells == 3 and model.bond_shells == 0
     np.testing.assert_array_equal(model.parameters()[0], stored)

@@ -168,15 +168,19 @@ def test_slmc_agrees_with_exact_sampler_on_4x4(overrelax):
         assert abs(a.mean() - b.mean()) < 3 * err, f"{name}: {a.mean():.5f} vs {b.mean():.5f} ± {err:.5f}"
 
 
-def test_tuned_slmc_agrees_with_exact_sampler_on_4x4(tmp_path):
-    """The same with local_updates and step_size "auto": a whole run (tuning in the second half
-    of thermalization, run_loop.py), read back from its file."""
+def test_default_sampler_agrees_with_exact_sampler_on_4x4(tmp_path):
+    """The same for a configuration that names only the lattice, the model and the
+    temperature (and the run's length): the default sampler, i.e. the linear model with
+    bond-pair terms on the pair loss and local_updates, step_size "auto" (tuning in the second
+    half of thermalization, run_loop.py). A whole run, read back from its file."""
     import h5py
 
+    from slmc_hpc.config import parse, to_toml
     from slmc_hpc.driver import run
 
-    cfg = small_config(effective_model={"shells": 5}, slmc={"local_updates": "auto"},
-                       run={"thermalize": 1000, "measure": 10000, "step_size": "auto", "seed": 11})
+    cfg = parse(to_toml({"lattice": {"L": 4}, "model": {"mu": -2.5}, "temperatures": {"values": [0.1]},
+                         "run": {"thermalize": 1000, "measure": 10000, "seed": 11}}))
+    assert (cfg.slmc.local_updates, cfg.run.step_size, cfg.effective_model.bond_shells) == ("auto", "auto", 2)
     with h5py.File(run(cfg, output=tmp_path / "tuned.h5", log=lambda *a: None), "r") as f:
         F_s = f["measure/free_energy"][0] / 16
         m_s = np.linalg.norm(f["measure/magnetization"][0], axis=-1)

@@ -41,6 +41,7 @@ exchange_every = 10
 [effective_model]
 kind = "linear"
 shells = 3
+bond_shells = 0
 
 [slmc]
 local_updates = 16
@@ -50,6 +51,7 @@ every = 20
 
 [run]
 thermalize = 100
+step_size = 0.5
 measure = {measure}
 snapshot_every = {snapshot_every}
 progress_every = 10
