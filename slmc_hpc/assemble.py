@@ -152,8 +152,12 @@ def build_slot(cfg: Config, physics: DoubleExchange, beta: float, rng: np.random
     replica = Replica(physics, sampler, rng, initial_spins(run.initial, lattice.N, rng))
     if run.sampler == "exact":
         return replica, None
-    # training data exist only while an SLMC slot thermalizes
-    buffer = ReplayBuffer(tr.buffer_size, lattice.N, pairs=tr.loss == "pair") if run.thermalize > 0 else None
+    # training data exist only while an SLMC slot thermalizes; a slot's linear model (or inner
+    # one) keeps its design rows with them
+    fitted = linear or inner
+    buffer = (ReplayBuffer(tr.buffer_size, lattice.N, pairs=tr.loss == "pair",
+                           featurize=fitted.model.design if fitted is not None else None)
+              if run.thermalize > 0 else None)
     return replica, Learner(buffer, linear, network, inner, every=tr.every, thermalize=run.thermalize,
                             validation_fraction=tr.validation_fraction)
 

@@ -271,3 +271,25 @@ def test_slmc_keeps_e_eff_equal_to_the_model_energy(bond_shells):
         moved += info.accepted
     assert moved > 100
     assert state.e_eff == pytest.approx(model.energy(state.spins), abs=1e-10)
+
+
+def test_two_site_distribution_with_the_default_tuned_sampler(tmp_path):
+    """The χ² test of the two-site cos θ distribution on a whole run with the defaults:
+    the path (updates per step, δ) tuned by the wall clock in the second half of
+    thermalization, bond-pair terms, pair loss; then the measured chain, read back from the
+    file (c = S_1·S_2 = 2|m|² - 1 for two unit spins). Negative control: the same samples
+    against the distribution at another β."""
+    import h5py
+
+    from slmc_hpc.config import parse, to_toml
+    from slmc_hpc.driver import run
+
+    cfg = parse(to_toml({"lattice": {"kind": "chain", "L": 2}, "model": {"t": 1.0, "J": 4.0, "mu": 0.0},
+                         "temperatures": {"values": [1 / BETA]}, "run": {"thermalize": 2000, "measure": 40000}}))
+    assert (cfg.slmc.local_updates, cfg.run.step_size) == ("auto", "auto")
+    with h5py.File(run(cfg, output=tmp_path / "two.h5", log=lambda *a: None), "r") as f:
+        m = f["measure/magnetization"][0]
+        assert f["tuning/local_updates"][0] > 0
+    cos = 2 * np.sum(m * m, axis=-1) - 1
+    assert chi_square_p_value(cos, BETA) > P_VALUE_THRESHOLD
+    assert chi_square_p_value(cos, 1.0) < P_VALUE_THRESHOLD

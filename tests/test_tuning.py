@@ -89,12 +89,19 @@ def test_a_resumed_tuner_makes_the_same_choice():
     assert cut.chosen == whole.chosen and cut.state_dict()["trials"].tolist() == whole.state_dict()["trials"].tolist()
 
 
-def tuned_config(measure=40, temps=(0.1, 0.2)):
-    return small_config(temperatures={"values": list(temps), "exchange_every": 3},
-                        slmc={"local_updates": "auto"},
-                        training={"every": 20},
-                        run={"thermalize": 200, "measure": measure, "snapshot_every": 10, "seed": 4,
-                             "step_size": "auto"})
+def tuned_config(measure=40, temps=(0.1, 0.2), *changes):
+    return small_config(dict(temperatures={"values": list(temps), "exchange_every": 3},
+                             slmc={"local_updates": "auto"},
+                             training={"every": 20},
+                             run={"thermalize": 200, "measure": measure, "snapshot_every": 10, "seed": 4,
+                                  "step_size": "auto"}), *changes)
+
+
+# the default model: bond-pair terms and the pair loss, with a buffer that wraps (120 of the 200
+# steps) and rounds every 50 steps, so the checkpoint at step 137 holds design rows of old
+# samples and new samples without them
+DEFAULT_MODEL = {"effective_model": {"bond_shells": 2}, "slmc": {"inner_bond_shells": 2},
+                 "training": {"loss": "pair", "every": 50, "buffer_size": 120}}
 
 
 @pytest.fixture
@@ -131,8 +138,9 @@ def test_measurement_runs_each_slots_chosen_path_and_the_choice_is_in_the_file(t
     assert len(set(tuning)) > 3  # while tuning, several candidates ran
 
 
-def test_a_run_stopped_while_tuning_resumes_bit_for_bit(tmp_path, monkeypatch, steady_clock):
-    cfg = tuned_config()
+@pytest.mark.parametrize("model", [{}, DEFAULT_MODEL], ids=["linear", "bond-pairs-pair-loss"])
+def test_a_run_stopped_while_tuning_resumes_bit_for_bit(tmp_path, monkeypatch, steady_clock, model):
+    cfg = tuned_config(40, (0.1, 0.2), model)
     driver.run(cfg, output=tmp_path / "whole.h5", log=lambda *a: None)
     with monkeypatch.context() as m:
         m.setattr(run_loop, "CONTROL_EVERY", 1)
@@ -148,6 +156,8 @@ def test_a_run_stopped_while_tuning_resumes_bit_for_bit(tmp_path, monkeypatch, s
             driver.run(cfg, output=tmp_path / "cut.h5", log=lambda *a: None)
     tree = read_checkpoint(checkpoint_path(tmp_path / "cut.h5"))
     assert tree["ranks"]["0"]["replicas"]["0"]["tuner"]["chosen"] == -1  # still tuning
+    buffer = tree["ranks"]["0"]["replicas"]["0"]["buffer"]
+    assert set(buffer["featurized"]) == {False, True}  # design rows kept, and new samples without
     driver.run(cfg, output=tmp_path / "cut.h5", log=lambda *a: None, resume=True)
     assert_same_files(tmp_path / "whole.h5", tmp_path / "cut.h5")
 

@@ -133,8 +133,10 @@ class LinearModel:
         chunks = [bond_pair_sums(bond_values(c, t.bonds), *args, t.n_orbits, t.shape) for c in spins.split(256)]
         return torch.cat(chunks).numpy()
 
-    def _design(self, spins: np.ndarray) -> np.ndarray:
-        """(C, n_shells + n_orbits) columns (φ_n, ψ_o): E_eff = E_0 - design @ (J, K)."""
+    def design(self, spins: np.ndarray) -> np.ndarray:
+        """(C, n_shells + n_orbits) columns (φ_n, ψ_o) for spins (C, N, 3): E_eff = E_0 -
+        design @ (J, K). Depends on the lattice and the shell counts only, not on the
+        couplings, so training data keep their rows (training/data.py)."""
         phi = self.features(spins)
         return np.concatenate([phi, self.bond_pair_features(spins)], axis=1) if self.bond_shells else phi
 
@@ -161,23 +163,28 @@ class LinearModel:
         return replace(self, e0=float(e0), couplings=coef[:self.n_shells].copy(),
                        bond_couplings=coef[self.n_shells:].copy())
 
-    def fit(self, spins: np.ndarray, targets: np.ndarray) -> "LinearModel":
-        """Least-squares E_0, J_n (and K_o) so that E_eff[S] ≈ targets (whole-lattice F_β)."""
-        spins = np.asarray(spins)
-        targets = np.asarray(targets, dtype=np.float64)
-        if not (np.all(np.isfinite(spins)) and np.all(np.isfinite(targets))):
-            raise ValueError("training data for the linear model contains NaN or inf")
-        design = np.column_stack([np.ones(len(targets)), -self._design(spins)])
-        coef, *_ = np.linalg.lstsq(design, targets, rcond=None)
+    def energy_of_design(self, design: np.ndarray) -> np.ndarray:
+        """E_eff from rows of ``design`` (the same energy as ``energy`` of their spins)."""
+        return self.e0 - design @ np.concatenate([self.couplings, self.bond_couplings])
+
+    def fit(self, spins: np.ndarray, targets: np.ndarray, design: np.ndarray | None = None) -> "LinearModel":
+        """Least-squares E_0, J_n (and K_o) so that E_eff[S] ≈ targets (whole-lattice F_β);
+        ``design``: the spins' rows of ``design`` if already known."""
+        design = self._checked_design(spins, design, targets)
+        coef, *_ = np.linalg.lstsq(np.column_stack([np.ones(len(design)), -design]), targets, rcond=None)
         return self._with_coefficients(coef[0], coef[1:])
 
-    def fit_pairs(self, spins, targets, ref_spins, ref_targets) -> "LinearModel":
+    def fit_pairs(self, spins, targets, ref_spins, ref_targets, design=None, ref_design=None) -> "LinearModel":
         """Least-squares J_n (and K_o) so that E_eff[S] - E_eff[S_ref] ≈ F[S] - F[S_ref] over (proposal,
-        current) pairs, the quantity the SLMC acceptance depends on; E_0 then matches the mean."""
-        arrays = [np.asarray(a, dtype=np.float64) for a in (spins, targets, ref_spins, ref_targets)]
+        current) pairs, the quantity the SLMC acceptance depends on; E_0 then matches the mean.
+        ``design``, ``ref_design``: the rows of ``design`` if already known."""
+        phi = self._checked_design(spins, design, targets)
+        ref_phi = self._checked_design(ref_spins, ref_design, ref_targets)
+        coef, *_ = np.linalg.lstsq(-(phi - ref_phi), np.asarray(targets) - np.asarray(ref_targets), rcond=None)
+        return self._with_coefficients(np.mean(targets + phi @ coef), coef)
+
+    def _checked_design(self, spins, design, targets) -> np.ndarray:
+        arrays = [np.asarray(a, dtype=np.float64) for a in (spins if design is None else design, targets)]
         if not all(np.all(np.isfinite(a)) for a in arrays):
             raise ValueError("training data for the linear model contains NaN or inf")
-        spins, targets, ref_spins, ref_targets = arrays
-        phi = self._design(spins)
-        coef, *_ = np.linalg.lstsq(-(phi - self._design(ref_spins)), targets - ref_targets, rcond=None)
-        return self._with_coefficients(np.mean(targets + phi @ coef), coef)
+        return self.design(arrays[0]) if design is None else arrays[0]

@@ -121,7 +121,8 @@ class Learner:
         self.counts = AcceptanceCounts.from_array(tree["counts"])
         self.rounds = [{name: (int if name in ("step", "n_train") else float)(tree["rounds"][name][k])
                         for name in ROUND_FIELDS} for k in range(len(tree["rounds"]["step"]))]
-        self.buffer = ReplayBuffer.from_state(tree["buffer"]) if "buffer" in tree else None
+        featurize = self.buffer.featurize if self.buffer is not None else None
+        self.buffer = ReplayBuffer.from_state(tree["buffer"], featurize) if "buffer" in tree else None
         for key, trainer in (("linear", self.linear), ("inner", self.inner)):
             if key in tree:
                 saved, old = tree[key], trainer.model

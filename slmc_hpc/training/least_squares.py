@@ -13,20 +13,27 @@ class LinearTrainer:
     def __init__(self, model: LinearModel, loss: str = "energy"):
         self.model, self.loss = model, loss
 
+    def _energy(self, spins, rows):
+        return self.model.energy(spins) if rows is None else self.model.energy_of_design(rows)
+
     def _mse(self, data: Samples) -> float:
         if not len(data):
             return float("nan")
         n = self.model.lattice.N
+        energy = self._energy(data.spins, data.features)
         if self.loss == "pair":
-            return per_site_mse(self.model.energy(data.spins) - self.model.energy(data.ref_spins),
+            return per_site_mse(energy - self._energy(data.ref_spins, data.ref_features),
                                 data.targets - data.ref_targets, n)
-        return per_site_mse(self.model.energy(data.spins), data.targets, n)
+        return per_site_mse(energy, data.targets, n)
 
     def train(self, train: Samples, validation: Samples, beta: float) -> RoundResult:
+        """Fit on ``train`` (with its design rows where the buffer kept them) and return the
+        losses on both sets."""
         train.check_finite()
         validation.check_finite()
         if self.loss == "pair":
-            self.model = self.model.fit_pairs(train.spins, train.targets, train.ref_spins, train.ref_targets)
+            self.model = self.model.fit_pairs(train.spins, train.targets, train.ref_spins, train.ref_targets,
+                                              train.features, train.ref_features)
         else:
-            self.model = self.model.fit(train.spins, train.targets)
+            self.model = self.model.fit(train.spins, train.targets, train.features)
         return RoundResult(self._mse(train), self._mse(validation))
