@@ -38,6 +38,8 @@ POINTS = {
 VARIANTS = {
     "exact": {"run": {"sampler": "exact"}},
     "default": {},
+    # kind = "transformer" and nothing else: nested SLMC with its defaults
+    "transformer": {"effective_model": {"kind": "transformer"}},
     # the defaults before version 0.2: 3 shells, energy loss, a round every 20 steps, N updates of δ = 0.5
     "v0.1-default": {"effective_model": {"shells": 3, "bond_shells": 0}, "slmc": {"local_updates": 0},
                      "run": {"step_size": 0.5}, "training": {"loss": "energy", "every": 20, "buffer_size": 5000}},

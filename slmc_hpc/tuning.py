@@ -27,7 +27,10 @@ import numpy as np
 
 ACCEPTANCE_FLOOR = 0.2  # fraction of steps that move, below which a candidate is not chosen
 INTERLEAVE = 4  # blocks per candidate and round (1 when a round is shorter than 4 per candidate)
-LENGTH_FACTORS = (0.25, 0.5, 1, 2, 4, 8)  # "auto" inner-chain lengths, in units of N
+# "auto" inner-chain lengths, in units of N. In analysis/BENCHMARKS.md the tuner chose 2N-8N
+# at every point and size but once (N, 4 ranks on 2 cores), never N/4 or N/2, and the longest
+# then offered (8N) in 8 of 14 choices: so N ... 16N
+LENGTH_FACTORS = (1, 2, 4, 8, 16)
 STEP_SIZES = (0.5, 1.0)  # "auto" δ; 0.25 was never the best in analysis/BENCHMARKS.md
 
 

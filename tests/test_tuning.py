@@ -20,10 +20,10 @@ from configs import small_config
 
 
 def test_candidates():
-    assert path_candidates(16, "auto", 0.5) == [(n, 0.5) for n in (4, 8, 16, 32, 64, 128)]
+    assert path_candidates(16, "auto", 0.5) == [(n, 0.5) for n in (16, 32, 64, 128, 256)]
     assert path_candidates(16, 0, "auto") == [(16, 0.5), (16, 1.0)]
     assert path_candidates(16, 20, 0.7) == [(20, 0.7)]
-    assert len(path_candidates(64, "auto", "auto")) == 12
+    assert len(path_candidates(64, "auto", "auto")) == 10
 
 
 def test_ranking_keeps_the_acceptance_floor():
