@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Per-temperature summary of a run file: acceptance, F/N, |m|, filling, nearest-neighbour
-S_i·S_j and the peak of the structure factor from the snapshots, with binned errors and τ_int.
+S_i·S_j, the specific heat per site at fixed μ (files from 0.2 on) and the peak of the
+structure factor from the snapshots, with binned (C: jackknife) errors and τ_int.
 
     python analysis/summary.py runs/example.h5
 """
@@ -13,10 +14,12 @@ import sys
 import h5py
 import numpy as np
 
+from slmc_hpc.config import parse
 from slmc_hpc.lattice import Lattice
 from slmc_hpc.observables import structure_factor
 from slmc_hpc.output import FORMAT
 from slmc_hpc.stats import estimate
+from slmc_hpc.thermodynamics import energy, jackknife, specific_heat
 
 
 def summarize(path: str) -> list[dict]:
@@ -26,6 +29,7 @@ def summarize(path: str) -> list[dict]:
             raise SystemExit(f"{path}: not an {FORMAT} file (format = {f.attrs.get('format')!r})")
         N = int(f.attrs["N"])
         lattice = Lattice.from_kind(str(f.attrs["lattice_kind"]), int(f.attrs["L"]))
+        J_direct = parse(f.attrs["config"], legacy=True).model.J_direct
         for r, T in enumerate(f["temperatures"][:]):
             n = int(f["measure/n_written"][r])
             m_snap = int(f["snapshots/n_written"][r])
@@ -34,6 +38,12 @@ def summarize(path: str) -> list[dict]:
             row = {"T": T, "steps": n, "acceptance": float(np.nanmean(f["measure/acceptance"][r, :n])),
                    "F/N": F, "|m|": m, "filling": estimate(f["measure/filling"][r, :n]),
                    "nn S.S": estimate(f["measure/nn_correlation"][r, :n])}
+            if "fermion_energy_fluctuation" in f["measure"]:
+                u = energy(f["measure/fermion_energy"][r, :n], f["measure/nn_correlation"][r, :n], J_direct,
+                           len(lattice.bonds))
+                c, err = jackknife(lambda a, b: specific_heat(a, b, 1.0 / T), u,
+                                   f["measure/fermion_energy_fluctuation"][r, :n])
+                row["C/N"] = (c / N, err / N)
             if m_snap:
                 sq = structure_factor(f["snapshots/spins"][r, :m_snap], lattice).mean(axis=0)
                 k = int(np.argmax(sq))
@@ -55,6 +65,8 @@ def main(argv=None) -> int:
         for key in ("filling", "nn S.S"):
             e = row[key]
             print(f"  {key:<15} {e.mean:.4f} ± {e.error:.4f}")
+        if "C/N" in row:
+            print(f"  C/N             {row['C/N'][0]:.4f} ± {row['C/N'][1]:.4f}   (fixed μ, jackknife over 32 bins)")
         if "S(q) peak" in row:
             q, val = row["S(q) peak"]
             print(f"  S(q) peak       S = {val:.3f} at q = {np.array2string(q, precision=3)} π  (from snapshots)")

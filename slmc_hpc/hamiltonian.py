@@ -41,6 +41,15 @@ def fermion_energy(eigenvalues: np.ndarray, beta: float) -> np.ndarray:
     return (eigenvalues * fermi(eigenvalues, beta)).sum(axis=-1)
 
 
+def fermion_energy_fluctuation(eigenvalues: np.ndarray, beta: float) -> np.ndarray:
+    """Σ_n ε_n² f(ε_n)(1 - f(ε_n)), whole lattice, ε from μ: minus the β-derivative of
+    Σ_n ε_n f(ε_n) at fixed spins, the part of the specific heat that the spread of the
+    energy over configurations leaves out (thermodynamics.py)."""
+    eigenvalues = np.asarray(eigenvalues)
+    t = np.tanh(0.5 * beta * eigenvalues)
+    return (eigenvalues**2 * 0.25 * (1.0 - t * t)).sum(axis=-1)  # f (1 - f) = (1 - tanh²(βε/2)) / 4
+
+
 @dataclass(frozen=True)
 class DoubleExchange:
     """Parameters of the double-exchange model on a lattice, and the exact weight of spins.

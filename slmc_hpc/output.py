@@ -31,6 +31,7 @@ MEASURE_DTYPES = {
     "accepted": ("i1", ()),
     "acceptance": ("f8", ()),
     "fermion_energy": ("f8", ()),
+    "fermion_energy_fluctuation": ("f8", ()),
     "filling": ("f8", ()),
     "nn_correlation": ("f8", ()),
 }

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .hamiltonian import DoubleExchange, fermi, fermion_energy
+from .hamiltonian import DoubleExchange, fermi, fermion_energy, fermion_energy_fluctuation
 from .observables import magnetization, nn_correlation
 from .samplers import ChainState, StepInfo
 
@@ -105,6 +105,7 @@ class Replica:
             "accepted": int(info.accepted),
             "acceptance": info.n_accepted / info.n_tests if info.n_tests else float("nan"),
             "fermion_energy": float(fermion_energy(s.eigenvalues, self.beta)),
+            "fermion_energy_fluctuation": float(fermion_energy_fluctuation(s.eigenvalues, self.beta)),
             "filling": float(fermi(s.eigenvalues, self.beta).sum() / self.physics.lattice.N),
             "nn_correlation": float(nn_correlation(s.spins, self.physics.lattice)),
         }
