@@ -78,7 +78,7 @@ fi
 # changes need nothing).
 stamp="$VENV/.slmc-hpc-installed"
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PY" -c 'import slmc_hpc, pytest_mpi, matplotlib' 2>/dev/null; then
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PY" -c 'import slmc_hpc, pytest_mpi, matplotlib, pandas' 2>/dev/null; then
     log "installing slmc-hpc (editable) with test and analysis extras"
     pip install -e '.[test,analysis]'
     echo "$want" > "$stamp"

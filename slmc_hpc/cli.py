@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="validate a configuration and print it with defaults filled in")
     c.add_argument("config")
     sub.add_parser("keys", help="print every configuration key with its type, default and help")
+    rep = sub.add_parser("report", help="write a report of a run file (HTML, Markdown with PNGs, CSV, JSON)")
+    rep.add_argument("file", help="the run's HDF5 output file (also one still running, or stopped)")
+    rep.add_argument("-o", "--outdir", help="directory for the report (default: <file stem>_report next to it)")
     return p
 
 
@@ -67,6 +70,12 @@ def main(argv=None) -> int:
     try:
         if args.command == "keys":
             print(describe())
+            return EXIT_OK
+        if args.command == "report":
+            from .report import write_report  # pandas and matplotlib only for reports
+
+            out = write_report(args.file, args.outdir)
+            print(f"slmc-hpc: report written to {out}/report.html (and report.md, CSV, JSON)")
             return EXIT_OK
         cfg = load(args.config)
         if args.command == "check":

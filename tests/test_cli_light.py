@@ -33,3 +33,16 @@ def test_the_blocked_torch_really_fails_to_import(tmp_path):
     code) fails on the torch import; so the test above would see any torch import."""
     proc = run_without_torch(tmp_path, "-c", "import slmc_hpc.assemble")
     assert proc.returncode != 0 and "torch is not installed here (test)" in proc.stderr
+
+
+def test_report_runs_where_torch_cannot_be_imported(tmp_path):
+    """A report is read on a login node or a laptop: it needs h5py, pandas and matplotlib only."""
+    from configs import small_toml
+    from slmc_hpc.cli import main
+
+    out = tmp_path / "run.h5"
+    (tmp_path / "c.toml").write_text(small_toml(run={"thermalize": 40, "measure": 80, "output": str(out)}))
+    assert main(["run", str(tmp_path / "c.toml")]) == 0
+    proc = run_without_torch(tmp_path, "-m", "slmc_hpc", "report", str(out), "-o", str(tmp_path / "rep"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "rep" / "report.html").exists()

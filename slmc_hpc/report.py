@@ -1,0 +1,222 @@
+"""``slmc-hpc report RUN.h5 [-o DIR]``: what a run found, written to a directory:
+
+    report.html                 self-contained (figures embedded), opens in any browser
+    report.md + *.png           the same content as Markdown with PNG files
+    thermodynamics.csv, tempering_pairs.csv, tempering_slots.csv, training.csv, report.json
+
+The tables come from tables.load (their conventions are stated there); this module only
+draws and writes them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on a cluster node
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .tables import RunTables, load  # noqa: E402
+
+# (column, axis label) of the thermodynamics figure, in panel order
+PANELS = [("F_per_site", "F/N"), ("E_per_site", "E/N"), ("C_per_site", "C/N (fixed μ)"),
+          ("abs_m", "⟨|m|⟩"), ("chi", "χ = βN(⟨m²⟩ − ⟨|m|⟩²)"), ("binder_m", "Binder ⟨m⁴⟩/⟨m²⟩² of m"),
+          ("Sq_peak", "S(q) peak"), ("binder_q", "Binder of the S(q)-peak order parameter"),
+          ("nn_SS", "nearest-neighbour S·S"), ("filling", "filling")]
+
+
+class Progress:
+    """Prints a line per stage to stderr once the report has taken more than ``after`` seconds."""
+
+    def __init__(self, after: float = 2.0):
+        self.start, self.after = time.monotonic(), after
+
+    def __call__(self, what: str) -> None:
+        elapsed = time.monotonic() - self.start
+        if elapsed > self.after:
+            print(f"report: {what} ({elapsed:.0f} s)", file=sys.stderr, flush=True)
+
+
+def _thermodynamics_figure(run: RunTables, path: Path) -> None:
+    t = run.thermodynamics
+    panels = [(c, label) for c, label in PANELS if c in t]
+    cols = 3
+    fig, axes = plt.subplots((len(panels) + cols - 1) // cols, cols, figsize=(12, 3.2 * ((len(panels) + 2) // 3)),
+                             squeeze=False)
+    for ax, (column, label) in zip(axes.flat, panels):
+        err = t[f"{column}_err"] if f"{column}_err" in t else None
+        ax.errorbar(t["T"], t[column], yerr=err, marker="o", capsize=3)
+        ax.set_xlabel("T")
+        ax.set_ylabel(label)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(f"{run.path.name}: per temperature" + (" (partial run)" if run.partial else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _structure_factor_figure(run: RunTables, path: Path) -> bool:
+    if not run.structure_factors:
+        return False
+    maps = sorted(run.structure_factors.items())
+    fig, axes = plt.subplots(1, len(maps), figsize=(3.2 * len(maps), 3.2), squeeze=False)
+    L = run.lattice.L
+    for ax, (T, sq) in zip(axes.flat, maps):
+        if sq.ndim == 1:
+            ax.plot(2 * np.arange(L) / L, sq, marker="o")
+            ax.set_xlabel("q / π")
+        else:
+            plane = sq if sq.ndim == 2 else sq[..., 0]  # cubic: the q_z = 0 plane
+            edge = (-1 - 1 / L, 1 - 1 / L)  # pixel k (after fftshift) centred on q/π = -1 + 2k/L
+            image = ax.imshow(np.fft.fftshift(plane).T, origin="lower", extent=edge + edge, cmap="viridis")
+            fig.colorbar(image, ax=ax, shrink=0.8)
+            ax.set_xlabel("q_x / π")
+            ax.set_ylabel("q_y / π")
+        ax.set_title(f"S(q), T = {T:.4g}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def _tempering_figure(run: RunTables, path: Path, history: np.ndarray) -> None:
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    p, s = run.pairs, run.slots
+    if len(p):
+        axes[0].plot(np.sqrt(p["T_low"] * p["T_high"]), p["acceptance"], marker="o")
+    axes[0].set_xlabel("T (pair, geometric mean)")
+    axes[0].set_ylabel("exchange acceptance")
+    axes[1].plot(s["T"], s["up_fraction"], marker="o")
+    axes[1].set_xlabel("T")
+    axes[1].set_ylabel("up-moving fraction f(T)")
+    for replica in range(history.shape[1] if history.ndim == 2 else 0):
+        axes[2].plot(history[:, replica], lw=0.8)
+    axes[2].set_xlabel("exchange round")
+    axes[2].set_ylabel("slot (0 = lowest T)")
+    axes[2].set_title("replica flow")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _training_figure(run: RunTables, path: Path) -> bool:
+    t = run.training
+    if not len(t):
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    for T, rows in t.groupby("T"):
+        axes[0].semilogy(rows["step"], rows["train_loss"], marker=".", label=f"T={T:.4g} train")
+        axes[0].semilogy(rows["step"], rows["validation_loss"], ls="--", label=f"T={T:.4g} validation")
+        axes[1].plot(rows["step"], rows["acceptance"], marker=".", label=f"T={T:.4g} exact test")
+        if np.isfinite(rows["middle_acceptance"]).any():
+            axes[1].plot(rows["step"], rows["middle_acceptance"], ls="--", label=f"T={T:.4g} middle test")
+    axes[0].set_xlabel("thermalization step")
+    axes[0].set_ylabel("per-site MSE")
+    axes[1].set_xlabel("thermalization step")
+    axes[1].set_ylabel("acceptance since the previous round")
+    for ax in axes:
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def _summary_lines(run: RunTables) -> list[str]:
+    lines = [f"Run file: `{run.path}`; lattice {run.config.lattice.kind} L = {run.config.lattice.L}; "
+             f"sampler {run.config.run.sampler}; effective model {run.config.effective_model.kind}."]
+    if run.partial:
+        lines.append(f"**Partial run**: measured steps written per temperature {run.measured.tolist()} of "
+                     f"{run.config.run.measure}; every table covers only those.")
+    rough = run.thermodynamics.get("rough")
+    if rough is not None and rough.any():
+        lines.append("Rows marked rough are shorter than 500 τ_int(F): their τ_int and error bars read low.")
+    if np.isfinite(run.barrier):
+        lines.append(f"Communication barrier Λ ≈ {run.barrier:.2f} (sum of the pair rejection rates); about "
+                     f"{run.suggested_replicas} replicas suggested (≈ 2Λ, Syed et al. 2022); this run has "
+                     f"{len(run.slots)}. Round trips: {int(run.slots['round_trips'].sum())}.")
+    return lines
+
+
+def write_report(path: str | Path, outdir: str | Path | None = None, progress=None) -> Path:
+    """Write the report of run file ``path`` into ``outdir`` (default: next to the file,
+    ``<stem>_report``); returns the directory. ConfigError for an unreadable file."""
+    import h5py
+
+    progress = progress or Progress()
+    run = load(path)
+    out = Path(outdir) if outdir is not None else Path(path).with_name(Path(path).stem + "_report")
+    out.mkdir(parents=True, exist_ok=True)
+    progress("tables read")
+    run.thermodynamics.to_csv(out / "thermodynamics.csv", index=False)
+    run.pairs.to_csv(out / "tempering_pairs.csv", index=False)
+    run.slots.to_csv(out / "tempering_slots.csv", index=False)
+    run.training.to_csv(out / "training.csv", index=False)
+    meta = {"file": str(run.path), "partial": run.partial, "measured": run.measured.tolist(),
+            "barrier": run.barrier, "suggested_replicas": run.suggested_replicas}
+    (out / "report.json").write_text(json.dumps(
+        {"run": meta, **{name: json.loads(getattr(run, name).to_json(orient="records"))
+                         for name in ("thermodynamics", "pairs", "slots", "training")}}, indent=1))
+    with h5py.File(run.path, "r") as f:
+        every = int(f["tempering/slot_of_replica"].attrs.get("exchange_every", 0)) or 1
+        history = f["tempering/slot_of_replica"][: int(run.measured.min()) // every]
+    figures = [("thermodynamics.png", "Thermodynamics per temperature")]
+    _thermodynamics_figure(run, out / "thermodynamics.png")
+    progress("thermodynamics drawn")
+    if _structure_factor_figure(run, out / "structure_factor.png"):
+        figures.append(("structure_factor.png", "Structure factor S(q) on the Brillouin zone"))
+    _tempering_figure(run, out / "tempering.png", history)
+    figures.append(("tempering.png", "Tempering: exchange acceptance, up-moving fraction, replica flow"))
+    if _training_figure(run, out / "training.png"):
+        figures.append(("training.png", "Training: loss and acceptance per round"))
+    progress("figures drawn")
+    _write_documents(run, out, figures)
+    return out
+
+
+def _write_documents(run: RunTables, out: Path, figures: list[tuple[str, str]]) -> None:
+    intro = _summary_lines(run)
+    tables = [("Thermodynamics", run.thermodynamics), ("Tempering: pairs", run.pairs),
+              ("Tempering: slots", run.slots)]
+    md = ["# slmc-hpc report", ""] + [line + "  " for line in intro] + [""]
+    for file, title in figures:
+        md += [f"## {title}", "", f"![{title}]({file})", ""]
+    for title, table in tables:
+        md += [f"## {title}", "", table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False), ""]
+    md += ["Tables as CSV: thermodynamics.csv, tempering_pairs.csv, tempering_slots.csv, training.csv; "
+           "all of them in report.json.", ""]
+    (out / "report.md").write_text("\n".join(md))
+    html = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>slmc-hpc report</title>",
+            "<style>body{font-family:sans-serif;max-width:1300px;margin:auto} table{border-collapse:collapse;"
+            "font-size:12px} td,th{border:1px solid #ccc;padding:2px 5px}</style></head><body>",
+            "<h1>slmc-hpc report</h1>"] + [f"<p>{_html_text(line)}</p>" for line in intro]
+    for file, title in figures:
+        data = base64.b64encode((out / file).read_bytes()).decode()
+        html += [f"<h2>{title}</h2>", f"<img alt='{title}' src='data:image/png;base64,{data}'>"]
+    for title, table in tables:
+        html += [f"<h2>{title}</h2>", table.to_html(index=False, float_format=lambda v: f"{v:.6g}")]
+    html.append("</body></html>")
+    (out / "report.html").write_text("\n".join(html))
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401  (pandas' to_markdown needs it)
+        return True
+    except ImportError:
+        return False
+
+
+def _html_text(line: str) -> str:
+    import html
+    import re
+    text = html.escape(line)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)

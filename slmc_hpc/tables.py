@@ -1,0 +1,220 @@
+"""A run file's results as tables (pandas DataFrames): the loader behind ``slmc-hpc report``,
+and for notebooks, so that they need not re-read the HDF5 layout:
+
+    from slmc_hpc.tables import load
+    run = load("runs/example.h5")
+    run.thermodynamics      # one row per temperature
+    run.pairs, run.slots    # tempering: per neighbouring pair, per slot
+    run.training            # one row per slot and training round
+
+Conventions. Every per-temperature value uses all measured steps written so far
+(``n_written``): thermalization is already discarded by the run, so there is no further
+warm-up cut. Means carry the delete-one-bin jackknife error over 32 bins (for a mean this
+is the binned standard error) and τ_int from emcee's integrated_time; the effective sample
+size is n / τ_int. A row is marked ``rough`` when its run is shorter than 500 τ_int(F):
+τ_int and the errors of shorter runs read low. Per-site values: F/N, E/N (E = Σ ε f + J_direct
+Σ S·S, ε from μ), C/N; m is per site. See thermodynamics.py for χ, the Binder ratio and C.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from .config import Config, ConfigError, parse
+from .lattice import Lattice
+from .observables import structure_factor
+from .output import FORMAT
+from .stats import tau_int
+from .tempering import RoundTrips
+from .thermodynamics import binder_ratio, energy, jackknife, specific_heat, susceptibility
+
+N_BINS = 32
+ROUGH_TAUS = 500  # runs shorter than this many τ_int(F) are marked rough (README lessons)
+
+
+@dataclass
+class RunTables:
+    """The tables of one run file. ``partial``: the run has not written all its measured
+    steps (still running, or stopped); the tables then cover what was written."""
+
+    path: Path
+    config: Config
+    partial: bool
+    measured: np.ndarray  # steps written per slot
+    thermodynamics: pd.DataFrame
+    pairs: pd.DataFrame  # per neighbouring pair of slots: exchange acceptance and rejection
+    slots: pd.DataFrame  # per slot: up-moving fraction f, round trips of the replica started there
+    training: pd.DataFrame
+    structure_factors: dict  # T -> mean S(q) over the snapshots, shaped as the lattice
+    lattice: Lattice
+
+    @property
+    def barrier(self) -> float:
+        """Λ ≈ Σ over pairs of the swap rejection rate: the global communication barrier of
+        non-reversible tempering (Syed et al., JRSS-B 2022); NaN without exchanges."""
+        r = self.pairs["rejection"].to_numpy() if len(self.pairs) else np.array([])
+        return float(np.sum(r)) if len(r) and np.all(np.isfinite(r)) else float("nan")
+
+    @property
+    def suggested_replicas(self) -> int | None:
+        """About 2Λ replicas (at least 2) for alternating even/odd exchanges; None without Λ."""
+        return None if not np.isfinite(self.barrier) else max(2, int(np.ceil(2 * self.barrier)))
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.exists():
+        raise ConfigError(f"run file {str(path)!r} does not exist")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {str(path)!r} as an HDF5 file ({exc}); is it truncated or not a run file?") from None
+    if f.attrs.get("format") != FORMAT:
+        f.close()
+        raise ConfigError(f"{str(path)!r} is not an {FORMAT} run file")
+    return f
+
+
+def load(path: str | Path) -> RunTables:
+    """Read and tabulate a run file. ConfigError (exit 2 from the CLI) for a missing, foreign
+    or damaged file, or one with no measured step yet."""
+    path = Path(path)
+    f = _open(path)
+    try:
+        with f:
+            return _tables(path, f)
+    except (KeyError, ValueError, OSError) as exc:
+        raise ConfigError(f"{str(path)!r} is damaged or incomplete ({exc})") from None
+
+
+def _tables(path: Path, f: h5py.File) -> RunTables:
+    cfg = parse(f.attrs["config"], legacy=True)
+    lattice = Lattice.from_kind(cfg.lattice.kind, cfg.lattice.L)
+    temperatures = f["temperatures"][:]
+    measured = f["measure/n_written"][:]
+    if not measured.any():
+        raise ConfigError(f"{str(path)!r} has no measured step yet (the run is still thermalizing, or stopped "
+                          f"before measuring)")
+    partial = bool(np.any(measured < cfg.run.measure))
+    rows, maps = [], {}
+    for r, T in enumerate(temperatures):
+        row, sq = _thermodynamics_row(f, r, float(T), int(measured[r]), cfg, lattice)
+        rows.append(row)
+        if sq is not None:
+            maps[float(T)] = sq
+    pairs, slots = _tempering(f, temperatures, int(measured.min()))
+    return RunTables(path, cfg, partial, measured, pd.DataFrame(rows), pairs, slots, _training(f, temperatures),
+                     maps, lattice)
+
+
+def _mean_columns(name: str, x: np.ndarray, out: dict) -> float:
+    value, error = jackknife(np.mean, x, n_bins=N_BINS)
+    tau = tau_int(x)
+    out.update({name: value, f"{name}_err": error, f"{name}_tau": tau})
+    return tau
+
+
+def _thermodynamics_row(f, r: int, T: float, n: int, cfg: Config, lattice: Lattice) -> tuple[dict, np.ndarray | None]:
+    N, beta = lattice.N, 1.0 / T
+    m = f["measure"]
+    row = {"T": T, "steps": n}
+    if n == 0:
+        return row, None
+    F = m["free_energy"][r, :n] / N
+    u = energy(m["fermion_energy"][r, :n], m["nn_correlation"][r, :n], cfg.model.J_direct, len(lattice.bonds))
+    m_abs = np.linalg.norm(m["magnetization"][r, :n], axis=-1)
+    tau_F = _mean_columns("F_per_site", F, row)
+    _mean_columns("E_per_site", u / N, row)
+    _mean_columns("filling", m["filling"][r, :n], row)
+    _mean_columns("abs_m", m_abs, row)
+    _mean_columns("m2", m_abs**2, row)
+    _mean_columns("nn_SS", m["nn_correlation"][r, :n], row)
+    row["chi"], row["chi_err"] = jackknife(lambda x: susceptibility(x, beta, N), m_abs, n_bins=N_BINS)
+    row["binder_m"], row["binder_m_err"] = jackknife(binder_ratio, m_abs, n_bins=N_BINS)
+    if "fermion_energy_fluctuation" in m:  # files before 0.2 lack it
+        c, err = jackknife(lambda a, b: specific_heat(a, b, beta), u, m["fermion_energy_fluctuation"][r, :n],
+                           n_bins=N_BINS)
+        row["C_per_site"], row["C_per_site_err"] = c / N, err / N
+    row["acceptance"] = float(np.nanmean(m["acceptance"][r, :n]))
+    row["moved"] = float(np.mean(m["accepted"][r, :n]))
+    row["ess_F"] = n / tau_F if np.isfinite(tau_F) and tau_F > 0 else float("nan")
+    row["rough"] = not (np.isfinite(tau_F) and n >= ROUGH_TAUS * tau_F)
+    k = int(f["snapshots/n_written"][r])
+    if k == 0:
+        return row, None
+    spins = f["snapshots/spins"][r, :k]
+    sq = structure_factor(spins, lattice)  # (k, *shape)
+    mean_sq = sq.mean(axis=0)
+    peak = int(np.argmax(mean_sq))
+    q = lattice.momenta()[peak]
+    row["Sq_peak"] = float(mean_sq.flat[peak])
+    row["q_peak"] = " ".join(f"{x:.3f}" for x in q / np.pi)  # in units of π
+    star = _star(lattice, peak)
+    # order parameter at the peak: |M|² = Σ_{q in the star} S(q)/N, the point-group images of q
+    M = np.sqrt(sq.reshape(k, -1)[:, star].sum(axis=1) / N)
+    if k >= 2:
+        row["binder_q"], row["binder_q_err"] = jackknife(binder_ratio, M, n_bins=min(N_BINS, k))
+    # real Gaussian components (3 per momentum of the star; ±q together are one complex 3-vector):
+    # the disordered limit of the Binder ratio is (n + 2)/n
+    row["binder_q_components"] = 3 * len(star)
+    return row, mean_sq
+
+
+def _star(lattice: Lattice, index: int) -> np.ndarray:
+    """Indices of the momenta that the point group maps momentum ``index`` onto (q and -q
+    included: ±q are one complex amplitude)."""
+    n = lattice.coords[index]
+    images = set()
+    for g_axes in _signed_permutations(lattice.dim):
+        image = tuple((np.array([s * n[a] for a, s in g_axes])) % lattice.L)
+        images.add(int(np.ravel_multi_index(image, lattice.shape)))
+    return np.array(sorted(images))
+
+
+def _signed_permutations(dim: int):
+    import itertools
+    for axes in itertools.permutations(range(dim)):
+        for signs in itertools.product((1, -1), repeat=dim):
+            yield list(zip(axes, signs))
+
+
+def _tempering(f, temperatures, measured: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    R = len(temperatures)
+    slot_of_replica = f["tempering/slot_of_replica"]
+    every = int(slot_of_replica.attrs.get("exchange_every", 0)) or 1
+    rounds = min(measured // every, slot_of_replica.shape[0]) if slot_of_replica.shape[0] else 0
+    acc = f["tempering/accepted"][:rounds]
+    pairs = pd.DataFrame({
+        "T_low": temperatures[:-1], "T_high": temperatures[1:],
+        "attempts": [int(np.sum(acc[:, p] >= 0)) for p in range(R - 1)],
+        "acceptance": [float(np.mean(acc[acc[:, p] >= 0, p])) if np.any(acc[:, p] >= 0) else np.nan
+                       for p in range(R - 1)]})
+    pairs["rejection"] = 1 - pairs["acceptance"]
+    trips = replay_round_trips(slot_of_replica[:rounds], R)
+    slots = pd.DataFrame({"T": temperatures, "up_fraction": trips.up_fraction(), "round_trips": trips.completed})
+    return pairs, slots
+
+
+def replay_round_trips(history: np.ndarray, n_replicas: int) -> RoundTrips:
+    """RoundTrips after the exchange rounds ``history`` ([rounds, R] slot of each replica)."""
+    trips = RoundTrips(n_replicas)
+    for row in history:
+        trips.update(np.asarray(row))
+    return trips
+
+
+def _training(f, temperatures) -> pd.DataFrame:
+    if "training" not in f or "step" not in f["training"]:
+        return pd.DataFrame()
+    t = f["training"]
+    rows = []
+    for r, T in enumerate(temperatures):
+        for k in range(t["step"].shape[1]):
+            rows.append({"T": float(T), "round": k, **{name: t[name][r, k].item() for name in
+                                                        ("step", "n_train", "train_loss", "validation_loss",
+                                                         "acceptance", "middle_acceptance")}})
+    return pd.DataFrame(rows)

@@ -1,0 +1,145 @@
+"""The run report (slmc-hpc report; slmc_hpc/tables.py, report.py, thermodynamics.py): error
+bars and τ_int on series with known answers, the Binder ratio's jackknife error, tempering
+diagnostics on hand-made trajectories, and the report end to end on real, partial, foreign
+and damaged files."""
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from slmc_hpc.cli import main
+from slmc_hpc.stats import tau_int
+from slmc_hpc.tables import load, replay_round_trips
+from slmc_hpc.thermodynamics import binder_ratio, jackknife, susceptibility
+
+from configs import small_toml
+
+
+def ar1(phi, n, seed):
+    rng = np.random.default_rng(seed)
+    x = np.empty(n)
+    x[0] = rng.standard_normal() / np.sqrt(1 - phi**2)
+    noise = rng.standard_normal(n)
+    for t in range(1, n):
+        x[t] = phi * x[t - 1] + noise[t]
+    return x
+
+
+def test_tau_and_error_of_an_ar1_series():
+    """x_t = φ x_{t-1} + ε_t: τ_int = (1 + φ)/(1 - φ) = 9 for φ = 0.8, and the standard error
+    of the mean √(Var x · τ / n), Var x = 1/(1 - φ²). Tolerances: τ within 15%, the error
+    within 30% (the jackknife over 32 bins has itself a 13% spread)."""
+    phi, n = 0.8, 200_000
+    x = ar1(phi, n, seed=1)
+    tau = (1 + phi) / (1 - phi)
+    assert tau_int(x) == pytest.approx(tau, rel=0.15)
+    _, error = jackknife(np.mean, x, n_bins=32)
+    assert error == pytest.approx(np.sqrt(tau / (1 - phi**2) / n), rel=0.3)
+
+
+def test_binder_jackknife_on_gaussian_vectors():
+    """For independent Gaussian 3-vectors R = ⟨m⁴⟩/⟨m²⟩² = 15/9 = 5/3, and by the delta method
+    its standard error is √(Var X / n), X = m⁴/b² - 2a m²/b³ (a = 15, b = 3 in units of the
+    variance): Var X = (945 - 20·105 + 100·15)/81 - (15/9)² = 1.4815. The jackknife over 100
+    bins (a 7% spread of its own) must give it within 25%, and R within 3 errors of 5/3."""
+    n = 20_000
+    m = np.linalg.norm(np.random.default_rng(4).standard_normal((n, 3)), axis=1)
+    value, error = jackknife(binder_ratio, m, n_bins=100)
+    known = np.sqrt((345 / 81 - (15 / 9) ** 2) / n)
+    assert error == pytest.approx(known, rel=0.25)
+    assert abs(value - 5 / 3) < 3 * known
+    # ordered limit: |m| fixed gives R = 1 and no susceptibility
+    assert binder_ratio(np.full(10, 0.7)) == pytest.approx(1.0)
+    assert susceptibility(np.full(10, 0.7), beta=3.0, n_sites=16) == pytest.approx(0.0, abs=1e-12)
+    assert susceptibility(np.array([0.0, 1.0]), beta=2.0, n_sites=4) == pytest.approx(2.0)  # 2·4·(0.5 - 0.25)
+
+
+def test_round_trips_and_up_fraction_on_a_hand_made_trajectory():
+    """Two slots, the replicas swapping every round. Replica 0: bottom, top, bottom, top, one
+    round trip (completed at round 3). Replica 1: top, bottom, top, bottom: its first visit
+    to the bottom only labels it, the trip bottom -> top -> bottom ends at round 4."""
+    trips = replay_round_trips(np.array([[0, 1], [1, 0], [0, 1], [1, 0]]), 2)
+    assert trips.completed.tolist() == [1, 1]
+    assert trips.up_fraction().tolist() == [1.0, 0.0]  # every bottom visit is an up-mover's
+    stay = replay_round_trips(np.array([[0, 1]] * 5), 2)  # no exchange: nobody travels
+    assert stay.completed.tolist() == [0, 0]
+
+
+@pytest.fixture(scope="module")
+def run_file(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "run.h5"
+    text = small_toml(temperatures={"values": [0.05, 0.08, 0.12], "exchange_every": 2},
+                      model={"J_direct": 0.1}, run={"thermalize": 100, "measure": 400, "snapshot_every": 40,
+                                                    "seed": 5, "output": str(out)})
+    (out.parent / "c.toml").write_text(text)
+    assert main(["run", str(out.parent / "c.toml")]) == 0
+    return out
+
+
+def test_tables_are_the_files_numbers(run_file):
+    run = load(run_file)
+    t = run.thermodynamics
+    assert len(t) == 3 and not run.partial
+    with h5py.File(run_file, "r") as f:
+        N = int(f.attrs["N"])
+        np.testing.assert_allclose(t["F_per_site"], f["measure/free_energy"][:].mean(axis=1) / N, rtol=1e-12)
+        np.testing.assert_allclose(t["abs_m"], np.linalg.norm(f["measure/magnetization"][:], axis=-1).mean(axis=1),
+                                   rtol=1e-12)
+        np.testing.assert_allclose(run.slots["up_fraction"], f["summary/up_fraction"][:], equal_nan=True)
+        np.testing.assert_array_equal(run.slots["round_trips"], f["summary/round_trips"][:])
+        np.testing.assert_allclose(run.pairs["acceptance"], f["summary/pair_acceptance"][:])
+    assert np.all(t["F_per_site_err"] > 0) and np.all(t["C_per_site"] > 0)
+    assert run.barrier == pytest.approx(float(np.sum(1 - run.pairs["acceptance"])))
+
+
+def test_report_writes_every_file_and_figure(run_file, tmp_path):
+    import matplotlib.image
+
+    assert main(["report", str(run_file), "-o", str(tmp_path / "rep")]) == 0
+    out = tmp_path / "rep"
+    for name in ("report.html", "report.md", "report.json", "thermodynamics.csv", "tempering_pairs.csv",
+                 "tempering_slots.csv", "training.csv"):
+        assert (out / name).stat().st_size > 0, name
+    pngs = sorted(out.glob("*.png"))
+    assert {p.name for p in pngs} == {"thermodynamics.png", "structure_factor.png", "tempering.png", "training.png"}
+    for png in pngs:
+        image = matplotlib.image.imread(png)
+        assert image.std() > 0.01, f"{png.name} is blank"
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(pngs)
+    for section in ("Thermodynamics", "Tempering: pairs", "Tempering: slots", "Training", "Structure factor"):
+        assert section in html, section
+    assert "Partial run" not in html
+
+
+def test_a_partial_run_is_reported_on_its_written_part(run_file, tmp_path):
+    partial = tmp_path / "partial.h5"
+    shutil.copy(run_file, partial)
+    with h5py.File(partial, "r+") as f:
+        f["measure/n_written"][:] = 150
+    run = load(partial)
+    assert run.partial and run.thermodynamics["steps"].tolist() == [150] * 3
+    with h5py.File(partial, "r") as f:
+        np.testing.assert_allclose(run.thermodynamics["F_per_site"],
+                                   f["measure/free_energy"][:, :150].mean(axis=1) / int(f.attrs["N"]))
+    assert main(["report", str(partial), "-o", str(tmp_path / "rep")]) == 0
+    assert "Partial run" in (tmp_path / "rep" / "report.html").read_text()
+
+
+def test_foreign_damaged_and_empty_files_are_clear_errors(run_file, tmp_path, capsys):
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = 1
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(run_file.read_bytes()[: run_file.stat().st_size // 3])
+    empty = tmp_path / "empty.h5"
+    shutil.copy(run_file, empty)
+    with h5py.File(empty, "r+") as f:
+        f["measure/n_written"][:] = 0
+    for path, words in ((foreign, "not an slmc-hpc/1 run file"), (truncated, "truncated"),
+                        (empty, "no measured step"), (tmp_path / "missing.h5", "does not exist")):
+        assert main(["report", str(path), "-o", str(tmp_path / "r")]) == 2, path
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err and err.count("\n") == 1, err
