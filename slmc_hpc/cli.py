@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="write a report of a run file (HTML, Markdown with PNGs, CSV, JSON)")
     rep.add_argument("file", help="the run's HDF5 output file (also one still running, or stopped)")
     rep.add_argument("-o", "--outdir", help="directory for the report (default: <file stem>_report next to it)")
+    cmp = sub.add_parser("compare", help="several run files side by side per temperature (acceptance, tau_int, "
+                                          "cost per independent sample, observables)")
+    cmp.add_argument("files", nargs="+", help="run files")
+    cmp.add_argument("--csv", help="also write the table to this CSV file")
     return p
 
 
@@ -76,6 +80,14 @@ def main(argv=None) -> int:
 
             out = write_report(args.file, args.outdir)
             print(f"slmc-hpc: report written to {out}/report.html (and report.md, CSV, JSON)")
+            return EXIT_OK
+        if args.command == "compare":
+            from .tables import compare
+
+            table = compare(args.files)
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
+            if args.csv:
+                table.to_csv(args.csv, index=False)
             return EXIT_OK
         cfg = load(args.config)
         if args.command == "check":

@@ -131,7 +131,8 @@ def _training_figure(run: RunTables, path: Path) -> bool:
 
 def _summary_lines(run: RunTables) -> list[str]:
     lines = [f"Run file: `{run.path}`; lattice {run.config.lattice.kind} L = {run.config.lattice.L}; "
-             f"sampler {run.config.run.sampler}; effective model {run.config.effective_model.kind}."]
+             f"sampler {run.config.run.sampler}; effective model {run.config.effective_model.kind} "
+             f"({run.n_parameters} parameters)."]
     if run.partial:
         lines.append(f"**Partial run**: measured steps written per temperature {run.measured.tolist()} of "
                      f"{run.config.run.measure}; every table covers only those.")

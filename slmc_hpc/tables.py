@@ -52,6 +52,7 @@ class RunTables:
     training: pd.DataFrame
     structure_factors: dict  # T -> mean S(q) over the snapshots, shaped as the lattice
     lattice: Lattice
+    n_parameters: int  # of the effective model (0 for the exact sampler)
 
     @property
     def barrier(self) -> float:
@@ -107,8 +108,9 @@ def _tables(path: Path, f: h5py.File) -> RunTables:
         if sq is not None:
             maps[float(T)] = sq
     pairs, slots = _tempering(f, temperatures, int(measured.min()))
+    n_parameters = f["model/parameters"].shape[1] if "model/parameters" in f else 0
     return RunTables(path, cfg, partial, measured, pd.DataFrame(rows), pairs, slots, _training(f, temperatures),
-                     maps, lattice)
+                     maps, lattice, n_parameters)
 
 
 def _mean_columns(name: str, x: np.ndarray, out: dict) -> float:
@@ -142,6 +144,9 @@ def _thermodynamics_row(f, r: int, T: float, n: int, cfg: Config, lattice: Latti
     row["acceptance"] = float(np.nanmean(m["acceptance"][r, :n]))
     row["moved"] = float(np.mean(m["accepted"][r, :n]))
     row["ess_F"] = n / tau_F if np.isfinite(tau_F) and tau_F > 0 else float("nan")
+    # wall time per step and per independent sample (τ_int(F) steps): only a finished run has them
+    seconds = float(f["summary/seconds_per_step"][r]) if "summary/seconds_per_step" in f else float("nan")
+    row["seconds_per_step"], row["cost_per_sample_s"] = seconds, seconds * tau_F
     row["rough"] = not (np.isfinite(tau_F) and n >= ROUGH_TAUS * tau_F)
     k = int(f["snapshots/n_written"][r])
     if k == 0:
@@ -197,6 +202,23 @@ def _tempering(f, temperatures, measured: int) -> tuple[pd.DataFrame, pd.DataFra
     trips = replay_round_trips(slot_of_replica[:rounds], R)
     slots = pd.DataFrame({"T": temperatures, "up_fraction": trips.up_fraction(), "round_trips": trips.completed})
     return pairs, slots
+
+
+COMPARED = ("acceptance", "moved", "F_per_site_tau", "seconds_per_step", "cost_per_sample_s", "F_per_site",
+            "F_per_site_err", "abs_m", "abs_m_err", "C_per_site", "C_per_site_err", "rough")
+
+
+def compare(paths) -> pd.DataFrame:
+    """Several runs side by side, one row per run and temperature: acceptance, τ_int(F), wall
+    seconds per step and per independent sample, and the main observables with errors.
+    Compare costs only between runs timed on the same machine at the same time."""
+    frames = []
+    for path in paths:
+        t = load(path).thermodynamics
+        frames.append(t[["T"] + [c for c in COMPARED if c in t]].assign(run=Path(path).name))
+    table = pd.concat(frames, ignore_index=True)
+    return table[["T", "run"] + [c for c in table.columns if c not in ("T", "run")]].sort_values(
+        ["T", "run"], kind="stable", ignore_index=True)
 
 
 def replay_round_trips(history: np.ndarray, n_replicas: int) -> RoundTrips:

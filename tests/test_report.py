@@ -143,3 +143,17 @@ def test_foreign_damaged_and_empty_files_are_clear_errors(run_file, tmp_path, ca
         assert main(["report", str(path), "-o", str(tmp_path / "r")]) == 2, path
         err = capsys.readouterr().err
         assert words in err and "Traceback" not in err and err.count("\n") == 1, err
+
+
+def test_compare_puts_runs_side_by_side(run_file, tmp_path, capsys):
+    other = tmp_path / "other.h5"
+    shutil.copy(run_file, other)
+    assert main(["compare", str(run_file), str(other), "--csv", str(tmp_path / "c.csv")]) == 0
+    printed = capsys.readouterr().out
+    assert "run.h5" in printed and "other.h5" in printed
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "c.csv")
+    assert len(table) == 6 and list(table["T"]) == [0.05, 0.05, 0.08, 0.08, 0.12, 0.12]
+    np.testing.assert_allclose(table["cost_per_sample_s"], table["F_per_site_tau"] * table["seconds_per_step"])
+    assert main(["compare", str(run_file), str(tmp_path / "missing.h5")]) == 2
