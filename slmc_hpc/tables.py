@@ -9,10 +9,13 @@ and for notebooks, so that they need not re-read the HDF5 layout:
 
 Conventions. Every per-temperature value uses all measured steps written so far
 (``n_written``): thermalization is already discarded by the run, so there is no further
-warm-up cut. Means carry the delete-one-bin jackknife error over 32 bins (for a mean this
-is the binned standard error) and τ_int from emcee's integrated_time; the effective sample
-size is n / τ_int. A row is marked ``rough`` when its run is shorter than 500 τ_int(F):
-τ_int and the errors of shorter runs read low. Per-site values: F/N, E/N (E = Σ ε f + J_direct
+warm-up cut. Means carry the delete-one-bin jackknife error (for a mean this is the binned
+standard error) and τ_int from emcee's integrated_time; the effective sample size is
+n / τ_int. The bins: as many as give each bin 20 τ_int of the slowest series of the row,
+between 8 and 32 (column ``bins``); shorter bins make the error read low
+(analysis/error_bar_check.py measured that). A row is marked ``rough`` when its run is
+shorter than 500 τ_int(F), or its bins shorter than 20 τ_int: τ_int and the errors of such
+runs read low. Per-site values: F/N, E/N (E = Σ ε f + J_direct
 Σ S·S, ε from μ), C/N; m is per site. See thermodynamics.py for χ, the Binder ratio and C.
 """
 
@@ -33,7 +36,8 @@ from .stats import tau_int
 from .tempering import RoundTrips
 from .thermodynamics import binder_ratio, energy, jackknife, specific_heat, susceptibility
 
-N_BINS = 32
+MAX_BINS, MIN_BINS = 32, 8
+BIN_TAUS = 20  # a bin at least this many τ_int long (else the binned error reads low), as far as MIN_BINS allow
 ROUGH_TAUS = 500  # runs shorter than this many τ_int(F) are marked rough (README lessons)
 
 
@@ -113,11 +117,12 @@ def _tables(path: Path, f: h5py.File) -> RunTables:
                      maps, lattice, n_parameters)
 
 
-def _mean_columns(name: str, x: np.ndarray, out: dict) -> float:
-    value, error = jackknife(np.mean, x, n_bins=N_BINS)
-    tau = tau_int(x)
-    out.update({name: value, f"{name}_err": error, f"{name}_tau": tau})
-    return tau
+def n_bins(n: int, tau: float) -> int:
+    """Bins for n steps of series whose longest τ_int is ``tau``: BIN_TAUS τ each, within
+    [MIN_BINS, MAX_BINS]; MAX_BINS when τ is unknown."""
+    if not np.isfinite(tau) or tau <= 0:
+        return MAX_BINS
+    return int(np.clip(n // (BIN_TAUS * tau), MIN_BINS, MAX_BINS))
 
 
 def _thermodynamics_row(f, r: int, T: float, n: int, cfg: Config, lattice: Lattice) -> tuple[dict, np.ndarray | None]:
@@ -129,17 +134,21 @@ def _thermodynamics_row(f, r: int, T: float, n: int, cfg: Config, lattice: Latti
     F = m["free_energy"][r, :n] / N
     u = energy(m["fermion_energy"][r, :n], m["nn_correlation"][r, :n], cfg.model.J_direct, len(lattice.bonds))
     m_abs = np.linalg.norm(m["magnetization"][r, :n], axis=-1)
-    tau_F = _mean_columns("F_per_site", F, row)
-    _mean_columns("E_per_site", u / N, row)
-    _mean_columns("filling", m["filling"][r, :n], row)
-    _mean_columns("abs_m", m_abs, row)
-    _mean_columns("m2", m_abs**2, row)
-    _mean_columns("nn_SS", m["nn_correlation"][r, :n], row)
-    row["chi"], row["chi_err"] = jackknife(lambda x: susceptibility(x, beta, N), m_abs, n_bins=N_BINS)
-    row["binder_m"], row["binder_m_err"] = jackknife(binder_ratio, m_abs, n_bins=N_BINS)
+    series = {"F_per_site": F, "E_per_site": u / N, "filling": m["filling"][r, :n], "abs_m": m_abs,
+              "m2": m_abs**2, "nn_SS": m["nn_correlation"][r, :n]}
+    taus = {name: tau_int(x) for name, x in series.items()}
+    known = [t for t in taus.values() if np.isfinite(t)]
+    tau_max = max(known) if known else float("nan")
+    bins = row["bins"] = n_bins(n, tau_max)
+    for name, x in series.items():
+        value, error = jackknife(np.mean, x, n_bins=bins)
+        row.update({name: value, f"{name}_err": error, f"{name}_tau": taus[name]})
+    tau_F = taus["F_per_site"]
+    row["chi"], row["chi_err"] = jackknife(lambda x: susceptibility(x, beta, N), m_abs, n_bins=bins)
+    row["binder_m"], row["binder_m_err"] = jackknife(binder_ratio, m_abs, n_bins=bins)
     if "fermion_energy_fluctuation" in m:  # files before 0.2 lack it
         c, err = jackknife(lambda a, b: specific_heat(a, b, beta), u, m["fermion_energy_fluctuation"][r, :n],
-                           n_bins=N_BINS)
+                           n_bins=bins)
         row["C_per_site"], row["C_per_site_err"] = c / N, err / N
     row["acceptance"] = float(np.nanmean(m["acceptance"][r, :n]))
     row["moved"] = float(np.mean(m["accepted"][r, :n]))
@@ -147,7 +156,7 @@ def _thermodynamics_row(f, r: int, T: float, n: int, cfg: Config, lattice: Latti
     # wall time per step and per independent sample (τ_int(F) steps): only a finished run has them
     seconds = float(f["summary/seconds_per_step"][r]) if "summary/seconds_per_step" in f else float("nan")
     row["seconds_per_step"], row["cost_per_sample_s"] = seconds, seconds * tau_F
-    row["rough"] = not (np.isfinite(tau_F) and n >= ROUGH_TAUS * tau_F)
+    row["rough"] = not (np.isfinite(tau_F) and n >= ROUGH_TAUS * tau_F and n >= bins * BIN_TAUS * tau_max)
     k = int(f["snapshots/n_written"][r])
     if k == 0:
         return row, None
@@ -162,7 +171,7 @@ def _thermodynamics_row(f, r: int, T: float, n: int, cfg: Config, lattice: Latti
     # order parameter at the peak: |M|² = Σ_{q in the star} S(q)/N, the point-group images of q
     M = np.sqrt(sq.reshape(k, -1)[:, star].sum(axis=1) / N)
     if k >= 2:
-        row["binder_q"], row["binder_q_err"] = jackknife(binder_ratio, M, n_bins=min(N_BINS, k))
+        row["binder_q"], row["binder_q_err"] = jackknife(binder_ratio, M, n_bins=min(MAX_BINS, k))
     # real Gaussian components (3 per momentum of the star; ±q together are one complex 3-vector):
     # the disordered limit of the Binder ratio is (n + 2)/n
     row["binder_q_components"] = 3 * len(star)
