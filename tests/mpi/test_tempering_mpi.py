@@ -154,3 +154,34 @@ def test_tuned_mpi_run_equals_single_process_run(tmp_path_factory, monkeypatch):
             compare(a, b)
 
     on_rank0(comm, check)
+
+
+def test_report_of_a_transformer_tempering_run(tmp_path_factory):
+    """The report end to end on the file of a short Transformer tempering run over every rank
+    (one replica per rank; 4 under `mpirun -n 4`): every PNG decodes and is not blank, the HTML
+    has every section and embeds every figure, and the tables cover every temperature."""
+    import matplotlib.image
+
+    from slmc_hpc.report import write_report
+
+    comm = MPIComm()
+    temps = [round(0.2 * 1.6**r, 4) for r in range(comm.size)]
+    cfg = config(temps).replace("effective_model", kind="transformer", layers=1, heads=1).replace(
+        "training", epochs=2)
+    where = comm.bcast(str(tmp_path_factory.mktemp("report")) if comm.rank == 0 else None)
+    run(cfg, output=f"{where}/t.h5", comm=comm, log=lambda *a: None)
+
+    def check():
+        out = write_report(f"{where}/t.h5", f"{where}/rep")
+        pngs = sorted(out.glob("*.png"))
+        assert {p.name for p in pngs} == {"thermodynamics.png", "structure_factor.png", "tempering.png",
+                                          "training.png"}
+        for png in pngs:
+            assert matplotlib.image.imread(png).std() > 0.01, png.name
+        html = (out / "report.html").read_text()
+        assert html.count("data:image/png;base64,") == len(pngs) and "effective model transformer" in html
+        for section in ("Thermodynamics", "Tempering: pairs", "Tempering: slots", "Training"):
+            assert section in html, section
+        assert len(np.genfromtxt(out / "thermodynamics.csv", delimiter=",", names=True)) == comm.size
+
+    on_rank0(comm, check)
