@@ -2,7 +2,7 @@
 
     report.html                 self-contained (figures embedded), opens in any browser
     report.md + *.png           the same content as Markdown with PNG files
-    thermodynamics.csv, tempering_pairs.csv, tempering_slots.csv, training.csv, report.json
+    thermodynamics.csv, tempering_pairs.csv, tempering_slots.csv, training.csv, couplings.csv, report.json
 
 The tables come from tables.load (their conventions are stated there); this module only
 draws and writes them.
@@ -129,6 +129,28 @@ def _training_figure(run: RunTables, path: Path) -> bool:
     return True
 
 
+def _couplings_figure(run: RunTables, path: Path) -> bool:
+    c = run.couplings
+    if not len(c):
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for (T, rows), color in zip(c.groupby("T"), plt.cm.viridis(np.linspace(0, 0.9, c["T"].nunique()))):
+        axes[0].plot(rows["distance"], rows["J_learned"], marker="o", color=color, label=f"T={T:.4g}")
+        axes[1].plot(rows["distance"], rows["J_rkky"], marker="s", ls="--", color=color, label=f"T={T:.4g}")
+    axes[0].set_title("learned J_n (linear model" + ("" if run.config.effective_model.kind == "linear"
+                                                    else ", nested SLMC's inner one") + ")")
+    axes[1].set_title(f"second order in J (RKKY-like) at J = {run.config.model.J:g}")
+    for ax in axes:
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_xlabel("distance")
+        ax.set_ylabel("J_n (E_eff = E_0 - Σ J_n Σ S_i·S_j)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
 def _summary_lines(run: RunTables) -> list[str]:
     lines = [f"Run file: `{run.path}`; lattice {run.config.lattice.kind} L = {run.config.lattice.L}; "
              f"sampler {run.config.run.sampler}; effective model {run.config.effective_model.kind} "
@@ -160,11 +182,12 @@ def write_report(path: str | Path, outdir: str | Path | None = None, progress=No
     run.pairs.to_csv(out / "tempering_pairs.csv", index=False)
     run.slots.to_csv(out / "tempering_slots.csv", index=False)
     run.training.to_csv(out / "training.csv", index=False)
+    run.couplings.to_csv(out / "couplings.csv", index=False)
     meta = {"file": str(run.path), "partial": run.partial, "measured": run.measured.tolist(),
             "barrier": run.barrier, "suggested_replicas": run.suggested_replicas}
     (out / "report.json").write_text(json.dumps(
         {"run": meta, **{name: json.loads(getattr(run, name).to_json(orient="records"))
-                         for name in ("thermodynamics", "pairs", "slots", "training")}}, indent=1))
+                         for name in ("thermodynamics", "pairs", "slots", "training", "couplings")}}, indent=1))
     with h5py.File(run.path, "r") as f:
         every = int(f["tempering/slot_of_replica"].attrs.get("exchange_every", 0)) or 1
         history = f["tempering/slot_of_replica"][: int(run.measured.min()) // every]
@@ -177,6 +200,8 @@ def write_report(path: str | Path, outdir: str | Path | None = None, progress=No
     figures.append(("tempering.png", "Tempering: exchange acceptance, up-moving fraction, replica flow"))
     if _training_figure(run, out / "training.png"):
         figures.append(("training.png", "Training: loss and acceptance per round"))
+    if _couplings_figure(run, out / "couplings.png"):
+        figures.append(("couplings.png", "Inside the model: couplings against distance"))
     progress("figures drawn")
     _write_documents(run, out, figures)
     return out
@@ -191,7 +216,7 @@ def _write_documents(run: RunTables, out: Path, figures: list[tuple[str, str]]) 
         md += [f"## {title}", "", f"![{title}]({file})", ""]
     for title, table in tables:
         md += [f"## {title}", "", table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False), ""]
-    md += ["Tables as CSV: thermodynamics.csv, tempering_pairs.csv, tempering_slots.csv, training.csv; "
+    md += ["Tables as CSV: thermodynamics.csv, tempering_pairs.csv, tempering_slots.csv, training.csv, couplings.csv; "
            "all of them in report.json.", ""]
     (out / "report.md").write_text("\n".join(md))
     html = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>slmc-hpc report</title>",

@@ -6,6 +6,7 @@ and for notebooks, so that they need not re-read the HDF5 layout:
     run.thermodynamics      # one row per temperature
     run.pairs, run.slots    # tempering: per neighbouring pair, per slot
     run.training            # one row per slot and training round
+    run.couplings           # learned J_n per slot and shell, beside second-order perturbation theory
 
 Conventions. Every per-temperature value uses all measured steps written so far
 (``n_written``): thermalization is already discarded by the run, so there is no further
@@ -32,6 +33,7 @@ from .config import Config, ConfigError, parse
 from .lattice import Lattice
 from .observables import structure_factor
 from .output import FORMAT
+from .perturbation import rkky_couplings
 from .stats import tau_int
 from .tempering import RoundTrips
 from .thermodynamics import binder_ratio, energy, jackknife, specific_heat, susceptibility
@@ -57,6 +59,7 @@ class RunTables:
     structure_factors: dict  # T -> mean S(q) over the snapshots, shaped as the lattice
     lattice: Lattice
     n_parameters: int  # of the effective model (0 for the exact sampler)
+    couplings: pd.DataFrame  # per slot and shell: J_learned (linear model, or nested SLMC's inner one), J_rkky
 
     @property
     def barrier(self) -> float:
@@ -114,7 +117,30 @@ def _tables(path: Path, f: h5py.File) -> RunTables:
     pairs, slots = _tempering(f, temperatures, int(measured.min()))
     n_parameters = f["model/parameters"].shape[1] if "model/parameters" in f else 0
     return RunTables(path, cfg, partial, measured, pd.DataFrame(rows), pairs, slots, _training(f, temperatures),
-                     maps, lattice, n_parameters)
+                     maps, lattice, n_parameters, _couplings(f, cfg, lattice, temperatures))
+
+
+def _couplings(f, cfg: Config, lattice: Lattice, temperatures) -> pd.DataFrame:
+    """The learned J_n of each slot's linear model (for nested SLMC its inner model; the
+    Transformer's head is not tabulated yet) against distance, beside the couplings of
+    second-order perturbation theory in J at the run's t, μ, J_direct and the slot's β
+    (perturbation.py; at the J of a typical run only their shape is comparable)."""
+    if "model" not in f:
+        return pd.DataFrame()
+    linear = f["model"].attrs.get("kind") == "linear"
+    key, names_key = ("parameters", "parameter_names") if linear else ("inner_parameters", "inner_parameter_names")
+    if key not in f["model"]:
+        return pd.DataFrame()
+    names = [str(n) for n in f["model"].attrs[names_key]]
+    columns = [k for k, name in enumerate(names) if name[:1] == "J" and name[1:].isdigit()]
+    m = cfg.model
+    rows = []
+    for r, T in enumerate(temperatures):
+        rkky = rkky_couplings(lattice, len(columns), m.t, m.J, m.mu, 1.0 / T, m.J_direct)
+        for n, k in enumerate(columns):
+            rows.append({"T": float(T), "shell": n + 1, "distance": float(lattice.shell_distances[n]),
+                         "J_learned": float(f["model"][key][r, k]), "J_rkky": float(rkky[n])})
+    return pd.DataFrame(rows)
 
 
 def n_bins(n: int, tau: float) -> int:

@@ -92,6 +92,16 @@ def test_tables_are_the_files_numbers(run_file):
         np.testing.assert_allclose(run.pairs["acceptance"], f["summary/pair_acceptance"][:])
     assert np.all(t["F_per_site_err"] > 0) and np.all(t["C_per_site"] > 0)
     assert run.barrier == pytest.approx(float(np.sum(1 - run.pairs["acceptance"])))
+    # the learned couplings are the stored J_n; beside them perturbation theory at each slot's β
+    from slmc_hpc.perturbation import rkky_couplings
+
+    c = run.couplings
+    with h5py.File(run_file, "r") as f:
+        learned = f["model/parameters"][:, 1:1 + run.config.effective_model.shells]
+    np.testing.assert_array_equal(c["J_learned"].to_numpy().reshape(learned.shape), learned)
+    m = run.config.model
+    np.testing.assert_allclose(c[c["T"] == 0.08]["J_rkky"], rkky_couplings(run.lattice, 3, m.t, m.J, m.mu, 1 / 0.08,
+                                                                            m.J_direct))
 
 
 def test_report_writes_every_file_and_figure(run_file, tmp_path):
@@ -100,16 +110,18 @@ def test_report_writes_every_file_and_figure(run_file, tmp_path):
     assert main(["report", str(run_file), "-o", str(tmp_path / "rep")]) == 0
     out = tmp_path / "rep"
     for name in ("report.html", "report.md", "report.json", "thermodynamics.csv", "tempering_pairs.csv",
-                 "tempering_slots.csv", "training.csv"):
+                 "tempering_slots.csv", "training.csv", "couplings.csv"):
         assert (out / name).stat().st_size > 0, name
     pngs = sorted(out.glob("*.png"))
-    assert {p.name for p in pngs} == {"thermodynamics.png", "structure_factor.png", "tempering.png", "training.png"}
+    assert {p.name for p in pngs} == {"thermodynamics.png", "structure_factor.png", "tempering.png", "training.png",
+                                      "couplings.png"}
     for png in pngs:
         image = matplotlib.image.imread(png)
         assert image.std() > 0.01, f"{png.name} is blank"
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(pngs)
-    for section in ("Thermodynamics", "Tempering: pairs", "Tempering: slots", "Training", "Structure factor"):
+    for section in ("Thermodynamics", "Tempering: pairs", "Tempering: slots", "Training", "Structure factor",
+                    "Inside the model"):
         assert section in html, section
     assert "Partial run" not in html
 
