@@ -2,7 +2,7 @@
 
     report.html                 self-contained (figures embedded), opens in any browser
     report.md + *.png           the same content as Markdown with PNG files
-    thermodynamics.csv, tempering_pairs.csv, tempering_slots.csv, training.csv, couplings.csv, report.json
+    thermodynamics.csv, tempering_pairs.csv, tempering_slots.csv, training.csv, couplings.csv, accuracy.csv, report.json
 
 The tables come from tables.load (their conventions are stated there); this module only
 draws and writes them.
@@ -22,7 +22,7 @@ matplotlib.use("Agg")  # files only: no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .tables import RunTables, load  # noqa: E402
+from .tables import RunTables, exchange_rounds, load  # noqa: E402
 
 # (column, axis label) of the thermodynamics figure, in panel order
 PANELS = [("F_per_site", "F/N"), ("E_per_site", "E/N"), ("C_per_site", "C/N (fixed μ)"),
@@ -151,6 +151,39 @@ def _couplings_figure(run: RunTables, path: Path) -> bool:
     return True
 
 
+def _accuracy_figure(run: RunTables, path: Path) -> bool:
+    import h5py
+
+    from .tables import model_errors
+
+    if not len(run.accuracy):
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    N = run.lattice.N
+    with h5py.File(run.path, "r") as f:
+        for r, T in enumerate(f["temperatures"][:]):
+            n = int(run.measured[r])
+            F = f["measure/free_energy"][r, :n] / N
+            E = f["measure/effective_energy"][r, :n] / N
+            axes[0].plot(F - F.mean(), E - E.mean(), ".", ms=2, alpha=0.4, label=f"T={T:.4g}")
+            _, log_ratio = model_errors(f, r, n, 1.0 / T)
+            if len(log_ratio) > 1:
+                axes[1].hist(log_ratio, bins=50, histtype="step", density=True, label=f"T={T:.4g}")
+    lim = axes[0].get_xlim()
+    axes[0].plot(lim, lim, color="grey", lw=0.8)
+    axes[0].set_xlabel("F/N - mean (measured configurations)")
+    axes[0].set_ylabel("E_eff/N - mean")
+    axes[0].set_title("parity (held out: measurement is never trained on)")
+    axes[1].set_xlabel("β(ΔF - ΔE_eff) over accepted steps")
+    axes[1].set_ylabel("density")
+    for ax in axes:
+        ax.legend(fontsize=7, markerscale=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
 def _summary_lines(run: RunTables) -> list[str]:
     lines = [f"Run file: `{run.path}`; lattice {run.config.lattice.kind} L = {run.config.lattice.L}; "
              f"sampler {run.config.run.sampler}; effective model {run.config.effective_model.kind} "
@@ -183,14 +216,15 @@ def write_report(path: str | Path, outdir: str | Path | None = None, progress=No
     run.slots.to_csv(out / "tempering_slots.csv", index=False)
     run.training.to_csv(out / "training.csv", index=False)
     run.couplings.to_csv(out / "couplings.csv", index=False)
+    run.accuracy.to_csv(out / "accuracy.csv", index=False)
     meta = {"file": str(run.path), "partial": run.partial, "measured": run.measured.tolist(),
             "barrier": run.barrier, "suggested_replicas": run.suggested_replicas}
     (out / "report.json").write_text(json.dumps(
         {"run": meta, **{name: json.loads(getattr(run, name).to_json(orient="records"))
-                         for name in ("thermodynamics", "pairs", "slots", "training", "couplings")}}, indent=1))
+                         for name in ("thermodynamics", "pairs", "slots", "training", "couplings", "accuracy")}},
+        indent=1))
     with h5py.File(run.path, "r") as f:
-        every = int(f["tempering/slot_of_replica"].attrs.get("exchange_every", 0)) or 1
-        history = f["tempering/slot_of_replica"][: int(run.measured.min()) // every]
+        history = exchange_rounds(f, int(run.measured.min()))
     figures = [("thermodynamics.png", "Thermodynamics per temperature")]
     _thermodynamics_figure(run, out / "thermodynamics.png")
     progress("thermodynamics drawn")
@@ -202,6 +236,8 @@ def write_report(path: str | Path, outdir: str | Path | None = None, progress=No
         figures.append(("training.png", "Training: loss and acceptance per round"))
     if _couplings_figure(run, out / "couplings.png"):
         figures.append(("couplings.png", "Inside the model: couplings against distance"))
+    if _accuracy_figure(run, out / "accuracy.png"):
+        figures.append(("accuracy.png", "Inside the model: accuracy of E_eff against F"))
     progress("figures drawn")
     _write_documents(run, out, figures)
     return out
@@ -210,13 +246,13 @@ def write_report(path: str | Path, outdir: str | Path | None = None, progress=No
 def _write_documents(run: RunTables, out: Path, figures: list[tuple[str, str]]) -> None:
     intro = _summary_lines(run)
     tables = [("Thermodynamics", run.thermodynamics), ("Tempering: pairs", run.pairs),
-              ("Tempering: slots", run.slots)]
+              ("Tempering: slots", run.slots), ("Model accuracy", run.accuracy)]
     md = ["# slmc-hpc report", ""] + [line + "  " for line in intro] + [""]
     for file, title in figures:
         md += [f"## {title}", "", f"![{title}]({file})", ""]
     for title, table in tables:
         md += [f"## {title}", "", table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False), ""]
-    md += ["Tables as CSV: thermodynamics.csv, tempering_pairs.csv, tempering_slots.csv, training.csv, couplings.csv; "
+    md += ["Tables as CSV: thermodynamics.csv, tempering_pairs.csv, tempering_slots.csv, training.csv, couplings.csv, accuracy.csv; "
            "all of them in report.json.", ""]
     (out / "report.md").write_text("\n".join(md))
     html = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>slmc-hpc report</title>",

@@ -60,6 +60,7 @@ class RunTables:
     lattice: Lattice
     n_parameters: int  # of the effective model (0 for the exact sampler)
     couplings: pd.DataFrame  # per slot and shell: J_learned (linear model, or nested SLMC's inner one), J_rkky
+    accuracy: pd.DataFrame  # per slot: spread of F - E_eff and of β(ΔF - ΔE_eff) over the measured chain
 
     @property
     def barrier(self) -> float:
@@ -117,7 +118,36 @@ def _tables(path: Path, f: h5py.File) -> RunTables:
     pairs, slots = _tempering(f, temperatures, int(measured.min()))
     n_parameters = f["model/parameters"].shape[1] if "model/parameters" in f else 0
     return RunTables(path, cfg, partial, measured, pd.DataFrame(rows), pairs, slots, _training(f, temperatures),
-                     maps, lattice, n_parameters, _couplings(f, cfg, lattice, temperatures))
+                     maps, lattice, n_parameters, _couplings(f, cfg, lattice, temperatures),
+                     _accuracy(f, temperatures, measured))
+
+
+def model_errors(f, r: int, n: int, beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """For slot r's first n measured steps: F - E_eff of each configuration (whole lattice),
+    and β(ΔF - ΔE_eff) over the steps that moved (exact-test log-ratio of accepted proposals;
+    rejected proposals are not stored), leaving out the steps that follow an exchange round
+    (their predecessor was swapped in). Empty without a model."""
+    F, E = f["measure/free_energy"][r, :n], f["measure/effective_energy"][r, :n]
+    if not np.isfinite(E).any():
+        return np.array([]), np.array([])
+    every = exchange_every(f)
+    step = np.arange(1, n)  # the row each difference ends at
+    keep = (f["measure/accepted"][r, 1:n] == 1) & ((step % every != 0) if every else True)
+    return F - E, beta * (np.diff(F) - np.diff(E))[keep]
+
+
+def _accuracy(f, temperatures, measured) -> pd.DataFrame:
+    """Per slot: the spread (std) of F - E_eff over the measured configurations (per site), and
+    of β(ΔF - ΔE_eff) over the accepted steps, whose spread sets the acceptance."""
+    rows = []
+    N = int(f.attrs["N"])
+    for r, T in enumerate(temperatures):
+        offset, log_ratio = model_errors(f, r, int(measured[r]), 1.0 / T)
+        if len(offset):
+            rows.append({"T": float(T), "std_F_minus_E_per_site": float(np.std(offset) / N),
+                         "std_log_ratio_accepted": float(np.std(log_ratio)) if len(log_ratio) > 1 else np.nan,
+                         "accepted_steps": len(log_ratio)})
+    return pd.DataFrame(rows)
 
 
 def _couplings(f, cfg: Config, lattice: Lattice, temperatures) -> pd.DataFrame:
@@ -224,17 +254,15 @@ def _signed_permutations(dim: int):
 
 def _tempering(f, temperatures, measured: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     R = len(temperatures)
-    slot_of_replica = f["tempering/slot_of_replica"]
-    every = int(slot_of_replica.attrs.get("exchange_every", 0)) or 1
-    rounds = min(measured // every, slot_of_replica.shape[0]) if slot_of_replica.shape[0] else 0
-    acc = f["tempering/accepted"][:rounds]
+    history = exchange_rounds(f, measured)
+    acc = f["tempering/accepted"][:len(history)]
     pairs = pd.DataFrame({
         "T_low": temperatures[:-1], "T_high": temperatures[1:],
         "attempts": [int(np.sum(acc[:, p] >= 0)) for p in range(R - 1)],
         "acceptance": [float(np.mean(acc[acc[:, p] >= 0, p])) if np.any(acc[:, p] >= 0) else np.nan
                        for p in range(R - 1)]})
     pairs["rejection"] = 1 - pairs["acceptance"]
-    trips = replay_round_trips(slot_of_replica[:rounds], R)
+    trips = replay_round_trips(history, R)
     slots = pd.DataFrame({"T": temperatures, "up_fraction": trips.up_fraction(), "round_trips": trips.completed})
     return pairs, slots
 
@@ -254,6 +282,17 @@ def compare(paths) -> pd.DataFrame:
     table = pd.concat(frames, ignore_index=True)
     return table[["T", "run"] + [c for c in table.columns if c not in ("T", "run")]].sort_values(
         ["T", "run"], kind="stable", ignore_index=True)
+
+
+def exchange_every(f) -> int:
+    """Measured steps between exchange rounds (0: none), as the file records it."""
+    return int(f["tempering"].attrs.get("exchange_every", 0))
+
+
+def exchange_rounds(f, measured: int) -> np.ndarray:
+    """slot_of_replica after each exchange round done within the first ``measured`` steps."""
+    every = exchange_every(f)
+    return f["tempering/slot_of_replica"][: measured // every if every else 0]
 
 
 def replay_round_trips(history: np.ndarray, n_replicas: int) -> RoundTrips:

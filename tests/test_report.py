@@ -102,6 +102,13 @@ def test_tables_are_the_files_numbers(run_file):
     m = run.config.model
     np.testing.assert_allclose(c[c["T"] == 0.08]["J_rkky"], rkky_couplings(run.lattice, 3, m.t, m.J, m.mu, 1 / 0.08,
                                                                             m.J_direct))
+    # model accuracy: the log-ratio over accepted steps, leaving out those after an exchange round
+    with h5py.File(run_file, "r") as f:
+        moved = f["measure/accepted"][:, 1:] == 1
+        after_exchange = np.arange(1, moved.shape[1] + 1) % 2 == 0
+        F, E = f["measure/free_energy"][:], f["measure/effective_energy"][:]
+    expected = [np.std(np.diff(F[r] - E[r])[moved[r] & ~after_exchange] / T) for r, T in enumerate([0.05, 0.08, 0.12])]
+    np.testing.assert_allclose(run.accuracy["std_log_ratio_accepted"], expected, rtol=1e-10)
 
 
 def test_report_writes_every_file_and_figure(run_file, tmp_path):
@@ -110,11 +117,11 @@ def test_report_writes_every_file_and_figure(run_file, tmp_path):
     assert main(["report", str(run_file), "-o", str(tmp_path / "rep")]) == 0
     out = tmp_path / "rep"
     for name in ("report.html", "report.md", "report.json", "thermodynamics.csv", "tempering_pairs.csv",
-                 "tempering_slots.csv", "training.csv", "couplings.csv"):
+                 "tempering_slots.csv", "training.csv", "couplings.csv", "accuracy.csv"):
         assert (out / name).stat().st_size > 0, name
     pngs = sorted(out.glob("*.png"))
     assert {p.name for p in pngs} == {"thermodynamics.png", "structure_factor.png", "tempering.png", "training.png",
-                                      "couplings.png"}
+                                      "couplings.png", "accuracy.png"}
     for png in pngs:
         image = matplotlib.image.imread(png)
         assert image.std() > 0.01, f"{png.name} is blank"
@@ -133,6 +140,7 @@ def test_a_partial_run_is_reported_on_its_written_part(run_file, tmp_path):
         f["measure/n_written"][:] = 150
     run = load(partial)
     assert run.partial and run.thermodynamics["steps"].tolist() == [150] * 3
+    assert run.pairs["attempts"].sum() == 150 // 2  # exchange rounds within the written steps
     with h5py.File(partial, "r") as f:
         np.testing.assert_allclose(run.thermodynamics["F_per_site"],
                                    f["measure/free_energy"][:, :150].mean(axis=1) / int(f.attrs["N"]))
