@@ -184,6 +184,65 @@ def _accuracy_figure(run: RunTables, path: Path) -> bool:
     return True
 
 
+def pair_distances(lattice) -> np.ndarray:
+    """(N, N) minimum-image distance between every two sites."""
+    d = lattice.coords[None, :, :] - lattice.coords[:, None, :]
+    d = (d + lattice.L // 2) % lattice.L - lattice.L // 2
+    return np.sqrt((d**2).sum(axis=-1))
+
+
+def _attention_figure(run: RunTables, path: Path, site: int = 0) -> str | None:
+    """Each layer's and head's attention from ``site`` on the lowest temperature's last
+    snapshot, drawn on the lattice, and the mean attention against distance. Needs torch
+    (the network). Returns "" when drawn, None when the model has no attention, and why not
+    when it cannot draw."""
+    if run.config.effective_model.kind != "transformer" or not run.config.effective_model.layers:
+        return None
+    try:
+        from .models.transformer import attention_weights
+        from .results import read_model
+    except ImportError as exc:
+        return f"attention maps need torch ({exc})"
+    import h5py
+
+    with h5py.File(run.path, "r") as f:
+        k = int(f["snapshots/n_written"][0])
+        if k == 0:
+            return "attention maps need a stored snapshot"
+        spins = f["snapshots/spins"][0, k - 1]
+        T = float(f["temperatures"][0])
+    weights = attention_weights(read_model(run.path, 0).net, spins)  # (layers, heads, N, N)
+    layers, heads = weights.shape[:2]
+    lattice = run.lattice
+    fig, axes = plt.subplots(layers, heads + 1, figsize=(3.3 * (heads + 1), 3.0 * layers), squeeze=False)
+    distance = pair_distances(lattice)
+    shells = np.unique(np.round(distance, 9))
+    for layer in range(layers):
+        for h in range(heads):
+            ax = axes[layer, h]
+            row = weights[layer, h, site]
+            if lattice.dim == 1:
+                ax.plot(np.arange(lattice.N), row, marker="o")
+            else:
+                grid = row.reshape(lattice.shape)
+                plane = grid if lattice.dim == 2 else grid[..., 0]
+                image = ax.imshow(np.roll(plane, (lattice.L // 2,) * 2, axis=(0, 1)).T, origin="lower", cmap="magma")
+                fig.colorbar(image, ax=ax, shrink=0.8)
+            ax.set_title(f"layer {layer + 1}, head {h + 1}: a from site {site}", fontsize=9)
+        ax = axes[layer, heads]
+        for h in range(heads):
+            mean = [weights[layer, h][np.isclose(distance, d)].mean() for d in shells]
+            ax.plot(shells, mean, marker="o", label=f"head {h + 1}")
+        ax.set_xlabel("distance |i - j|")
+        ax.set_ylabel("mean a_ij")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"attention on the last snapshot at T = {T:.4g} (site {site} at the centre)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return ""
+
+
 def _summary_lines(run: RunTables) -> list[str]:
     lines = [f"Run file: `{run.path}`; lattice {run.config.lattice.kind} L = {run.config.lattice.L}; "
              f"sampler {run.config.run.sampler}; effective model {run.config.effective_model.kind} "
@@ -238,13 +297,19 @@ def write_report(path: str | Path, outdir: str | Path | None = None, progress=No
         figures.append(("couplings.png", "Inside the model: couplings against distance"))
     if _accuracy_figure(run, out / "accuracy.png"):
         figures.append(("accuracy.png", "Inside the model: accuracy of E_eff against F"))
+    notes = []
+    attention = _attention_figure(run, out / "attention.png")
+    if attention == "":
+        figures.append(("attention.png", "Inside the model: attention maps"))
+    elif attention:
+        notes.append(f"No attention maps: {attention}.")
     progress("figures drawn")
-    _write_documents(run, out, figures)
+    _write_documents(run, out, figures, notes)
     return out
 
 
-def _write_documents(run: RunTables, out: Path, figures: list[tuple[str, str]]) -> None:
-    intro = _summary_lines(run)
+def _write_documents(run: RunTables, out: Path, figures: list[tuple[str, str]], notes: list[str]) -> None:
+    intro = _summary_lines(run) + notes
     tables = [("Thermodynamics", run.thermodynamics), ("Tempering: pairs", run.pairs),
               ("Tempering: slots", run.slots), ("Model accuracy", run.accuracy)]
     md = ["# slmc-hpc report", ""] + [line + "  " for line in intro] + [""]

@@ -177,3 +177,36 @@ def test_compare_puts_runs_side_by_side(run_file, tmp_path, capsys):
     assert len(table) == 6 and list(table["T"]) == [0.05, 0.05, 0.08, 0.08, 0.12, 0.12]
     np.testing.assert_allclose(table["cost_per_sample_s"], table["F_per_site_tau"] * table["seconds_per_step"])
     assert main(["compare", str(run_file), str(tmp_path / "missing.h5")]) == 2
+
+
+def test_attention_weights_of_a_stored_model_are_its_forward_pass(tmp_path):
+    """The attention maps the report draws: weights read from the network rebuilt from a
+    run file (read_model) rows sum to 1, vanish outside the window, and rebuild that stored
+    model's effective spins (its NumPy inference, an implementation of its own):
+    Se_i = S_i + Σ_h Σ_j a^h_ij V^h_j for one layer without gates."""
+    import torch
+
+    from slmc_hpc.models.transformer import attention_weights
+    from slmc_hpc.results import read_model
+
+    out = tmp_path / "t.h5"
+    (tmp_path / "c.toml").write_text(small_toml(
+        effective_model={"kind": "transformer", "layers": 1, "heads": 2, "attention_shells": 2, "block_shells": 1},
+        training={"epochs": 2}, run={"thermalize": 40, "measure": 40, "snapshot_every": 20, "output": str(out)}))
+    assert main(["run", str(tmp_path / "c.toml")]) == 0
+    model = read_model(out, 0)
+    with h5py.File(out, "r") as f:
+        spins = f["snapshots/spins"][0, 1]
+    weights = attention_weights(model.net, spins)
+    assert weights.shape == (1, 2, 16, 16)
+    np.testing.assert_allclose(weights.sum(axis=-1), 1.0, rtol=0, atol=1e-12)
+    outside = model.mask == -np.inf
+    assert outside.any() and np.all(weights[:, :, outside] == 0)
+    maps = model.net.block_maps().detach().double().numpy()
+    values = maps[0, 4:6] @ spins  # V of both heads, (2, N, 3)
+    rebuilt = spins + np.einsum("hij,hjk->ik", weights[0], values)
+    np.testing.assert_allclose(rebuilt, model.effective_spins(spins), rtol=0, atol=1e-10)
+    assert not np.allclose(rebuilt, spins)  # the layer does something
+    with torch.no_grad():  # and the network's own pass agrees
+        net_out = model.net.double().effective_spins(torch.as_tensor(spins[None]))[0].numpy()
+    np.testing.assert_allclose(net_out, rebuilt, rtol=0, atol=1e-10)

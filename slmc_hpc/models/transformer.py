@@ -111,15 +111,20 @@ class EquivariantTransformer(torch.nn.Module):
         n_sites = self.block.shape[-1]
         return (w @ self.block.reshape(self.block.shape[0], -1)).reshape(w.shape[:2] + (n_sites, n_sites))
 
-    def effective_spins(self, spins: torch.Tensor, maps: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, N, 3) -> (B, N, 3) effective spins. ``maps`` = block_maps(), if already known."""
+    def effective_spins(self, spins: torch.Tensor, maps: torch.Tensor | None = None,
+                        attention: list | None = None) -> torch.Tensor:
+        """(B, N, 3) -> (B, N, 3) effective spins. ``maps`` = block_maps(), if already known;
+        ``attention``: a list that receives each layer's weights a^h_ij, (B, H, N, N)."""
         maps = self.block_maps() if maps is None else maps
         heads = self.wq.shape[1]
         s = spins
         for layer in range(self.n_layers):
             q, k, v = _apply_maps(maps[layer, :3 * heads], s).split(heads, dim=1)  # each (B, H, N, 3)
             scores = q @ k.transpose(-1, -2) + self.mask  # (B, H, N, N), invariant
-            s = s + (torch.softmax(scores, dim=-1) @ v).sum(dim=1)
+            weights = torch.softmax(scores, dim=-1)
+            if attention is not None:
+                attention.append(weights.detach())
+            s = s + (weights @ v).sum(dim=1)
             if self.gate_channels:
                 u = _apply_maps(maps[layer, 3 * heads:], s)  # (B, C, N, 3), from the attended spins
                 gates = torch.tanh(torch.einsum("cd,bdn->bcn", self.gate_weight[layer], (u * s.unsqueeze(1)).sum(-1))
@@ -166,6 +171,15 @@ class EquivariantTransformer(torch.nn.Module):
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def attention_weights(net: EquivariantTransformer, spins: np.ndarray) -> np.ndarray:
+    """(layers, heads, N, N) attention weights a^h_ij of the network's forward pass on one
+    configuration (N, 3): row i is where site i looks (sums to 1 within its window)."""
+    captured = []
+    with torch.no_grad():
+        net.effective_spins(torch.as_tensor(np.asarray(spins)[None], dtype=net.wq.dtype), attention=captured)
+    return np.stack([a[0].double().numpy() for a in captured]) if captured else np.zeros((0, 0) + 2 * (len(spins),))
 
 
 def _apply_maps(maps: torch.Tensor, spins: torch.Tensor) -> torch.Tensor:

@@ -175,7 +175,7 @@ def test_report_of_a_transformer_tempering_run(tmp_path_factory):
         out = write_report(f"{where}/t.h5", f"{where}/rep")
         pngs = sorted(out.glob("*.png"))
         assert {p.name for p in pngs} == {"thermodynamics.png", "structure_factor.png", "tempering.png",
-                                          "training.png", "couplings.png", "accuracy.png"}
+                                          "training.png", "couplings.png", "accuracy.png", "attention.png"}
         for png in pngs:
             assert matplotlib.image.imread(png).std() > 0.01, png.name
         html = (out / "report.html").read_text()
