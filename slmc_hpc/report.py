@@ -134,17 +134,20 @@ def _couplings_figure(run: RunTables, path: Path) -> bool:
     if not len(c):
         return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    for (T, rows), color in zip(c.groupby("T"), plt.cm.viridis(np.linspace(0, 0.9, c["T"].nunique()))):
-        axes[0].plot(rows["distance"], rows["J_learned"], marker="o", color=color, label=f"T={T:.4g}")
-        axes[1].plot(rows["distance"], rows["J_rkky"], marker="s", ls="--", color=color, label=f"T={T:.4g}")
-    axes[0].set_title("learned J_n (linear model" + ("" if run.config.effective_model.kind == "linear"
-                                                    else ", nested SLMC's inner one") + ")")
+    colors = dict(zip(sorted(c["T"].unique()), plt.cm.viridis(np.linspace(0, 0.9, c["T"].nunique()))))
+    styles = {"linear": "-", "inner linear": "-", "transformer head": ":"}
+    for (T, model), rows in c.groupby(["T", "model"]):
+        axes[0].plot(rows["distance"], rows["J_learned"], marker="o", ls=styles[model], color=colors[T],
+                     label=f"T={T:.4g} {model}")
+    for T, rows in c.drop_duplicates(["T", "shell"]).groupby("T"):
+        axes[1].plot(rows["distance"], rows["J_rkky"], marker="s", ls="--", color=colors[T], label=f"T={T:.4g}")
+    axes[0].set_title("learned J_n")
     axes[1].set_title(f"second order in J (RKKY-like) at J = {run.config.model.J:g}")
     for ax in axes:
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_xlabel("distance")
         ax.set_ylabel("J_n (E_eff = E_0 - Σ J_n Σ S_i·S_j)")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

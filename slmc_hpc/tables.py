@@ -151,25 +151,38 @@ def _accuracy(f, temperatures, measured) -> pd.DataFrame:
 
 
 def _couplings(f, cfg: Config, lattice: Lattice, temperatures) -> pd.DataFrame:
-    """The learned J_n of each slot's linear model (for nested SLMC its inner model; the
-    Transformer's head is not tabulated yet) against distance, beside the couplings of
-    second-order perturbation theory in J at the run's t, μ, J_direct and the slot's β
-    (perturbation.py; at the J of a typical run only their shape is comparable)."""
+    """The learned J_n against distance for each slot, beside the couplings of second-order
+    perturbation theory in J at the run's t, μ, J_direct and the slot's β (perturbation.py;
+    at the J of a typical run only their shape is comparable). ``model``: "linear" (a linear
+    run's model), "inner linear" (nested SLMC's inner model), "transformer head" (J_n(β) =
+    J_n + J'_n log(β/β_ref) of the head, which acts on the effective spins)."""
     if "model" not in f:
         return pd.DataFrame()
-    linear = f["model"].attrs.get("kind") == "linear"
-    key, names_key = ("parameters", "parameter_names") if linear else ("inner_parameters", "inner_parameter_names")
-    if key not in f["model"]:
-        return pd.DataFrame()
-    names = [str(n) for n in f["model"].attrs[names_key]]
-    columns = [k for k, name in enumerate(names) if name[:1] == "J" and name[1:].isdigit()]
+    attrs = f["model"].attrs
+    learned = {}  # model -> (R, n_shells) J_n
+    for model, key, names_key in (("linear", "parameters", "parameter_names"),
+                                  ("inner linear", "inner_parameters", "inner_parameter_names")):
+        if key in f["model"] and (model != "linear" or attrs.get("kind") == "linear"):
+            names = [str(n) for n in attrs[names_key]]
+            columns = [k for k, name in enumerate(names) if name[:1] == "J" and name[1:].isdigit()]
+            learned[model] = f["model"][key][:, columns]
+    if attrs.get("kind") == "transformer":
+        names = [str(n) for n in attrs["parameter_names"]]
+        flat = [k for k, name in enumerate(names) if name.startswith("couplings[")]
+        width = len(flat) // 2  # couplings is (2, shells + orbits): values, then β-slopes
+        shells = cfg.effective_model.shells
+        x = np.log(1.0 / np.asarray(temperatures) / float(attrs["beta_ref"]))[:, None]
+        values = f["model/parameters"][:, flat]
+        learned["transformer head"] = values[:, :shells] + x * values[:, width:width + shells]
     m = cfg.model
     rows = []
     for r, T in enumerate(temperatures):
-        rkky = rkky_couplings(lattice, len(columns), m.t, m.J, m.mu, 1.0 / T, m.J_direct)
-        for n, k in enumerate(columns):
-            rows.append({"T": float(T), "shell": n + 1, "distance": float(lattice.shell_distances[n]),
-                         "J_learned": float(f["model"][key][r, k]), "J_rkky": float(rkky[n])})
+        for model, table in learned.items():
+            rkky = rkky_couplings(lattice, table.shape[1], m.t, m.J, m.mu, 1.0 / T, m.J_direct)
+            for n in range(table.shape[1]):
+                rows.append({"T": float(T), "model": model, "shell": n + 1,
+                             "distance": float(lattice.shell_distances[n]), "J_learned": float(table[r, n]),
+                             "J_rkky": float(rkky[n])})
     return pd.DataFrame(rows)
 
 

@@ -210,3 +210,25 @@ def test_attention_weights_of_a_stored_model_are_its_forward_pass(tmp_path):
     with torch.no_grad():  # and the network's own pass agrees
         net_out = model.net.double().effective_spins(torch.as_tensor(spins[None]))[0].numpy()
     np.testing.assert_allclose(net_out, rebuilt, rtol=0, atol=1e-10)
+
+
+def test_transformer_head_couplings_are_the_networks(tmp_path):
+    """The report's J_n(β) of a Transformer's head, read from the stored parameter vector
+    without torch, equal the rebuilt network's J_n + J'_n log(β/β_ref) at each slot's β;
+    nested SLMC's inner linear model is tabulated beside them."""
+    from slmc_hpc.results import read_model
+
+    out = tmp_path / "t.h5"
+    (tmp_path / "c.toml").write_text(small_toml(
+        temperatures={"values": [0.1, 0.3]}, effective_model={"kind": "transformer", "layers": 1},
+        training={"epochs": 2}, run={"thermalize": 40, "measure": 20, "output": str(out)}))
+    assert main(["run", str(tmp_path / "c.toml")]) == 0
+    c = load(out).couplings
+    assert set(c["model"]) == {"transformer head", "inner linear"}
+    for slot, T in enumerate([0.1, 0.3]):
+        net = read_model(out, slot).net
+        x = np.log(1 / T / net.beta_ref)
+        expected = (net.couplings[0] + x * net.couplings[1]).detach().numpy()[:3]
+        got = c[(c["T"] == T) & (c["model"] == "transformer head")]["J_learned"].to_numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+        assert np.any(expected != 0)
