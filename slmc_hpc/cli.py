@@ -87,7 +87,10 @@ def main(argv=None) -> int:
             table = compare(args.files)
             print(table.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
             if args.csv:
-                table.to_csv(args.csv, index=False)
+                try:
+                    table.to_csv(args.csv, index=False)
+                except OSError as exc:
+                    raise ConfigError(f"cannot write {args.csv!r}: {exc}") from None
             return EXIT_OK
         cfg = load(args.config)
         if args.command == "check":

@@ -7,6 +7,7 @@ Any problem (unknown section or key, wrong type, value out of range, missing fil
 
 from __future__ import annotations
 
+import functools
 import math
 import tomllib
 from dataclasses import dataclass
@@ -148,14 +149,39 @@ def _n_sites(lattice: dict) -> int:
 # analysis/BENCHMARKS.md (the cheapest sampler measured on the reference problem).
 DEPENDENT_DEFAULTS = {
     ("effective_model", "shells"): lambda v: min(8, _n_distances(v["lattice"])),
-    ("effective_model", "bond_shells"): lambda v: (
-        min(2, _n_distances(v["lattice"])) if _n_sites(v["lattice"]) <= MAX_DEFAULT_BOND_SITES else 0),
+    ("effective_model", "bond_shells"): lambda v: _default_bond_shells(v),
     ("slmc", "inner_bond_shells"): lambda v: v["effective_model"]["bond_shells"],
     ("slmc", "local_updates"): lambda v: "auto" if v["run"]["sampler"] == "slmc" else 0,
     ("run", "step_size"): lambda v: "auto" if v["run"]["sampler"] == "slmc" else 0.5,
     ("run", "thermalize"): lambda v: 4000 if v["run"]["sampler"] == "slmc" else 500,
     ("training", "every"): lambda v: max(1, min(500, v["run"]["thermalize"] // 8)),
 }
+
+
+def _default_bond_shells(values: dict) -> int:
+    """2 (or fewer on a lattice with fewer distances) where the model's least-squares head can
+    be fitted from the default buffer: 2 x its parameters within the training share of
+    buffer_size (else no round would ever run), and up to MAX_DEFAULT_BOND_SITES sites."""
+    lattice, tr = values["lattice"], values["training"]
+    k = min(2, _n_distances(lattice))
+    if _n_sites(lattice) > MAX_DEFAULT_BOND_SITES:
+        return 0
+    shells = values["effective_model"]["shells"]
+    head = 1 + shells + n_bond_orbits(lattice["kind"], lattice["L"], k)
+    return k if 2 * head <= _training_samples(tr["buffer_size"], tr["validation_fraction"]) else 0
+
+
+def _training_samples(buffer_size: int, validation_fraction: float) -> int:
+    """Training samples in a full buffer (the rest held out; see training/data.py), less one for rounding."""
+    return int((1 - validation_fraction) * buffer_size) - 1
+
+
+@functools.lru_cache(maxsize=16)
+def n_bond_orbits(kind: str, L: int, bond_shells: int) -> int:
+    """Symmetry classes of bond pairs within bond_shells shells (the four-spin couplings K_o)."""
+    if bond_shells == 0:
+        return 0
+    return int(Lattice.from_kind(kind, L).bond_pair_orbits(bond_shells)[1].max()) + 1
 
 
 def _n_distances(lattice: dict) -> int:
@@ -265,10 +291,16 @@ def _check_consistency(cfg: Config) -> None:
                                   + f": training would hold {pair_bytes / 2**30:.1f} GiB of bond-pair products "
                                   f"({z * cfg.n_sites // 2} bonds); at most {MAX_BUFFER_BYTES / 2**30:.0f} GiB is "
                                   f"allowed (fewer {key}" + (" or a smaller batch_size)" if batch else ")"))
-    buffer_bytes = cfg.training.buffer_size * cfg.n_sites * 3 * 8 * (2 if cfg.training.loss == "pair" else 1)
+    pairs = 2 if cfg.training.loss == "pair" else 1
+    buffer_bytes = cfg.training.buffer_size * cfg.n_sites * 3 * 8 * pairs
+    shells_fit = max(em.shells, em.bond_shells, cfg.slmc.inner_bond_shells) <= n_distances
+    if cfg.run.sampler == "slmc" and cfg.run.thermalize > 0 and shells_fit:  # after the memory check: it needs the classes
+        head = _head_size(cfg)
+        _check_trainable(cfg, head)
+        buffer_bytes += cfg.training.buffer_size * (head - 1) * 8 * pairs  # the kept design rows (training/data.py)
     if buffer_bytes > MAX_BUFFER_BYTES:
         raise ConfigError(f"[training] buffer_size = {cfg.training.buffer_size} would hold "
-                          f"{buffer_bytes / 2**30:.1f} GiB of spins per replica; at most "
+                          f"{buffer_bytes / 2**30:.1f} GiB of spins (and design rows) per replica; at most "
                           f"{MAX_BUFFER_BYTES / 2**30:.0f} GiB is allowed")
     t = cfg.temperatures
     n_temperatures = len(t.values) if t.values is not None else t.count or 1  # count 0: one per rank
@@ -276,6 +308,30 @@ def _check_consistency(cfg: Config) -> None:
     if snap_bytes > 8 * 2**30:
         raise ConfigError(f"[run] snapshot_every = {cfg.run.snapshot_every} would store "
                           f"{snap_bytes / 2**30:.1f} GiB of snapshots; raise it")
+
+
+def _head_size(cfg: Config) -> int:
+    """Parameters of the widest least-squares fit of a slot's round (Learner.head_size): E_0,
+    the J_n and the bond-pair couplings of the model or of nested SLMC's inner one."""
+    em = cfg.effective_model
+    nested = em.kind == "transformer" and cfg.slmc.scheme == "nested"
+    orbits = max(n_bond_orbits(cfg.lattice.kind, cfg.lattice.L, em.bond_shells),
+                 n_bond_orbits(cfg.lattice.kind, cfg.lattice.L, cfg.slmc.inner_bond_shells) if nested else 0)
+    return 1 + em.shells + orbits
+
+
+def _check_trainable(cfg: Config, head: int) -> None:
+    """A round is skipped while a slot has fewer training samples than twice the widest
+    least-squares head it fits (training/learner.py); refuse a configuration whose full
+    buffer could never reach that."""
+    tr = cfg.training
+    available = _training_samples(tr.buffer_size, tr.validation_fraction)
+    if 2 * head > available:
+        raise ConfigError(f"[training] buffer_size = {tr.buffer_size} holds about {available} training samples, "
+                          f"but the model's least-squares head has {head} parameters ([effective_model] shells and "
+                          f"bond-pair terms) and a round needs twice as many: the model would never be trained; "
+                          f"raise buffer_size to at least {int((2 * head + 1) / (1 - tr.validation_fraction)) + 1} "
+                          f"or use fewer bond_shells")
 
 
 def _toml_value(v) -> str:

@@ -23,6 +23,8 @@ lattice symmetry relates (on a square lattice (5, 0) and (3, 4)).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .hamiltonian import fermi
@@ -49,12 +51,18 @@ def lindhard_kernel(energies: np.ndarray, beta: float) -> np.ndarray:
         return np.where(same, -beta * f[:, None] * (1 - f[:, None]), (f[:, None] - f[None, :]) / de)
 
 
+@functools.lru_cache(maxsize=4)
+def _spectrum(lattice: Lattice, t: float, mu: float) -> tuple[np.ndarray, np.ndarray]:
+    """Energies and orbitals of H_0 (the same for every temperature of a run)."""
+    return np.linalg.eigh(hopping_matrix(lattice, t, mu))
+
+
 def lindhard_row(lattice: Lattice, t: float, mu: float, beta: float) -> np.ndarray:
     """Π_0j for every site j (by translation invariance every row is a shift of this one)."""
-    energies, phi = np.linalg.eigh(hopping_matrix(lattice, t, mu))
+    energies, phi = _spectrum(lattice, t, mu)
     L = lindhard_kernel(energies, beta)
     P = phi[0][:, None] * phi.T  # P[n, j] = φ_n(0) φ_n(j)
-    return np.einsum("nj,nm,mj->j", P, L, P)
+    return ((L @ P) * P).sum(axis=0)  # Σ_nm P_nj L_nm P_mj, as a matrix product
 
 
 def rkky_couplings(lattice: Lattice, n_shells: int, t: float, J: float, mu: float, beta: float,

@@ -22,6 +22,7 @@ matplotlib.use("Agg")  # files only: no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .config import ConfigError  # noqa: E402
 from .tables import RunTables, exchange_rounds, load  # noqa: E402
 
 # (column, axis label) of the thermodynamics figure, in panel order
@@ -74,7 +75,8 @@ def _structure_factor_figure(run: RunTables, path: Path) -> bool:
             ax.set_xlabel("q / π")
         else:
             plane = sq if sq.ndim == 2 else sq[..., 0]  # cubic: the q_z = 0 plane
-            edge = (-1 - 1 / L, 1 - 1 / L)  # pixel k (after fftshift) centred on q/π = -1 + 2k/L
+            centres = 2 * np.fft.fftshift(np.fft.fftfreq(L))  # q/π of the pixels after fftshift (odd L too)
+            edge = (centres[0] - 1 / L, centres[-1] + 1 / L)
             image = ax.imshow(np.fft.fftshift(plane).T, origin="lower", extent=edge + edge, cmap="viridis")
             fig.colorbar(image, ax=ax, shrink=0.8)
             ax.set_xlabel("q_x / π")
@@ -163,7 +165,7 @@ def _accuracy_figure(run: RunTables, path: Path) -> bool:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     N = run.lattice.N
-    with h5py.File(run.path, "r") as f:
+    with h5py.File(run.path, "r", locking=False) as f:
         for r, T in enumerate(f["temperatures"][:]):
             n = int(run.measured[r])
             F = f["measure/free_energy"][r, :n] / N
@@ -208,7 +210,7 @@ def _attention_figure(run: RunTables, path: Path, site: int = 0) -> str | None:
         return f"attention maps need torch ({exc})"
     import h5py
 
-    with h5py.File(run.path, "r") as f:
+    with h5py.File(run.path, "r", locking=False) as f:
         k = int(f["snapshots/n_written"][0])
         if k == 0:
             return "attention maps need a stored snapshot"
@@ -265,13 +267,22 @@ def _summary_lines(run: RunTables) -> list[str]:
 
 def write_report(path: str | Path, outdir: str | Path | None = None, progress=None) -> Path:
     """Write the report of run file ``path`` into ``outdir`` (default: next to the file,
-    ``<stem>_report``); returns the directory. ConfigError for an unreadable file."""
-    import h5py
-
+    ``<stem>_report``); returns the directory. ConfigError for an unreadable file or an
+    unwritable directory."""
     progress = progress or Progress()
     run = load(path)
     out = Path(outdir) if outdir is not None else Path(path).with_name(Path(path).stem + "_report")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _write(run, out, progress)
+    except OSError as exc:  # an unwritable or existing non-directory output path
+        raise ConfigError(f"cannot write the report to {str(out)!r}: {exc}") from None
+    return out
+
+
+def _write(run: RunTables, out: Path, progress) -> None:
+    import h5py
+
     progress("tables read")
     run.thermodynamics.to_csv(out / "thermodynamics.csv", index=False)
     run.pairs.to_csv(out / "tempering_pairs.csv", index=False)
@@ -280,12 +291,13 @@ def write_report(path: str | Path, outdir: str | Path | None = None, progress=No
     run.couplings.to_csv(out / "couplings.csv", index=False)
     run.accuracy.to_csv(out / "accuracy.csv", index=False)
     meta = {"file": str(run.path), "partial": run.partial, "measured": run.measured.tolist(),
-            "barrier": run.barrier, "suggested_replicas": run.suggested_replicas}
+            "barrier": run.barrier if np.isfinite(run.barrier) else None,  # strict JSON has no NaN
+            "suggested_replicas": run.suggested_replicas}
     (out / "report.json").write_text(json.dumps(
         {"run": meta, **{name: json.loads(getattr(run, name).to_json(orient="records"))
                          for name in ("thermodynamics", "pairs", "slots", "training", "couplings", "accuracy")}},
         indent=1))
-    with h5py.File(run.path, "r") as f:
+    with h5py.File(run.path, "r", locking=False) as f:
         history = exchange_rounds(f, int(run.measured.min()))
     figures = [("thermodynamics.png", "Thermodynamics per temperature")]
     _thermodynamics_figure(run, out / "thermodynamics.png")
@@ -308,7 +320,6 @@ def write_report(path: str | Path, outdir: str | Path | None = None, progress=No
         notes.append(f"No attention maps: {attention}.")
     progress("figures drawn")
     _write_documents(run, out, figures, notes)
-    return out
 
 
 def _write_documents(run: RunTables, out: Path, figures: list[tuple[str, str]], notes: list[str]) -> None:

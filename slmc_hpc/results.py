@@ -19,7 +19,7 @@ def read_model(path: str | Path, slot: int = 0, inner: bool = False):
     """The frozen effective model of a slot from a run file, rebuilt from the stored
     configuration and parameter vector: a LinearModel, or a TransformerModel at that slot's β.
     ``inner``: nested SLMC's inner linear model of that slot instead."""
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r", locking=False) as f:  # also while the run still writes it
         if f.attrs.get("format") != FORMAT:
             raise ConfigError(f"{str(path)!r} is not an {FORMAT} file")
         kind = f["model"].attrs["kind"]

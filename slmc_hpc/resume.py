@@ -79,6 +79,10 @@ def check_checkpoint(tree: dict, ckpt: Path, cfg: Config, n_ranks: int) -> None:
         phase, ranks, _ = tree["phase"], int(tree["n_ranks"]), tree["run_id"]
     except (KeyError, ConfigError, TypeError) as exc:
         raise ConfigError(f"checkpoint {str(ckpt)!r} is damaged or from another version ({exc})") from None
+    if saved.complete_text != tree["config"]:  # since 0.2 a checkpoint stores every key, written so
+        raise ConfigError(f"checkpoint {str(ckpt)!r} was written by slmc-hpc before 0.2, whose defaults, tuner "
+                          f"and file layout differ; finish that run with the version that started it, or start "
+                          f"again with --overwrite")
     changed = [(name, key) for name, section in cfg.sections.items() for key, value in section.as_dict().items()
                if (name, key) not in RESUMABLE_CHANGES and saved.sections[name].as_dict()[key] != value]
     if changed:

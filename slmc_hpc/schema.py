@@ -14,7 +14,7 @@ MAX_LOCAL_UPDATES = 10**6
 MAX_BUFFER_BYTES = 4 * 2**30
 MIN_TEMPERATURE = 1e-6
 MAX_TEMPERATURES = 4096
-MAX_DEFAULT_BOND_SITES = 1024  # default bond_shells = 0 above this many sites
+MAX_DEFAULT_BOND_SITES = 600  # default bond_shells = 0 above this many sites (and where the buffer is too small)
 MAX_INT = 2**63 - 1  # what HDF5 attributes (int64) can hold; beyond this no key makes sense
 
 
@@ -92,7 +92,7 @@ SCHEMA: dict[str, list[Key]] = {
             "must be \"global\" or at least 1"),
         Key("bond_shells", "int", DEPENDS, "add four-spin terms to the model, one coupling per symmetry class of "
             "pairs of bonds within shells 1..bond_shells (any separation); 0: none; default 2 up to "
-            f"{MAX_DEFAULT_BOND_SITES} sites, 0 above (their bond matrix grows as N²)", _non_negative),
+            f"{MAX_DEFAULT_BOND_SITES} sites where [training] buffer_size can fit their couplings, else 0", _non_negative),
         Key("gate_channels", "int", 0, "transformer: gated channels per layer after the attention (an "
             "equivariant feed-forward step: block spins U^c scaled by tanh of invariants); 0: attention only",
             _non_negative),

@@ -79,7 +79,8 @@ def _open(path: Path) -> h5py.File:
     if not path.exists():
         raise ConfigError(f"run file {str(path)!r} does not exist")
     try:
-        f = h5py.File(path, "r")
+        # no file locking: a run still writing the file holds it open (HDF5 would refuse a reader)
+        f = h5py.File(path, "r", locking=False)
     except OSError as exc:
         raise ConfigError(f"cannot read {str(path)!r} as an HDF5 file ({exc}); is it truncated or not a run file?") from None
     if f.attrs.get("format") != FORMAT:
@@ -96,8 +97,8 @@ def load(path: str | Path) -> RunTables:
     try:
         with f:
             return _tables(path, f)
-    except (KeyError, ValueError, OSError) as exc:
-        raise ConfigError(f"{str(path)!r} is damaged or incomplete ({exc})") from None
+    except (KeyError, ValueError, OSError, TypeError, IndexError) as exc:
+        raise ConfigError(f"{str(path)!r} is damaged or incomplete ({type(exc).__name__}: {exc})") from None
 
 
 def _tables(path: Path, f: h5py.File) -> RunTables:
@@ -303,9 +304,12 @@ def exchange_every(f) -> int:
 
 
 def exchange_rounds(f, measured: int) -> np.ndarray:
-    """slot_of_replica after each exchange round done within the first ``measured`` steps."""
+    """slot_of_replica after each exchange round done within the first ``measured`` steps and
+    written (a file still being written, or stopped, can end before a due round: rows of -1)."""
     every = exchange_every(f)
-    return f["tempering/slot_of_replica"][: measured // every if every else 0]
+    history = f["tempering/slot_of_replica"][: measured // every if every else 0]
+    unwritten = np.flatnonzero((history < 0).any(axis=1))
+    return history[: unwritten[0]] if len(unwritten) else history
 
 
 def replay_round_trips(history: np.ndarray, n_replicas: int) -> RoundTrips:

@@ -402,3 +402,23 @@ def test_resume_after_the_summary_was_written_and_with_resumable_changes(tmp_pat
     changed = cfg.replace("run", checkpoint_every=5.0, progress_every=1.0)
     driver.run(changed, output=out, log=quiet, resume=True)
     assert_same_files(tmp_path / "whole.h5", out)
+
+
+def test_a_checkpoint_from_before_0_2_is_refused_and_changes_nothing(tmp_path, monkeypatch):
+    """Before 0.2 a checkpoint stored the user's text, omitted keys omitted: its run had other
+    defaults, another tuner and no fluctuation dataset, so it is refused with a clear message
+    and neither the checkpoint nor the output is touched."""
+    cfg = config("linear")
+    with monkeypatch.context() as m:
+        stop_at(m, "measure", 10)
+        with pytest.raises(driver.Interrupted):
+            driver.run(cfg, output=tmp_path / "cut.h5", log=quiet)
+    ckpt = checkpoint_path(tmp_path / "cut.h5")
+    tree = read_checkpoint(ckpt)
+    tree["config"] = cfg.text  # the text as given, as 0.1 stored it
+    assert parse(tree["config"]).complete_text != tree["config"]
+    write_checkpoint(ckpt, tree)
+    files = {p: p.read_bytes() for p in (ckpt, tmp_path / "cut.h5")}
+    with pytest.raises(ConfigError, match="written by slmc-hpc before 0.2"):
+        driver.run(cfg, output=tmp_path / "cut.h5", log=quiet, resume=True)
+    assert all(p.read_bytes() == data for p, data in files.items())

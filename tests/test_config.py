@@ -209,8 +209,9 @@ def test_defaults_are_the_benchmarks_sampler_sized_to_the_lattice():
     assert parse(_minimal(lattice={"L": 4})).effective_model.shells == 5  # all 5 distances of 4x4
     chain = parse(_minimal(lattice={"kind": "chain", "L": 2}))
     assert (chain.effective_model.shells, chain.effective_model.bond_shells) == (1, 1)
-    assert parse(_minimal(lattice={"L": 32})).effective_model.bond_shells == 2  # 1024 sites
-    assert parse(_minimal(lattice={"L": 33})).effective_model.bond_shells == 0
+    assert parse(_minimal(lattice={"L": 24})).effective_model.bond_shells == 2  # 792 parameters: 1584 of 1599
+    assert parse(_minimal(lattice={"L": 24}, training={"buffer_size": 1900})).effective_model.bond_shells == 0
+    assert parse(_minimal(lattice={"L": 25})).effective_model.bond_shells == 0  # over 600 sites
     assert parse(_minimal(run={"thermalize": 400})).training.every == 50
     assert parse(_minimal(run={"thermalize": 3})).training.every == 1
     exact = parse(_minimal(run={"sampler": "exact"}))
@@ -238,3 +239,13 @@ def test_replace_resolves_dependent_defaults_again():
     cfg = parse(_minimal())
     exact = cfg.replace("run", sampler="exact")  # "auto" path defaults must not survive into the exact sampler
     assert (exact.slmc.local_updates, exact.run.step_size) == (0, 0.5)
+
+
+def test_a_model_that_could_never_be_trained_is_refused():
+    """A round needs twice the head's parameters in training samples (training/learner.py):
+    at L = 28 the bond-pair terms within 2 shells have 1053 classes, which a buffer of 2000
+    (1599 training samples) cannot fit."""
+    with pytest.raises(ConfigError, match=r"\[training\] buffer_size = 2000 .* 1062 parameters .* at least 2657"):
+        parse(_minimal(lattice={"L": 28}, effective_model={"bond_shells": 2}))
+    assert parse(_minimal(lattice={"L": 28}, effective_model={"bond_shells": 2}, training={"buffer_size": 2657}))
+    assert parse(_minimal(lattice={"L": 28}, effective_model={"bond_shells": 2}, run={"sampler": "exact"}))

@@ -232,3 +232,57 @@ def test_transformer_head_couplings_are_the_networks(tmp_path):
         got = c[(c["T"] == T) & (c["model"] == "transformer head")]["J_learned"].to_numpy()
         np.testing.assert_allclose(got, expected, rtol=1e-12)
         assert np.any(expected != 0)
+
+
+def test_a_file_a_running_job_holds_open_is_read(run_file, tmp_path):
+    """A week-long job keeps its file open for writing; HDF5's file locking would refuse a
+    second reader, so the report reads without locking."""
+    import subprocess
+    import sys
+
+    live = tmp_path / "live.h5"
+    shutil.copy(run_file, live)
+    holder = subprocess.Popen([sys.executable, "-c", "import h5py, sys, time; f = h5py.File(sys.argv[1], 'r+'); "
+                               "print('open', flush=True); time.sleep(60)", str(live)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        assert len(load(live).thermodynamics) == 3
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_one_temperature_report_is_strict_json(tmp_path):
+    """No exchanges, so no barrier: report.json must still be strict JSON (null, not NaN)."""
+    import json
+
+    out = tmp_path / "one.h5"
+    (tmp_path / "c.toml").write_text(small_toml(run={"thermalize": 40, "measure": 60, "output": str(out)}))
+    assert main(["run", str(tmp_path / "c.toml")]) == 0
+    assert main(["report", str(out), "-o", str(tmp_path / "rep")]) == 0
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    data = json.loads((tmp_path / "rep" / "report.json").read_text(), parse_constant=refuse)
+    assert data["run"]["barrier"] is None and len(data["thermodynamics"]) == 1
+
+
+def test_report_into_an_unwritable_place_is_a_clear_error(run_file, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert main(["report", str(run_file), "-o", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the report" in err and "Traceback" not in err
+
+
+def test_exchange_history_stops_at_an_unwritten_round():
+    """A file can end before a due exchange round (rows of -1): the history stops there."""
+    import h5py as h5
+    from slmc_hpc.tables import exchange_rounds
+
+    with h5.File("mem.h5", "w", driver="core", backing_store=False) as f:
+        f.create_group("tempering").attrs["exchange_every"] = 10
+        f["tempering/slot_of_replica"] = np.array([[0, 1], [1, 0], [-1, -1], [-1, -1]], dtype=np.int32)
+        assert exchange_rounds(f, 40).tolist() == [[0, 1], [1, 0]]
+        assert exchange_rounds(f, 15).tolist() == [[0, 1]]
