@@ -30,6 +30,7 @@ MEASURE_DTYPES = {
     "magnetization": ("f8", (3,)),
     "accepted": ("i1", ()),
     "acceptance": ("f8", ()),
+    "exact_log_ratio": ("f8", ()),
     "fermion_energy": ("f8", ()),
     "fermion_energy_fluctuation": ("f8", ()),
     "filling": ("f8", ()),

@@ -104,6 +104,7 @@ class Replica:
             "magnetization": magnetization(s.spins),
             "accepted": int(info.accepted),
             "acceptance": info.n_accepted / info.n_tests if info.n_tests else float("nan"),
+            "exact_log_ratio": info.log_ratio,
             "fermion_energy": float(fermion_energy(s.eigenvalues, self.beta)),
             "fermion_energy_fluctuation": float(fermion_energy_fluctuation(s.eigenvalues, self.beta)),
             "filling": float(fermi(s.eigenvalues, self.beta).sum() / self.physics.lattice.N),

@@ -171,15 +171,15 @@ def _accuracy_figure(run: RunTables, path: Path) -> bool:
             F = f["measure/free_energy"][r, :n] / N
             E = f["measure/effective_energy"][r, :n] / N
             axes[0].plot(F - F.mean(), E - E.mean(), ".", ms=2, alpha=0.4, label=f"T={T:.4g}")
-            _, log_ratio = model_errors(f, r, n, 1.0 / T)
+            _, log_ratio, over = model_errors(f, r, n, 1.0 / T)
             if len(log_ratio) > 1:
                 axes[1].hist(log_ratio, bins=50, histtype="step", density=True, label=f"T={T:.4g}")
+                axes[1].set_xlabel(f"exact-test log-ratio -β(ΔF - ΔE_eff) over {over}")
     lim = axes[0].get_xlim()
     axes[0].plot(lim, lim, color="grey", lw=0.8)
     axes[0].set_xlabel("F/N - mean (measured configurations)")
     axes[0].set_ylabel("E_eff/N - mean")
     axes[0].set_title("parity (held out: measurement is never trained on)")
-    axes[1].set_xlabel("β(ΔF - ΔE_eff) over accepted steps")
     axes[1].set_ylabel("density")
     for ax in axes:
         ax.legend(fontsize=7, markerscale=4)

@@ -123,31 +123,38 @@ def _tables(path: Path, f: h5py.File) -> RunTables:
                      _accuracy(f, temperatures, measured))
 
 
-def model_errors(f, r: int, n: int, beta: float) -> tuple[np.ndarray, np.ndarray]:
+def model_errors(f, r: int, n: int, beta: float) -> tuple[np.ndarray, np.ndarray, str]:
     """For slot r's first n measured steps: F - E_eff of each configuration (whole lattice),
-    and β(ΔF - ΔE_eff) over the steps that moved (exact-test log-ratio of accepted proposals;
-    rejected proposals are not stored), leaving out the steps that follow an exchange round
-    (their predecessor was swapped in). Empty without a model."""
+    and the exact test's log-ratio β[(ΔE_eff - ΔF)] with what it was taken over: every
+    proposal (/measure/exact_log_ratio, files from 0.2 on), or else the accepted steps
+    (leaving out those after an exchange round, whose predecessor was swapped in). Empty
+    without a model."""
     F, E = f["measure/free_energy"][r, :n], f["measure/effective_energy"][r, :n]
     if not np.isfinite(E).any():
-        return np.array([]), np.array([])
+        return np.array([]), np.array([]), ""
+    if "exact_log_ratio" in f["measure"]:
+        ratio = f["measure/exact_log_ratio"][r, :n]
+        return F - E, ratio[np.isfinite(ratio)], "every proposal"
     every = exchange_every(f)
     step = np.arange(1, n)  # the row each difference ends at
     keep = (f["measure/accepted"][r, 1:n] == 1) & ((step % every != 0) if every else True)
-    return F - E, beta * (np.diff(F) - np.diff(E))[keep]
+    return F - E, -beta * (np.diff(F) - np.diff(E))[keep], "accepted steps"
 
 
 def _accuracy(f, temperatures, measured) -> pd.DataFrame:
     """Per slot: the spread (std) of F - E_eff over the measured configurations (per site), and
-    of β(ΔF - ΔE_eff) over the accepted steps, whose spread sets the acceptance."""
+    of the exact test's log-ratio, whose spread sets the acceptance; with every proposal's
+    ratio also the acceptance it implies, ⟨min(1, e^ratio)⟩ (the Metropolis average)."""
     rows = []
     N = int(f.attrs["N"])
     for r, T in enumerate(temperatures):
-        offset, log_ratio = model_errors(f, r, int(measured[r]), 1.0 / T)
+        offset, log_ratio, over = model_errors(f, r, int(measured[r]), 1.0 / T)
         if len(offset):
             rows.append({"T": float(T), "std_F_minus_E_per_site": float(np.std(offset) / N),
-                         "std_log_ratio_accepted": float(np.std(log_ratio)) if len(log_ratio) > 1 else np.nan,
-                         "accepted_steps": len(log_ratio)})
+                         "std_log_ratio": float(np.std(log_ratio)) if len(log_ratio) > 1 else np.nan,
+                         "log_ratio_over": over, "tests": len(log_ratio),
+                         "implied_acceptance": (float(np.mean(np.minimum(1.0, np.exp(np.minimum(log_ratio, 0)))))
+                                                if over == "every proposal" and len(log_ratio) else np.nan)})
     return pd.DataFrame(rows)
 
 

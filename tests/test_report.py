@@ -102,13 +102,33 @@ def test_tables_are_the_files_numbers(run_file):
     m = run.config.model
     np.testing.assert_allclose(c[c["T"] == 0.08]["J_rkky"], rkky_couplings(run.lattice, 3, m.t, m.J, m.mu, 1 / 0.08,
                                                                             m.J_direct))
-    # model accuracy: the log-ratio over accepted steps, leaving out those after an exchange round
+    # model accuracy: the exact test's log-ratio of every proposal, and the acceptance it implies
+    a = run.accuracy
     with h5py.File(run_file, "r") as f:
+        ratios = f["measure/exact_log_ratio"][:]
+        accepted = f["measure/accepted"][:]
+    assert set(a["log_ratio_over"]) == {"every proposal"} and np.all(np.isfinite(ratios))
+    np.testing.assert_allclose(a["std_log_ratio"], ratios.std(axis=1), rtol=1e-12)
+    # ⟨min(1, e^ratio)⟩ is the Metropolis acceptance probability: it matches the accepted fraction
+    # within 3 binomial errors (400 steps per slot)
+    moved = accepted.mean(axis=1)
+    assert np.all(np.abs(a["implied_acceptance"] - moved) < 3 * np.sqrt(moved * (1 - moved) / 400) + 1e-9)
+
+
+def test_accuracy_of_a_file_without_log_ratios_uses_accepted_steps(run_file, tmp_path):
+    """Files before 0.2 lack /measure/exact_log_ratio: the spread is taken over the accepted
+    steps from consecutive rows, leaving out those right after an exchange round (every 2)."""
+    old = tmp_path / "old.h5"
+    shutil.copy(run_file, old)
+    with h5py.File(old, "r+") as f:
+        del f["measure/exact_log_ratio"]
         moved = f["measure/accepted"][:, 1:] == 1
         after_exchange = np.arange(1, moved.shape[1] + 1) % 2 == 0
         F, E = f["measure/free_energy"][:], f["measure/effective_energy"][:]
+    a = load(old).accuracy
     expected = [np.std(np.diff(F[r] - E[r])[moved[r] & ~after_exchange] / T) for r, T in enumerate([0.05, 0.08, 0.12])]
-    np.testing.assert_allclose(run.accuracy["std_log_ratio_accepted"], expected, rtol=1e-10)
+    np.testing.assert_allclose(a["std_log_ratio"], expected, rtol=1e-10)
+    assert set(a["log_ratio_over"]) == {"accepted steps"} and a["implied_acceptance"].isna().all()
 
 
 def test_report_writes_every_file_and_figure(run_file, tmp_path):

@@ -28,5 +28,5 @@ def accept_exactly(physics: DoubleExchange, beta: float, state: ChainState, prop
     log_ratio = -beta * ((f_new - free_energy(physics, state, beta)) - (e_proposal - state.e_eff))
     accepted = bool(np.log(rng.random()) < log_ratio)
     step = StepInfo(accepted=accepted, n_tests=1, n_accepted=int(accepted), proposal=new.spins,
-                    proposal_free_energy=f_new, **info)
+                    proposal_free_energy=f_new, log_ratio=float(log_ratio), **info)
     return (new if accepted else state), step

@@ -32,6 +32,7 @@ class StepInfo:
     proposal_free_energy: float = float("nan")
     n_middle_tests: int = 0  # nested SLMC: Metropolis tests against the middle model
     n_middle_accepted: int = 0
+    log_ratio: float = float("nan")  # SLMC: -β[(F' - F) - (E_eff' - E_eff)] of the exact test
 
 
 @dataclass
