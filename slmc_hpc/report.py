@@ -261,7 +261,8 @@ def _summary_lines(run: RunTables) -> list[str]:
     if np.isfinite(run.barrier):
         lines.append(f"Communication barrier Λ ≈ {run.barrier:.2f} (sum of the pair rejection rates); about "
                      f"{run.suggested_replicas} replicas suggested (≈ 2Λ, Syed et al. 2022); this run has "
-                     f"{len(run.slots)}. Round trips: {int(run.slots['round_trips'].sum())}.")
+                     f"{len(run.slots)}. Round trips: {int(run.slots['round_trips'].sum())} in "
+                     f"{run.slots.attrs.get('exchange_rounds', 0)} exchange rounds ({run.round_trip_rate:.4f} per round).")
     return lines
 
 
@@ -292,6 +293,7 @@ def _write(run: RunTables, out: Path, progress) -> None:
     run.accuracy.to_csv(out / "accuracy.csv", index=False)
     meta = {"file": str(run.path), "partial": run.partial, "measured": run.measured.tolist(),
             "barrier": run.barrier if np.isfinite(run.barrier) else None,  # strict JSON has no NaN
+            "round_trip_rate": run.round_trip_rate if np.isfinite(run.round_trip_rate) else None,
             "suggested_replicas": run.suggested_replicas}
     (out / "report.json").write_text(json.dumps(
         {"run": meta, **{name: json.loads(getattr(run, name).to_json(orient="records"))

@@ -55,6 +55,7 @@ class RunTables:
     thermodynamics: pd.DataFrame
     pairs: pd.DataFrame  # per neighbouring pair of slots: exchange acceptance and rejection
     slots: pd.DataFrame  # per slot: up-moving fraction f, round trips of the replica started there
+    # (f from /tempering/slot_of_replica, written as the run goes, so also for a partial run)
     training: pd.DataFrame
     structure_factors: dict  # T -> mean S(q) over the snapshots, shaped as the lattice
     lattice: Lattice
@@ -68,6 +69,12 @@ class RunTables:
         non-reversible tempering (Syed et al., JRSS-B 2022); NaN without exchanges."""
         r = self.pairs["rejection"].to_numpy() if len(self.pairs) else np.array([])
         return float(np.sum(r)) if len(r) and np.all(np.isfinite(r)) else float("nan")
+
+    @property
+    def round_trip_rate(self) -> float:
+        """Completed round trips (all replicas) per exchange round; NaN without exchanges."""
+        rounds = self.slots.attrs.get("exchange_rounds", 0)
+        return float(self.slots["round_trips"].sum() / rounds) if rounds else float("nan")
 
     @property
     def suggested_replicas(self) -> int | None:
@@ -285,6 +292,7 @@ def _tempering(f, temperatures, measured: int) -> tuple[pd.DataFrame, pd.DataFra
     pairs["rejection"] = 1 - pairs["acceptance"]
     trips = replay_round_trips(history, R)
     slots = pd.DataFrame({"T": temperatures, "up_fraction": trips.up_fraction(), "round_trips": trips.completed})
+    slots.attrs["exchange_rounds"] = len(history)
     return pairs, slots
 
 

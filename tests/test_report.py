@@ -92,6 +92,7 @@ def test_tables_are_the_files_numbers(run_file):
         np.testing.assert_allclose(run.pairs["acceptance"], f["summary/pair_acceptance"][:])
     assert np.all(t["F_per_site_err"] > 0) and np.all(t["C_per_site"] > 0)
     assert run.barrier == pytest.approx(float(np.sum(1 - run.pairs["acceptance"])))
+    assert run.round_trip_rate == pytest.approx(run.slots["round_trips"].sum() / (400 // 2))
     # the learned couplings are the stored J_n; beside them perturbation theory at each slot's β
     from slmc_hpc.perturbation import rkky_couplings
 
