@@ -58,8 +58,7 @@ class Config:
 
     @property
     def n_sites(self) -> int:
-        dim = {"chain": 1, "square": 2, "cubic": 3}[self.lattice.kind]
-        return self.lattice.L**dim
+        return _n_sites(self.lattice.as_dict())
 
     @property
     def local_updates(self) -> int | str:

@@ -50,6 +50,15 @@ def fermion_energy_fluctuation(eigenvalues: np.ndarray, beta: float) -> np.ndarr
     return (eigenvalues**2 * 0.25 * (1.0 - t * t)).sum(axis=-1)  # f (1 - f) = (1 - tanh²(βε/2)) / 4
 
 
+def hopping_matrix(lattice: Lattice, t: float, mu: float) -> np.ndarray:
+    """H_0 for one spin species, (N, N): -t on every nearest-neighbour bond, -μ on the diagonal."""
+    h = np.zeros((lattice.N, lattice.N))
+    i, j = lattice.bonds.T
+    np.add.at(h, (i, j), -t)
+    np.add.at(h, (j, i), -t)
+    return h - mu * np.eye(lattice.N)
+
+
 @dataclass(frozen=True)
 class DoubleExchange:
     """Parameters of the double-exchange model on a lattice, and the exact weight of spins.
@@ -70,13 +79,8 @@ class DoubleExchange:
 
     @cached_property
     def _h0(self):
-        """Spin-independent part: hopping ⊗ 1_spin - μ, shape (2N, 2N) complex128."""
-        N = self.lattice.N
-        hop = np.zeros((N, N))
-        i, j = self.lattice.bonds.T
-        np.add.at(hop, (i, j), -self.t)
-        np.add.at(hop, (j, i), -self.t)
-        h0 = np.kron(hop, np.eye(2)).astype(np.complex128) - self.mu * np.eye(2 * N)
+        """Spin-independent part: (hopping - μ) ⊗ 1_spin, shape (2N, 2N) complex128."""
+        h0 = np.kron(hopping_matrix(self.lattice, self.t, self.mu), np.eye(2)).astype(np.complex128)
         return self._xp.asarray(h0)
 
     @cached_property

@@ -27,18 +27,8 @@ import functools
 
 import numpy as np
 
-from .hamiltonian import fermi
+from .hamiltonian import fermi, hopping_matrix
 from .lattice import Lattice
-
-
-def hopping_matrix(lattice: Lattice, t: float, mu: float) -> np.ndarray:
-    """H_0 on the sites (one spin species): -t on every nearest-neighbour bond, -μ on the
-    diagonal; the spin-independent part of hamiltonian.DoubleExchange, site by site."""
-    h = np.zeros((lattice.N, lattice.N))
-    i, j = lattice.bonds.T
-    np.add.at(h, (i, j), -t)
-    np.add.at(h, (j, i), -t)
-    return h - mu * np.eye(lattice.N)
 
 
 def lindhard_kernel(energies: np.ndarray, beta: float) -> np.ndarray:

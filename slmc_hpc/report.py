@@ -44,6 +44,12 @@ class Progress:
             print(f"report: {what} ({elapsed:.0f} s)", file=sys.stderr, flush=True)
 
 
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def _thermodynamics_figure(run: RunTables, path: Path) -> None:
     t = run.thermodynamics
     panels = [(c, label) for c, label in PANELS if c in t]
@@ -58,9 +64,7 @@ def _thermodynamics_figure(run: RunTables, path: Path) -> None:
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle(f"{run.path.name}: per temperature" + (" (partial run)" if run.partial else ""))
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _structure_factor_figure(run: RunTables, path: Path) -> bool:
@@ -82,9 +86,7 @@ def _structure_factor_figure(run: RunTables, path: Path) -> bool:
             ax.set_xlabel("q_x / π")
             ax.set_ylabel("q_y / π")
         ax.set_title(f"S(q), T = {T:.4g}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -103,9 +105,7 @@ def _tempering_figure(run: RunTables, path: Path, history: np.ndarray) -> None:
     axes[2].set_xlabel("exchange round")
     axes[2].set_ylabel("slot (0 = lowest T)")
     axes[2].set_title("replica flow")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _training_figure(run: RunTables, path: Path) -> bool:
@@ -125,9 +125,7 @@ def _training_figure(run: RunTables, path: Path) -> bool:
     axes[1].set_ylabel("acceptance since the previous round")
     for ax in axes:
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -150,9 +148,7 @@ def _couplings_figure(run: RunTables, path: Path) -> bool:
         ax.set_xlabel("distance")
         ax.set_ylabel("J_n (E_eff = E_0 - Σ J_n Σ S_i·S_j)")
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -183,9 +179,7 @@ def _accuracy_figure(run: RunTables, path: Path) -> bool:
     axes[1].set_ylabel("density")
     for ax in axes:
         ax.legend(fontsize=7, markerscale=4)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -242,9 +236,7 @@ def _attention_figure(run: RunTables, path: Path, site: int = 0) -> str | None:
         ax.set_ylabel("mean a_ij")
         ax.legend(fontsize=7)
     fig.suptitle(f"attention on the last snapshot at T = {T:.4g} (site {site} at the centre)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
     return ""
 
 

@@ -264,20 +264,9 @@ def _thermodynamics_row(f, r: int, T: float, n: int, cfg: Config, lattice: Latti
 
 def _star(lattice: Lattice, index: int) -> np.ndarray:
     """Indices of the momenta that the point group maps momentum ``index`` onto (q and -q
-    included: ±q are one complex amplitude)."""
-    n = lattice.coords[index]
-    images = set()
-    for g_axes in _signed_permutations(lattice.dim):
-        image = tuple((np.array([s * n[a] for a, s in g_axes])) % lattice.L)
-        images.add(int(np.ravel_multi_index(image, lattice.shape)))
-    return np.array(sorted(images))
-
-
-def _signed_permutations(dim: int):
-    import itertools
-    for axes in itertools.permutations(range(dim)):
-        for signs in itertools.product((1, -1), repeat=dim):
-            yield list(zip(axes, signs))
+    included: ±q are one complex amplitude). Momentum k is 2π coords[k] / L, so the point
+    group acts on momentum indices as Lattice.point_group's permutations act on sites."""
+    return np.unique([g[index] for g in lattice.point_group()])
 
 
 def _tempering(f, temperatures, measured: int) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -49,6 +49,14 @@ def stop_at(monkeypatch, phase, step):
     monkeypatch.setattr(run_loop.TemperingRun, "poll", poll)
 
 
+def run_stopped_at(monkeypatch, cfg, output, phase, step, **kwargs):
+    """driver.run of ``cfg`` into ``output``, stopped (Interrupted, after a checkpoint) at (phase, step)."""
+    with monkeypatch.context() as m:
+        stop_at(m, phase, step)
+        with pytest.raises(driver.Interrupted):
+            driver.run(cfg, output=output, log=quiet, **kwargs)
+
+
 @pytest.mark.parametrize("kind,temps,phase,step", [
     ("transformer", (0.1,), "thermalize", 15),   # mid training schedule, one replica
     ("transformer", (0.1, 0.15), "thermalize", 20),  # right after a training round
@@ -58,10 +66,7 @@ def stop_at(monkeypatch, phase, step):
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, kind, temps, phase, step):
     cfg = config(kind, temps)
     driver.run(cfg, output=tmp_path / "whole.h5", log=quiet)
-    with monkeypatch.context() as m:
-        stop_at(m, phase, step)
-        with pytest.raises(driver.Interrupted):
-            driver.run(cfg, output=tmp_path / "cut.h5", log=quiet)
+    run_stopped_at(monkeypatch, cfg, tmp_path / "cut.h5", phase, step)
     tree = read_checkpoint(checkpoint_path(tmp_path / "cut.h5"))
     assert (tree["phase"], tree["step"]) == (phase, step)
     driver.run(cfg, output=tmp_path / "cut.h5", log=quiet, resume=True)
@@ -101,10 +106,7 @@ def test_a_signal_during_a_training_round_stops_at_once_and_the_resume_redoes_th
 def test_a_checkpoint_of_format_1_without_round_pending_still_resumes(tmp_path, monkeypatch):
     cfg = config("transformer", (0.1,))
     driver.run(cfg, output=tmp_path / "whole.h5", log=quiet)
-    with monkeypatch.context() as m:
-        stop_at(m, "thermalize", 20)
-        with pytest.raises(driver.Interrupted):
-            driver.run(cfg, output=tmp_path / "cut.h5", log=quiet)
+    run_stopped_at(monkeypatch, cfg, tmp_path / "cut.h5", "thermalize", 20)
     ckpt = checkpoint_path(tmp_path / "cut.h5")
     tree = read_checkpoint(ckpt)
     assert tree.pop("round_pending") == 0
@@ -119,10 +121,7 @@ def test_resuming_twice_and_resuming_a_complete_run(tmp_path, monkeypatch):
     cfg = config("linear", (0.1, 0.2), measure=60)
     driver.run(cfg, output=tmp_path / "whole.h5", log=quiet)
     for phase, step in (("thermalize", 12), ("measure", 25)):
-        with monkeypatch.context() as m:
-            stop_at(m, phase, step)
-            with pytest.raises(driver.Interrupted):
-                driver.run(cfg, output=tmp_path / "cut.h5", log=quiet, resume=True)
+        run_stopped_at(monkeypatch, cfg, tmp_path / "cut.h5", phase, step, resume=True)
     driver.run(cfg, output=tmp_path / "cut.h5", log=quiet, resume=True)
     assert_same_files(tmp_path / "whole.h5", tmp_path / "cut.h5")
     before = (tmp_path / "cut.h5").read_bytes()
@@ -134,10 +133,7 @@ def test_resuming_twice_and_resuming_a_complete_run(tmp_path, monkeypatch):
 def test_a_foreign_or_damaged_checkpoint_is_refused_and_changes_nothing(tmp_path, monkeypatch):
     cfg = config("linear")
     out = tmp_path / "cut.h5"
-    with monkeypatch.context() as m:
-        stop_at(m, "measure", 10)
-        with pytest.raises(driver.Interrupted):
-            driver.run(cfg, output=out, log=quiet)
+    run_stopped_at(monkeypatch, cfg, out, "measure", 10)
     ckpt = checkpoint_path(out)
     saved = out.read_bytes(), ckpt.read_bytes()
     other = cfg.replace("model", mu=-2.0)
@@ -363,10 +359,7 @@ def test_a_new_run_never_resumes_an_earlier_runs_checkpoint(tmp_path, monkeypatc
     output of another run (same configuration) is refused: outputs carry a run id."""
     cfg = config("linear")
     out, other = tmp_path / "cut.h5", tmp_path / "other.h5"
-    with monkeypatch.context() as m:
-        stop_at(m, "measure", 20)
-        with pytest.raises(driver.Interrupted):
-            driver.run(cfg, output=out, log=quiet)
+    run_stopped_at(monkeypatch, cfg, out, "measure", 20)
     old = checkpoint_path(out).read_bytes()
     driver.run(cfg, output=other, log=quiet)
     checkpoint_path(other).write_bytes(old)
@@ -392,10 +385,7 @@ def test_resume_after_the_summary_was_written_and_with_resumable_changes(tmp_pat
     cfg = config("linear", measure=40)
     driver.run(cfg, output=tmp_path / "whole.h5", log=quiet)
     out = tmp_path / "cut.h5"
-    with monkeypatch.context() as m:
-        stop_at(m, "thermalize", 20)
-        with pytest.raises(driver.Interrupted):
-            driver.run(cfg, output=out, log=quiet)
+    run_stopped_at(monkeypatch, cfg, out, "thermalize", 20)
     saved = checkpoint_path(out).read_bytes()
     driver.run(cfg, output=out, log=quiet, resume=True)  # completes: summary written
     checkpoint_path(out).write_bytes(saved)  # as if the removal never happened
@@ -409,10 +399,7 @@ def test_a_checkpoint_from_before_0_2_is_refused_and_changes_nothing(tmp_path, m
     defaults, another tuner and no fluctuation dataset, so it is refused with a clear message
     and neither the checkpoint nor the output is touched."""
     cfg = config("linear")
-    with monkeypatch.context() as m:
-        stop_at(m, "measure", 10)
-        with pytest.raises(driver.Interrupted):
-            driver.run(cfg, output=tmp_path / "cut.h5", log=quiet)
+    run_stopped_at(monkeypatch, cfg, tmp_path / "cut.h5", "measure", 10)
     ckpt = checkpoint_path(tmp_path / "cut.h5")
     tree = read_checkpoint(ckpt)
     tree["config"] = cfg.text  # the text as given, as 0.1 stored it
