@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     r.add_argument("--resume", action="store_true",
                    help="continue from <output>.ckpt (start afresh if there is no output yet; "
-                        "do nothing if the output is complete)")
+                        "do nothing if the output is complete; with a larger [run] measure, "
+                        "continue a complete run for more measured steps)")
     c = sub.add_parser("check", help="validate a configuration and print it with defaults filled in")
     c.add_argument("config")
     sub.add_parser("keys", help="print every configuration key with its type, default and help")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .assemble import assemble
 from .checkpoint import checkpoint_path
-from .config import Config, ConfigError
+from .config import Config, ConfigError, parse
 from .control import Control, Interrupted, StopSignals
 from .output import GatheredOutput, gathers_output, open_output
 from .parallel.comm import SerialComm
@@ -31,7 +31,10 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
     gets SIGTERM or SIGUSR1 (then the run raises Interrupted). With ``resume`` the run
     continues from that checkpoint, rewriting the output from the checkpoint's position on,
     so the file ends up as an uninterrupted run's; without a checkpoint it starts afresh
-    when there is no output yet, and does nothing when the output is already complete."""
+    when there is no output yet, and does nothing when the output is already complete.
+    A complete run keeps its final state as its checkpoint: resumed with a larger [run]
+    measure (every other key the same) it continues the same chains, and the file ends up as
+    that of a run with the larger measure from the start."""
     comm = comm or SerialComm()
     if output is not None and not str(output).isprintable():
         raise ConfigError(f"--output {str(output)!r} must be a file name of printable characters")
@@ -43,7 +46,7 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
     with StopSignals() as signals:
         tree = None
         if resume:
-            state = on_rank0_config(comm, lambda: resume_state(path, ckpt))
+            state = on_rank0_config(comm, lambda: resume_state(path, ckpt, cfg.run.measure))
             if state == "complete":
                 log(f"slmc-hpc: {path} is already complete; nothing to resume")
                 return path
@@ -52,13 +55,16 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
         parts = assemble(cfg, comm, log)
         if tree is not None:
             log(f"slmc-hpc: resuming from {ckpt} ({tree['phase']} step {tree['step']})")
-        else:
-            on_rank0_config(comm, lambda: remove_checkpoint(ckpt))  # never resume an earlier run into this one
+            before = parse(tree["config"], legacy=True).run.measure
+            if before != cfg.run.measure:
+                log(f"slmc-hpc: extending the run from {before} to {cfg.run.measure} measured steps")
         gather = gathers_output(comm, gather_output)
         if gather:
             log("slmc-hpc: warning: h5py has no MPI support; rank 0 gathers and writes the output (slower)")
         out = open_output(path, parts.layout, comm, overwrite, run_id=tree["run_id"] if tree is not None else None,
                           gather=gather)
+        if tree is None:  # never resume an earlier run into this one; only now, so a refused run removes nothing
+            on_rank0_config(comm, lambda: remove_checkpoint(ckpt))
         log(f"slmc-hpc: {parts.header}, {len(parts.temperatures)} temperature(s) on {comm.size} process(es), "
             f"{parts.layout.local_updates} local updates/step -> {path}")
         if parts.model_line is not None:
@@ -83,9 +89,4 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
             raise
         out.close()
     comm.barrier()
-    if comm.rank == 0:
-        try:
-            ckpt.unlink(missing_ok=True)  # complete; a later --resume finds the finished file
-        except OSError as exc:
-            log(f"slmc-hpc: warning: could not remove the checkpoint {ckpt}: {exc}")
     return path

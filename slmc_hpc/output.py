@@ -65,9 +65,10 @@ class Layout:
     path_candidates: list | None = None  # (local updates, δ) pairs a tuned run tries (tuning.py)
 
 
-def open_for_resuming(path: Path, run_id: str, comm=None) -> h5py.File:
+def open_for_resuming(path: Path, run_id: str, comm=None, measure: int | None = None) -> h5py.File:
     """Open the existing output file of run ``run_id`` (the checkpoint's) for writing,
-    collectively under MPI."""
+    collectively under MPI; a ``measure`` beyond the file's needs a file whose step axes can
+    grow (written since 0.3)."""
     comm = comm or SerialComm()
 
     def check():  # rank 0 alone reads the file before every rank opens it
@@ -82,6 +83,12 @@ def open_for_resuming(path: Path, run_id: str, comm=None) -> h5py.File:
         if stored_id != run_id:
             raise ConfigError(f"{str(path)!r} is not the output of the checkpoint's run (run id {stored_id!r}, "
                               f"the checkpoint's {run_id!r}); nothing was changed")
+        with h5py.File(path, "r") as f:
+            steps = f["measure/free_energy"]
+            if measure is not None and measure > steps.shape[1] and steps.maxshape[1] is not None:
+                raise ConfigError(f"{str(path)!r} holds {steps.shape[1]} measured steps and was written before "
+                                  f"slmc-hpc 0.3, whose files cannot grow; [run] measure cannot be raised for "
+                                  f"it (nothing was changed)")
     on_rank0(comm, check, (ConfigError,))
     if comm.size == 1:
         return h5py.File(path, "r+")
@@ -120,8 +127,9 @@ class RunOutput:
         self.collective = comm.size > 1
         self.snapshot_every, self.thermalize = layout.snapshot_every, layout.thermalize
         if run_id is not None:
-            self.file = open_for_resuming(self.path, run_id, comm)
+            self.file = open_for_resuming(self.path, run_id, comm, layout.measure)
             self.run_id = run_id
+            self._grow(layout)
             return
         self.run_id = comm.bcast(uuid.uuid4().hex)
         lattice = layout.lattice
@@ -139,16 +147,19 @@ class RunOutput:
         f.create_dataset("temperatures", data=np.asarray(layout.temperatures, dtype=np.float64))
         f.create_dataset("lattice/coords", data=lattice.coords)
         f.create_dataset("lattice/bonds", data=lattice.bonds)
+        # the step axes can grow: a finished run extended to a larger [run] measure (grow())
         chunk = max(1, min(n, 4096))
         for name, (dtype, tail) in MEASURE_DTYPES.items():
             fill = -1 if dtype == "i1" else np.nan
             f.create_dataset(f"measure/{name}", shape=(R, n) + tail, dtype=dtype, fillvalue=fill,
-                             chunks=(1, chunk) + tail)
+                             chunks=(1, chunk) + tail, maxshape=(R, None) + tail)
         f.create_dataset("measure/n_written", data=np.zeros(R, dtype=np.int64))
         f.create_dataset("snapshots/spins", shape=(R, m, N, 3), dtype="f8", fillvalue=np.nan,
-                         chunks=(1, 1, N, 3) if m else None)
-        f.create_dataset("snapshots/free_energy", shape=(R, m), dtype="f8", fillvalue=np.nan)
-        f.create_dataset("snapshots/step", shape=(R, m), dtype="i8", fillvalue=-1)
+                         chunks=(1, 1, N, 3), maxshape=(R, None, N, 3))
+        f.create_dataset("snapshots/free_energy", shape=(R, m), dtype="f8", fillvalue=np.nan,
+                         chunks=(1, 1024), maxshape=(R, None))
+        f.create_dataset("snapshots/step", shape=(R, m), dtype="i8", fillvalue=-1, chunks=(1, 1024),
+                         maxshape=(R, None))
         f.create_dataset("snapshots/n_written", data=np.zeros(R, dtype=np.int64))
         g = f.create_group("model")
         g.attrs["kind"] = layout.model_kind
@@ -164,8 +175,10 @@ class RunOutput:
             integer = name in ("step", "n_train")
             f.create_dataset(f"training/{name}", shape=(R, layout.n_rounds), dtype="i8" if integer else "f8",
                              fillvalue=-1 if integer else np.nan)
-        f.create_dataset("tempering/slot_of_replica", shape=(layout.n_exchanges, R), dtype="i4", fillvalue=-1)
-        f.create_dataset("tempering/accepted", shape=(layout.n_exchanges, max(R - 1, 0)), dtype="i1", fillvalue=-1)
+        f.create_dataset("tempering/slot_of_replica", shape=(layout.n_exchanges, R), dtype="i4", fillvalue=-1,
+                         chunks=(1024, R), maxshape=(None, R))
+        f.create_dataset("tempering/accepted", shape=(layout.n_exchanges, max(R - 1, 0)), dtype="i1", fillvalue=-1,
+                         chunks=(1024, max(R - 1, 1)), maxshape=(None, None))
         f["tempering"].attrs["exchange_every"] = layout.exchange_every
         if layout.path_candidates is not None:
             C = len(layout.path_candidates)
@@ -175,6 +188,21 @@ class RunOutput:
             for name in ("steps", "moved_fraction", "proxy"):
                 f.create_dataset(f"tuning/{name}", shape=(R, C), dtype="f8", fillvalue=np.nan)
         f.flush()
+
+    def _grow(self, layout: Layout) -> None:
+        """Resize the step axes to ``layout.measure`` measured steps (a run resumed with a larger
+        [run] measure), and store the configuration that asked for them. Collective under
+        MPI-IO, like every change of the file's metadata."""
+        f = self.file
+        if f["measure/free_energy"].shape[1] == layout.measure:
+            return
+        for name in MEASURE_DTYPES:
+            f[f"measure/{name}"].resize(layout.measure, axis=1)
+        for name in ("spins", "free_energy", "step"):
+            f[f"snapshots/{name}"].resize(layout.measure // layout.snapshot_every, axis=1)
+        for name in ("slot_of_replica", "accepted"):
+            f[f"tempering/{name}"].resize(layout.n_exchanges, axis=0)
+        f.attrs["config"] = layout.config_text
 
     def _write(self, name: str, where, values) -> None:
         dset = self.file[name]

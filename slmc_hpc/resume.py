@@ -22,6 +22,7 @@ from .parallel.comm import on_rank0
 from .samplers import AcceptanceCounts
 
 # keys that may change between a run and its resume: they change nothing of the chains
+# ([run] measure may also grow: the same chains then run longer, see check_checkpoint)
 RESUMABLE_CHANGES = {("run", "checkpoint_every"), ("run", "progress_every"), ("run", "output")}
 
 
@@ -30,20 +31,45 @@ def on_rank0_config(comm, func, share: bool = True):
     return on_rank0(comm, func, (ConfigError,), share)
 
 
-def resume_state(path: Path, ckpt: Path) -> str:
-    """What --resume finds (rank 0 looks): "checkpoint", "complete" or "new"."""
+def resume_state(path: Path, ckpt: Path, measure: int) -> str:
+    """What --resume finds (rank 0 looks): "checkpoint", "complete" or "new". A complete run
+    keeps its final state as its checkpoint (phase "measure", step = its [run] measure): with
+    the same ``measure`` the run is "complete"; with a larger one that checkpoint continues it."""
+    done = _measured_steps_if_complete(path)
     if ckpt.exists():
-        return "checkpoint"
+        return "complete" if done is not None and _checkpoint_position(ckpt) == ("measure", done) == (
+            "measure", measure) else "checkpoint"
     if not path.exists():
         return "new"
+    if done is None:
+        raise ConfigError(f"--resume: {str(path)!r} exists but there is no checkpoint {str(ckpt)!r} to continue "
+                          f"from (killed before the first checkpoint?); pass --overwrite to start again")
+    if measure > done:
+        raise ConfigError(f"--resume: {str(path)!r} is complete with {done} measured steps; continuing it to "
+                          f"{measure} needs its final state {str(ckpt)!r}, which is missing (removed, or the run "
+                          f"finished before slmc-hpc 0.3); nothing was changed")
+    return "complete"
+
+
+def _measured_steps_if_complete(path: Path) -> int | None:
+    """The measured steps of a complete output file (one with its summary), else None."""
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") == FORMAT and "summary" in f:
-                return "complete"
-    except OSError:
+                return int(f["measure/free_energy"].shape[1])
+    except (OSError, KeyError):
         pass
-    raise ConfigError(f"--resume: {str(path)!r} exists but there is no checkpoint {str(ckpt)!r} to continue "
-                      f"from (killed before the first checkpoint?); pass --overwrite to start again")
+    return None
+
+
+def _checkpoint_position(ckpt: Path) -> tuple[str, int] | None:
+    """(phase, step) of a checkpoint, from its attributes alone; None if unreadable (reading it
+    in full then says what is wrong)."""
+    try:
+        with h5py.File(ckpt, "r") as f:
+            return str(f.attrs["phase"]), int(f.attrs["step"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
 
 
 def remove_checkpoint(ckpt: Path) -> None:
@@ -84,7 +110,11 @@ def check_checkpoint(tree: dict, ckpt: Path, cfg: Config, n_ranks: int) -> None:
                           f"and file layout differ; finish that run with the version that started it, or start "
                           f"again with --overwrite")
     changed = [(name, key) for name, section in cfg.sections.items() for key, value in section.as_dict().items()
-               if (name, key) not in RESUMABLE_CHANGES and saved.sections[name].as_dict()[key] != value]
+               if (name, key) not in RESUMABLE_CHANGES | {("run", "measure")}
+               and saved.sections[name].as_dict()[key] != value]
+    if cfg.run.measure < saved.run.measure:  # a larger measure continues the same chains (extends the run)
+        raise ConfigError(f"checkpoint {str(ckpt)!r} is of a run of {saved.run.measure} measured steps; "
+                          f"[run] measure = {cfg.run.measure} would shorten it (it may only grow)")
     if changed:
         keys = ", ".join(f"[{n}] {k}" for n, k in changed)
         raise ConfigError(f"checkpoint {str(ckpt)!r} is from another configuration ({keys} differ); "

@@ -67,6 +67,9 @@ class TemperingRun:
             self.thermalize(step, redo_round=round_pending)
             step = 0
         self.measure(step)
+        # the final state stays as the checkpoint: a larger [run] measure continues from it
+        self.out.sync()
+        save_checkpoint(self, "measure", self.schedule.measure)
         summarize(self.out, self.n_sites, self.temperatures,
                   [AcceptanceCounts.from_array(a) for a in self.comm.allreduce_sum(self.counts_array())],
                   self.seconds_per_step, self.trips, self.log, self.comm)

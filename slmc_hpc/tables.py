@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .config import Config, ConfigError, parse
+from .ladder import barrier, suggested_replicas
 from .lattice import Lattice
 from .observables import structure_factor
 from .output import FORMAT
@@ -67,8 +68,7 @@ class RunTables:
     def barrier(self) -> float:
         """Λ ≈ Σ over pairs of the swap rejection rate: the global communication barrier of
         non-reversible tempering (Syed et al., JRSS-B 2022); NaN without exchanges."""
-        r = self.pairs["rejection"].to_numpy() if len(self.pairs) else np.array([])
-        return float(np.sum(r)) if len(r) and np.all(np.isfinite(r)) else float("nan")
+        return barrier(self.pairs["rejection"].to_numpy() if len(self.pairs) else [])
 
     @property
     def round_trip_rate(self) -> float:
@@ -79,7 +79,7 @@ class RunTables:
     @property
     def suggested_replicas(self) -> int | None:
         """About 2Λ replicas (at least 2) for alternating even/odd exchanges; None without Λ."""
-        return None if not np.isfinite(self.barrier) else max(2, int(np.ceil(2 * self.barrier)))
+        return suggested_replicas(self.barrier)
 
 
 def _open(path: Path) -> h5py.File:

@@ -70,8 +70,62 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, kin
     tree = read_checkpoint(checkpoint_path(tmp_path / "cut.h5"))
     assert (tree["phase"], tree["step"]) == (phase, step)
     driver.run(cfg, output=tmp_path / "cut.h5", log=quiet, resume=True)
-    assert not checkpoint_path(tmp_path / "cut.h5").exists()  # removed once the run is complete
+    final = read_checkpoint(checkpoint_path(tmp_path / "cut.h5"))  # the final state is kept
+    assert (final["phase"], final["step"]) == ("measure", cfg.run.measure)
     assert_same_files(tmp_path / "whole.h5", tmp_path / "cut.h5")
+
+
+@pytest.mark.parametrize("kind,temps,short,long", [
+    ("linear", (0.1, 0.15, 0.2), 40, 70),   # the last exchange of the short run at step 39, snapshots cut mid-way
+    ("transformer", (0.1, 0.15), 42, 43),  # an exchange at the short run's last step; one more step
+    ("linear", (0.1,), 40, 55),            # one replica, no exchanges
+])
+def test_an_extended_run_equals_the_longer_run_bit_for_bit(tmp_path, kind, temps, short, long):
+    """A finished run resumed with a larger [run] measure continues its chains in the same
+    file; the file is then that of a run with the larger measure from the start."""
+    driver.run(config(kind, temps, measure=long), output=tmp_path / "whole.h5", log=quiet)
+    driver.run(config(kind, temps, measure=short), output=tmp_path / "grown.h5", log=quiet)
+    lines = []
+    driver.run(config(kind, temps, measure=long), output=tmp_path / "grown.h5", log=lines.append, resume=True)
+    assert any(f"extending the run from {short} to {long} measured steps" in line for line in lines)
+    assert_same_files(tmp_path / "whole.h5", tmp_path / "grown.h5")
+    with h5py.File(tmp_path / "grown.h5", "r") as f:
+        assert parse(f.attrs["config"]).run.measure == long
+    # and once more: it is complete at the larger measure
+    before = (tmp_path / "grown.h5").read_bytes()
+    lines = []
+    driver.run(config(kind, temps, measure=long), output=tmp_path / "grown.h5", log=lines.append, resume=True)
+    assert "already complete" in lines[0] and (tmp_path / "grown.h5").read_bytes() == before
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"run": {"seed": 12}}, r"\[run\] seed differ"),
+    ({"temperatures": {"exchange_every": 4}}, r"\[temperatures\] exchange_every differ"),
+    ({"run": {"measure": 30}}, "would shorten it"),
+])
+def test_extending_with_another_key_changed_is_refused_and_changes_nothing(tmp_path, change, match):
+    out = tmp_path / "run.h5"
+    driver.run(config("linear", measure=40), output=out, log=quiet)
+    files = {p: p.read_bytes() for p in (out, checkpoint_path(out))}
+    text = config_text("linear", measure=40).replace("measure = 40", "measure = 60")
+    cfg = parse(text)
+    for section, keys in change.items():
+        cfg = cfg.replace(section, **keys)
+    with pytest.raises(ConfigError, match=match):
+        driver.run(cfg, output=out, log=quiet, resume=True)
+    assert all(p.read_bytes() == data for p, data in files.items())
+
+
+def test_a_complete_run_without_its_final_state_cannot_be_extended(tmp_path):
+    out = tmp_path / "run.h5"
+    driver.run(config("linear", measure=40), output=out, log=quiet)
+    checkpoint_path(out).unlink()
+    before = out.read_bytes()
+    with pytest.raises(ConfigError, match="needs its final state"):
+        driver.run(config("linear", measure=60), output=out, log=quiet, resume=True)
+    lines = []
+    driver.run(config("linear", measure=40), output=out, log=lines.append, resume=True)
+    assert "already complete" in lines[0] and out.read_bytes() == before
 
 
 def test_a_signal_during_a_training_round_stops_at_once_and_the_resume_redoes_the_round(tmp_path, monkeypatch):
@@ -408,4 +462,19 @@ def test_a_checkpoint_from_before_0_2_is_refused_and_changes_nothing(tmp_path, m
     files = {p: p.read_bytes() for p in (ckpt, tmp_path / "cut.h5")}
     with pytest.raises(ConfigError, match="written by slmc-hpc before 0.2"):
         driver.run(cfg, output=tmp_path / "cut.h5", log=quiet, resume=True)
+    assert all(p.read_bytes() == data for p, data in files.items())
+
+
+def test_a_file_whose_steps_cannot_grow_is_not_extended(tmp_path):
+    """Files written before 0.3 have fixed-size step axes: extending one is refused, and
+    neither the file nor the checkpoint changes."""
+    out = tmp_path / "run.h5"
+    driver.run(config("linear", measure=40), output=out, log=quiet)
+    with h5py.File(out, "r+") as f:  # as 0.2 wrote it: not resizable
+        data = f["measure/free_energy"][()]
+        del f["measure/free_energy"]
+        f.create_dataset("measure/free_energy", data=data)
+    files = {p: p.read_bytes() for p in (out, checkpoint_path(out))}
+    with pytest.raises(ConfigError, match="cannot grow"):
+        driver.run(config("linear", measure=60), output=out, log=quiet, resume=True)
     assert all(p.read_bytes() == data for p, data in files.items())

@@ -93,3 +93,17 @@ def test_a_signal_on_one_rank_during_a_training_round_stops_every_rank_there(tmp
     on_rank0(comm, check_checkpoint)
     driver.run(cfg, output=f"{where}/cut.h5", comm=comm, log=quiet, gather_output=gather, resume=True)
     on_rank0(comm, lambda: assert_same_files(f"{where}/whole.h5", f"{where}/cut.h5"))
+
+
+@pytest.mark.parametrize("gather", [False, True], ids=["mpio", "rank0-gather"])
+def test_an_extended_run_equals_the_longer_run(tmp_path_factory, gather):
+    """A finished run resumed with a larger [run] measure equals, bit for bit, the run that
+    had the larger measure from the start (both MPI writers)."""
+    comm = MPIComm()
+    where = comm.bcast(str(tmp_path_factory.mktemp("extend")) if comm.rank == 0 else None)
+    quiet = lambda *a, **k: None  # noqa: E731
+    longer = config(comm.size).replace("run", measure=61)
+    driver.run(longer, output=f"{where}/whole.h5", comm=comm, log=quiet, gather_output=gather)
+    driver.run(config(comm.size), output=f"{where}/grown.h5", comm=comm, log=quiet, gather_output=gather)
+    driver.run(longer, output=f"{where}/grown.h5", comm=comm, log=quiet, gather_output=gather, resume=True)
+    on_rank0(comm, lambda: assert_same_files(f"{where}/whole.h5", f"{where}/grown.h5"))

@@ -1,0 +1,112 @@
+"""The temperature ladder that tunes itself ([temperatures] adapt = "barrier"): pure decisions
+on numbers the run loop gathers, no MPI and no physics.
+
+Non-reversible tempering (alternating even/odd pairs) is limited by the global communication
+barrier Λ = Σ_s r_s, the sum of the swap rejection rates r_s of neighbouring slots (Syed,
+Bouchard-Côté, Deligiannidis, Doucet, JRSS-B 84, 321 (2022)): its round-trip rate is about
+1 / (2 + 2Λ) per exchange round when the r_s are equal, and a ladder of about 2Λ replicas is
+the cheapest that still communicates. For close temperatures r(β, β') ≈ |Λ(β) - Λ(β')|, so a
+ladder whose cumulative barrier Λ(β_k) is equally spaced has equal rejections: that is the
+ladder chosen here, with the two ends kept.
+
+The rejection is estimated without swapping (while exchanges are off, during thermalization).
+A configuration x of slot s knows log W at every β from its cached eigenvalues, and the swap
+of x (slot s) with y (slot s+1) is accepted with min(1, exp(u(x) + d(y))), where
+
+    u(x) = log W_{β_{s+1}}(x) - log W_{β_s}(x)     (slot s's "up" difference)
+    d(y) = log W_{β_s}(y) - log W_{β_{s+1}}(y)     (slot s+1's "down" difference)
+
+(tempering.py's log r with the two log weights regrouped). The expected acceptance is the mean
+over independent pairs, here over all pairs of the two slots' recorded differences.
+
+Slot 0 is the lowest temperature (largest β); temperatures ascend with the slot.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.interpolate import PchipInterpolator
+
+ADAPT_ROUNDS = 4  # rounds of doubling length in the first half of thermalization
+MIN_ROUND_STEPS = 10  # a shorter first round leaves out rounds (too few samples to estimate with)
+MIN_REJECTION = 1e-6  # floor on an estimate, so that the cumulative barrier rises strictly
+REPLICA_WARN_FACTOR = 2.0  # warn when the run has more than this factor fewer or more replicas than suggested
+
+
+def adaptation_ends(thermalize: int, n_replicas: int) -> list[int]:
+    """Thermalization steps after which the ladder moves: rounds of doubling length filling
+    the first half of thermalization (the second half trains the models and tunes the path at
+    the final ladder), as many as ADAPT_ROUNDS with a first round of at least MIN_ROUND_STEPS
+    steps; none with fewer than three replicas (the ends are fixed: nothing could move)."""
+    half = thermalize // 2
+    if n_replicas < 3:
+        return []
+    for n in range(ADAPT_ROUNDS, 0, -1):
+        first = half // (2**n - 1)
+        if first >= MIN_ROUND_STEPS:
+            return [round(half * (2 ** (k + 1) - 1) / (2**n - 1)) for k in range(n)]
+    return []
+
+
+def swap_acceptance(up_lower: np.ndarray, down_upper: np.ndarray, chunk: int = 512) -> float:
+    """Expected swap acceptance of slots s and s+1: the mean of min(1, exp(u_i + d_j)) over every
+    pair of slot s's up differences ``up_lower`` (u_i) and slot s+1's down differences
+    ``down_upper`` (d_j), in nats (see the module docstring)."""
+    u, d = np.asarray(up_lower, dtype=np.float64), np.asarray(down_upper, dtype=np.float64)
+    if not len(u) or not len(d):
+        raise ValueError("the swap acceptance needs samples of both slots")
+    total = 0.0
+    for start in range(0, len(u), chunk):
+        total += np.exp(np.minimum(0.0, u[start:start + chunk, None] + d[None, :])).sum()
+    return float(total / (len(u) * len(d)))
+
+
+def estimated_rejections(up: list, down: list) -> np.ndarray:
+    """(R - 1,) swap rejection rates of the neighbouring pairs, from each slot's recorded
+    up differences ``up[s]`` and down differences ``down[s]`` (the top slot has no up, the
+    bottom no down: those entries are unused)."""
+    return np.array([1.0 - swap_acceptance(up[s], down[s + 1]) for s in range(len(up) - 1)])
+
+
+def barrier(rejections) -> float:
+    """Λ ≈ Σ_s r_s, the global communication barrier (NaN without pairs or with a NaN rate)."""
+    r = np.asarray(rejections, dtype=np.float64)
+    return float(r.sum()) if len(r) and np.all(np.isfinite(r)) else float("nan")
+
+
+def suggested_replicas(lam: float) -> int | None:
+    """About 2Λ replicas (at least 2) for alternating even/odd exchanges; None without Λ."""
+    return None if not math.isfinite(lam) else max(2, math.ceil(2 * lam))
+
+
+def replica_warning(n_replicas: int, lam: float) -> str | None:
+    """A warning when the run has far fewer or far more replicas than about 2Λ, else None."""
+    want = suggested_replicas(lam)
+    if want is None or want / REPLICA_WARN_FACTOR <= n_replicas <= want * REPLICA_WARN_FACTOR:
+        return None
+    if n_replicas < want:
+        return (f"{n_replicas} replicas for a communication barrier Λ ≈ {lam:.2f}: the swaps between neighbours "
+                f"are mostly rejected and replicas rarely cross the ladder; about {want} are suggested")
+    return (f"{n_replicas} replicas for a communication barrier Λ ≈ {lam:.2f}: about {want} would cross the "
+            f"ladder as fast; the rest cost CPU time for little")
+
+
+def equalized_temperatures(temperatures, rejections) -> np.ndarray:
+    """The ladder (ascending temperatures, the two ends kept) whose cumulative barrier
+    Λ(β_k) = Σ_{s<k} r_s is equally spaced: β as a function of Λ interpolated through the
+    current ladder's points by a monotone cubic (PCHIP, Fritsch-Carlson), evaluated at
+    Λ_total k / (R - 1). Monotone, so the new temperatures ascend strictly."""
+    t = np.asarray(temperatures, dtype=np.float64)
+    r = np.maximum(np.asarray(rejections, dtype=np.float64), MIN_REJECTION)
+    if len(t) < 3:
+        return t.copy()
+    if len(r) != len(t) - 1 or not np.all(np.isfinite(r)):
+        raise ValueError(f"need {len(t) - 1} finite rejection rates for {len(t)} temperatures, got {r}")
+    cumulative = np.concatenate([[0.0], np.cumsum(r)])
+    beta_of_barrier = PchipInterpolator(cumulative, 1.0 / t)
+    betas = beta_of_barrier(cumulative[-1] * np.arange(len(t)) / (len(t) - 1))
+    new = 1.0 / betas
+    new[0], new[-1] = t[0], t[-1]  # exactly, not up to round-off
+    return new

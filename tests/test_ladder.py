@@ -1,0 +1,140 @@
+"""The self-tuning ladder's decisions (slmc_hpc/ladder.py) on a family of targets whose swap
+rejection is known in closed form.
+
+Toy family: π_β(x) ∝ exp(-(1 + β) x² / 2) on the real line, so log W_β(x) = -(1 + β) x²/2 up
+to a β-dependent constant (which cancels in a swap). The swap of x (at β) with y (at β' < β) is
+accepted with min(1, exp(k (x² - y²))), k = (β - β')/2; with σ_β² = 1/(1 + β):
+
+    a(β, β') = E_y[ erfc(|y| / (√2 σ_β)) + exp(-k y²) (σ_β'/σ_β) erf(|y| / (√2 σ_β')) ],
+
+one quadrature over y ~ N(0, σ_β'²) (the inner expectation over x is done in closed form: the
+Gaussian times exp(k x²) is a Gaussian of variance σ_β'²). Its local barrier is
+λ(β) = E|V(x₁) - V(x₂)| / 2 with V = x²/2 (Syed et al. 2022), = 1 / (π (1 + β)), so
+Λ(β_a, β_b) = ln((1 + β_b)/(1 + β_a)) / π exactly, and the ladder of equal rejection is
+geometric in 1 + β: not the geometric ladder in T that a run starts from.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate, special
+
+from slmc_hpc.ladder import (adaptation_ends, barrier, equalized_temperatures, estimated_rejections,
+                             replica_warning, suggested_replicas, swap_acceptance)
+from slmc_hpc.tempering import geometric_temperatures
+
+
+def exact_acceptance(beta: float, beta_next: float) -> float:
+    """a(β, β') of the toy family by quadrature of the closed-form inner expectation."""
+    sx, sy = (1 + beta) ** -0.5, (1 + beta_next) ** -0.5
+    k = (beta - beta_next) / 2
+
+    def integrand(y):
+        inner = (special.erfc(y / (sx * math.sqrt(2)))
+                 + math.exp(-k * y * y) * (sy / sx) * special.erf(y / (sy * math.sqrt(2))))
+        return inner * 2 * math.exp(-y * y / (2 * sy * sy)) / (sy * math.sqrt(2 * math.pi))
+    return integrate.quad(integrand, 0, np.inf, epsabs=1e-12, epsrel=1e-10)[0]
+
+
+def exact_rejections(temperatures) -> np.ndarray:
+    b = 1 / np.asarray(temperatures)
+    return np.array([1 - exact_acceptance(b[s], b[s + 1]) for s in range(len(b) - 1)])
+
+
+def exact_barrier(t_min: float, t_max: float) -> float:
+    return math.log((1 + 1 / t_min) / (1 + 1 / t_max)) / math.pi
+
+
+def toy_differences(temperatures, rng, n):
+    """Each slot's up and down differences of log W for n independent draws at its β."""
+    b = 1 / np.asarray(temperatures)
+    x2 = [rng.normal(0, (1 + beta) ** -0.5, n) ** 2 for beta in b]
+    up = [-(b[s + 1] - b[s]) * x2[s] / 2 if s + 1 < len(b) else None for s in range(len(b))]
+    down = [-(b[s - 1] - b[s]) * x2[s] / 2 if s > 0 else None for s in range(len(b))]
+    return up, down
+
+
+def test_closed_form_of_the_toy_family():
+    """The quadrature against a brute-force Monte Carlo of the swap, and the barrier against
+    Σ r over a fine ladder (r ≈ |ΔΛ| + O(Δβ³))."""
+    rng = np.random.default_rng(3)
+    beta, beta_next = 4.0, 2.5
+    x = rng.normal(0, (1 + beta) ** -0.5, 400000)
+    y = rng.normal(0, (1 + beta_next) ** -0.5, 400000)
+    mc = np.minimum(1, np.exp((beta - beta_next) * (x**2 - y**2) / 2))
+    assert exact_acceptance(beta, beta_next) == pytest.approx(mc.mean(), abs=4 * mc.std() / np.sqrt(len(mc)))
+    fine = geometric_temperatures(0.05, 5.0, 200)
+    assert exact_rejections(fine).sum() == pytest.approx(exact_barrier(0.05, 5.0), rel=2e-3)
+
+
+def test_the_estimate_without_swapping_agrees_with_the_exact_acceptance():
+    """All-pairs estimate from 3000 independent draws per slot, for close and for distant
+    temperatures: within 4 standard errors of the quadrature (a false alarm about once in 10^4
+    per pair). The error is that of a two-sample U-statistic, from its projections:
+    se² = var_i(mean_j a_ij)/n + var_j(mean_i a_ij)/m."""
+    rng = np.random.default_rng(5)
+    temperatures = np.array([0.05, 0.08, 0.3, 2.0])
+    up, down = toy_differences(temperatures, rng, 3000)
+    estimate = estimated_rejections(up, down)
+    exact = exact_rejections(temperatures)
+    for s in range(len(exact)):
+        a = np.exp(np.minimum(0.0, up[s][:, None] + down[s + 1][None, :]))
+        se = math.sqrt(a.mean(axis=1).var() / a.shape[0] + a.mean(axis=0).var() / a.shape[1])
+        assert 1 - a.mean() == pytest.approx(estimate[s], abs=1e-12)
+        assert se < 0.01 and abs(estimate[s] - exact[s]) < 4 * se, (s, estimate[s], exact[s], se)
+    assert 0.05 < estimate.min() and estimate.max() < 0.8  # a test of something: neither 0 nor 1
+
+
+def test_the_adapted_ladder_converges_to_equal_rejection_and_the_exact_barrier():
+    """From the geometric ladder in T (whose exact rejections run from 0.19 down to 0.05), four
+    rounds of 4000 draws per slot reach a ladder whose exact rejections are all within ±0.015 of
+    their mean (the estimates' noise, ~0.004 per pair, moves the points a little each round),
+    with the ends kept; Λ from the estimates and Σ r from the quadrature agree with the exact
+    Λ = ln((1 + β_max)/(1 + β_min))/π within 4% and 2% (finite spacing: Σ r < Λ by ~1%)."""
+    rng = np.random.default_rng(7)
+    t_min, t_max, R = 0.05, 5.0, 8
+    ladder = geometric_temperatures(t_min, t_max, R)
+    start = exact_rejections(ladder)
+    assert start.max() - start.mean() > 0.05  # negative control: the starting ladder fails the test
+    for _ in range(4):
+        estimate = estimated_rejections(*toy_differences(ladder, rng, 4000))
+        ladder = equalized_temperatures(ladder, estimate)
+    assert ladder[0] == t_min and ladder[-1] == t_max and np.all(np.diff(ladder) > 0)
+    final = exact_rejections(ladder)
+    assert np.max(np.abs(final - final.mean())) < 0.015, final
+    lam = exact_barrier(t_min, t_max)
+    assert barrier(estimate) == pytest.approx(lam, rel=0.04)
+    assert final.sum() == pytest.approx(lam, rel=0.02)
+    # the optimum is geometric in 1 + β, not in T: the ladder moved there
+    target = 1 / (np.geomspace(1 + 1 / t_min, 1 + 1 / t_max, R) - 1)
+    np.testing.assert_allclose(ladder, target, rtol=0.08)
+    assert np.max(np.abs(geometric_temperatures(t_min, t_max, R) / target - 1)) > 0.3
+
+
+def test_equalizing_keeps_a_ladder_of_equal_rejection_and_the_ends():
+    t = np.array([0.1, 0.2, 0.4, 0.7, 1.0])
+    np.testing.assert_allclose(equalized_temperatures(t, [0.2] * 4), t, rtol=1e-12)
+    moved = equalized_temperatures(t, [0.5, 0.1, 0.1, 0.1])  # the hard pair at the bottom gets more replicas
+    assert moved[0] == 0.1 and moved[-1] == 1.0 and np.all(np.diff(moved) > 0) and moved[1] < 0.2
+    assert np.all(np.diff(equalized_temperatures(t, [0.0, 0.0, 0.3, 0.0])) > 0)  # zero estimates: still ascending
+    np.testing.assert_array_equal(equalized_temperatures([0.1, 0.2], [0.9]), [0.1, 0.2])
+    with pytest.raises(ValueError, match="finite rejection"):
+        equalized_temperatures(t, [0.1, np.nan, 0.1, 0.1])
+
+
+def test_adaptation_rounds_double_and_fill_the_first_half():
+    ends = adaptation_ends(4000, 8)
+    assert ends == [133, 400, 933, 2000]
+    lengths = np.diff([0] + ends)
+    assert np.all(lengths[1:] >= 2 * lengths[:-1] - 1)
+    assert adaptation_ends(60, 8) == [10, 30]  # short thermalization: fewer rounds
+    assert adaptation_ends(15, 8) == [] and adaptation_ends(4000, 2) == []
+
+
+def test_replica_count_advice():
+    assert suggested_replicas(3.2) == 7 and suggested_replicas(0.1) == 2 and suggested_replicas(float("nan")) is None
+    assert replica_warning(7, 3.2) is None and replica_warning(4, 3.2) is None
+    assert "about 7 are suggested" in replica_warning(3, 3.2)
+    assert "cost CPU time" in replica_warning(16, 3.2)
+    assert swap_acceptance([0.0], [-np.log(2)]) == pytest.approx(0.5)
