@@ -25,6 +25,7 @@ from .backend import array_module, use_device_of_rank
 from .config import Config, ConfigError
 from .control import Schedule
 from .hamiltonian import DoubleExchange
+from .ladder import MIN_ROUND_STEPS, adaptation_ends
 from .lattice import Lattice
 from .models import LinearModel
 from .models.transformer import EquivariantTransformer, TransformerModel
@@ -172,6 +173,7 @@ class Assembled:
     replicas: dict[int, Replica]
     learners: dict[int, Learner | None]
     tuners: dict[int, PathTuner | None]  # choose each slot's inner-chain length and δ
+    adaptation_ends: list[int]  # thermalization steps after which the ladder moves (ladder.py); [] if fixed
     network: TorchTrainer | None  # the shared Transformer's trainer
     controller_rng: np.random.Generator | None  # the exchange decisions (rank 0)
     schedule: Schedule
@@ -217,16 +219,21 @@ def assemble(cfg: Config, comm, log=lambda *a: None) -> Assembled:
     header = f"{run.sampler} on {lattice.kind} L={lattice.L} (N={lattice.N})"
     model_line = None if model is None else (f"effective model: {cfg.effective_model.kind}, "
                                              f"{model.n_parameters} parameters")
-    return Assembled(physics, temperatures, replicas, learners, tuners, network,
+    ends = adaptation_ends(run.thermalize, R) if cfg.temperatures.adapt == "barrier" else []
+    if cfg.temperatures.adapt == "barrier" and not ends:
+        log(f"slmc-hpc: warning: [temperatures] adapt = \"barrier\" has nothing to do: it needs at least 2 "
+            f"temperatures (this run has {R}) and [run] thermalize of at least {2 * MIN_ROUND_STEPS} steps "
+            f"(has {run.thermalize}); the ladder stays as given")
+    return Assembled(physics, temperatures, replicas, learners, tuners, ends, network,
                      np.random.default_rng(seeds[R]) if comm.rank == 0 else None, schedule,
-                     output_layout(cfg, lattice, temperatures, model, schedule, next(iter(tuners.values()))),
+                     output_layout(cfg, lattice, temperatures, model, schedule, next(iter(tuners.values())), len(ends)),
                      cfg.complete_text, header, model_line)
 
 
 def output_layout(cfg: Config, lattice: Lattice, temperatures, model, schedule: Schedule,
-                  tuner: PathTuner | None) -> Layout:
+                  tuner: PathTuner | None, adaptation_rounds: int = 0) -> Layout:
     """The shape of the run's file: what it records and how many rows of each (``tuner``: any
-    slot's, for the candidates every slot tries)."""
+    slot's, for the candidates every slot tries; ``adaptation_rounds``: of the self-tuning ladder)."""
     values, names = model.parameters() if model is not None else (np.zeros(0), [])
     beta_ref = getattr(getattr(model, "net", None), "beta_ref", None)
     inner_names = build_linear(cfg, lattice, inner=True).parameters()[1] if has_inner_model(cfg) else None
@@ -240,4 +247,4 @@ def output_layout(cfg: Config, lattice: Lattice, temperatures, model, schedule: 
         model_kind=cfg.effective_model.kind if cfg.run.sampler == "slmc" else "none",
         parameter_names=list(names), n_parameters=len(values),
         beta_ref=None if beta_ref is None else float(beta_ref), inner_parameter_names=inner_names,
-        path_candidates=None if tuner is None else tuner.candidates)
+        path_candidates=None if tuner is None else tuner.candidates, adaptation_rounds=adaptation_rounds)

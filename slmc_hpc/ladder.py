@@ -39,15 +39,28 @@ def adaptation_ends(thermalize: int, n_replicas: int) -> list[int]:
     """Thermalization steps after which the ladder moves: rounds of doubling length filling
     the first half of thermalization (the second half trains the models and tunes the path at
     the final ladder), as many as ADAPT_ROUNDS with a first round of at least MIN_ROUND_STEPS
-    steps; none with fewer than three replicas (the ends are fixed: nothing could move)."""
+    steps; none with one replica. (Two replicas keep their ends, but the rounds still estimate
+    Λ and the replica advice.)"""
     half = thermalize // 2
-    if n_replicas < 3:
+    if n_replicas < 2:
         return []
     for n in range(ADAPT_ROUNDS, 0, -1):
         first = half // (2**n - 1)
         if first >= MIN_ROUND_STEPS:
             return [round(half * (2 ** (k + 1) - 1) / (2**n - 1)) for k in range(n)]
     return []
+
+
+def recorded_in_round(step: int, ends: list[int]) -> bool:
+    """Whether 0-based thermalization step ``step`` is in the second half of a ladder round
+    (rounds end after the steps ``ends``): a chain just moved to a new β first settles there,
+    and its samples from before would bias the estimate toward the old ladder."""
+    start = 0
+    for end in ends:
+        if step < end:
+            return step >= (start + end) // 2
+        start = end
+    return False
 
 
 def swap_acceptance(up_lower: np.ndarray, down_upper: np.ndarray, chunk: int = 512) -> float:

@@ -63,6 +63,7 @@ class Layout:
     beta_ref: float | None = None  # the Transformer's β-conditioning reference
     inner_parameter_names: list | None = None  # nested SLMC's inner linear model
     path_candidates: list | None = None  # (local updates, δ) pairs a tuned run tries (tuning.py)
+    adaptation_rounds: int = 0  # rounds of the self-tuning ladder (ladder.py)
 
 
 def open_for_resuming(path: Path, run_id: str, comm=None, measure: int | None = None) -> h5py.File:
@@ -180,6 +181,12 @@ class RunOutput:
         f.create_dataset("tempering/accepted", shape=(layout.n_exchanges, max(R - 1, 0)), dtype="i1", fillvalue=-1,
                          chunks=(1024, max(R - 1, 1)), maxshape=(None, None))
         f["tempering"].attrs["exchange_every"] = layout.exchange_every
+        if layout.adaptation_rounds:
+            f.create_dataset("tempering/adaptation/temperatures", shape=(layout.adaptation_rounds, R), dtype="f8",
+                             fillvalue=np.nan)
+            f.create_dataset("tempering/adaptation/rejection", shape=(layout.adaptation_rounds, R - 1), dtype="f8",
+                             fillvalue=np.nan)
+            f.create_dataset("tempering/adaptation/step", shape=(layout.adaptation_rounds,), dtype="i8", fillvalue=-1)
         if layout.path_candidates is not None:
             C = len(layout.path_candidates)
             f.create_dataset("tuning/candidates", data=np.array(layout.path_candidates, dtype=np.float64))
@@ -257,6 +264,16 @@ class RunOutput:
         self.file["tempering/slot_of_replica"][first:stop] = slot_of_replica
         self.file["tempering/accepted"][first:stop] = accepted
 
+    def write_adaptation(self, index: int, step: int, temperatures, rejections) -> None:
+        """Round ``index`` of the self-tuning ladder, which ended after thermalization step
+        ``step``: the ladder it ran at and its estimated swap rejection per neighbouring pair."""
+        g = self.file["tempering/adaptation"]
+        g["step"][index], g["temperatures"][index], g["rejection"][index] = step, temperatures, rejections
+
+    def write_temperatures(self, temperatures) -> None:
+        """The ladder the run measures at (after a self-tuning ladder has moved it)."""
+        self.file["temperatures"][:] = temperatures
+
     def write_model(self, slot: int, parameters: np.ndarray, inner: np.ndarray | None = None) -> None:
         """The frozen model of a slot, and (nested SLMC) the inner linear model that slot uses."""
         self.file["model/parameters"][slot] = parameters
@@ -305,7 +322,8 @@ class GatheredOutput:
     same layout."""
 
     WRITES = ("write_block", "write_model", "write_training", "write_tuning", "write_exchanges",
-              "write_summary", "rewind", "drop_summary")
+              "write_adaptation", "write_temperatures", "write_summary", "rewind", "drop_summary")
+    RANK0 = ("write_exchanges", "write_adaptation", "write_temperatures", "write_summary", "rewind", "drop_summary")
 
     def __init__(self, comm, make_output):
         self.comm = comm
@@ -316,7 +334,7 @@ class GatheredOutput:
     def __getattr__(self, name):
         if name not in self.WRITES:
             raise AttributeError(name)
-        if name in ("write_exchanges", "write_summary", "rewind", "drop_summary"):  # rank 0 alone has these to write
+        if name in self.RANK0:  # rank 0 alone has these to write
             return getattr(self.inner, name) if self.inner is not None else (lambda *a, **k: None)
         return lambda *args, **kwargs: self.pending.append((name, args, kwargs))
 

@@ -2,10 +2,10 @@
 state tree, assembled from (and restored into) a TemperingRun.
 
 The tree: the run's configuration text, run id, phase and step, whether a training round is
-pending, the tempering state (slot of every replica, round trips, exchange rounds done, the
-controller's random stream), and per rank: the shared network's trainer, the measured
-acceptance counts (R, 4) and per replica its chain (Replica.state_dict) and learning
-(Learner.state_dict). The file format is checkpoint.py's."""
+pending, the tempering state (the ladder, slot of every replica, round trips, exchange rounds
+done, the controller's random stream), and per rank: the shared network's trainer, the
+measured acceptance counts (R, 4) and per replica its chain (Replica.state_dict), learning
+(Learner.state_dict), tuner and the self-tuning ladder's differences of the current round. The file format is checkpoint.py's."""
 
 from __future__ import annotations
 
@@ -135,7 +135,8 @@ def save_checkpoint(run, phase: str, step: int, round_pending: bool = False) -> 
         learner = run.learners[r]
         tuner = run.tuners[r]
         replicas[str(r)] = (rep.state_dict() | (learner.state_dict() if learner is not None else {})
-                            | ({"tuner": tuner.state_dict()} if tuner is not None else {}))
+                            | ({"tuner": tuner.state_dict()} if tuner is not None else {})
+                            | {"differences": np.array(run.differences[r], dtype=np.float64).reshape(-1, 2)})
     mine = {"trainer": run.network.state_dict() if run.network is not None else None,
             "counts": run.counts_array(), "replicas": replicas}
     parts = run.comm.gather(mine)
@@ -147,6 +148,7 @@ def save_checkpoint(run, phase: str, step: int, round_pending: bool = False) -> 
                 "n_ranks": run.comm.size, "n_exchange": run.n_exchange,
                 "slot_of_replica": run.slot_of_replica.copy(), "trips": run.trips.state_dict(),
                 "controller_rng": json.dumps(run.controller_rng.bit_generator.state),
+                "temperatures": np.array(run.temperatures, dtype=np.float64),  # moved by a self-tuning ladder
                 "ranks": {str(rank): part for rank, part in enumerate(parts)}}
         try:
             write_checkpoint(path, tree)
@@ -173,6 +175,11 @@ def restore(run, tree: dict) -> None:
         if run.tuners[r] is not None:  # the path of the next step is the tuner's to say
             run.tuners[r].load_state_dict(saved["tuner"])
     run.resumed_chains = {r: mine["replicas"][str(r)]["chain"] for r in run.replicas}
+    if "temperatures" in tree:  # checkpoints before 0.3 have the configured ladder
+        run.temperatures = [float(t) for t in tree["temperatures"]]
+        run.betas = 1.0 / np.asarray(run.temperatures)
+    run.differences = {r: [tuple(row) for row in mine["replicas"][str(r)].get("differences", np.zeros((0, 2)))]
+                       for r in run.replicas}
     if run.controller_rng is not None:
         run.controller_rng.bit_generator.state = json.loads(tree["controller_rng"])
     run.slot_of_replica = np.array(tree["slot_of_replica"])

@@ -20,6 +20,8 @@ import numpy as np
 from .assemble import Assembled
 from .checkpoint import checkpoint_path
 from .control import Control, Interrupted
+from .ladder import (barrier, equalized_temperatures, estimated_rejections, recorded_in_round, replica_warning,
+                     suggested_replicas)
 from .progress import Progress
 from .records import Segments, write_block
 from .resume import save_checkpoint
@@ -52,6 +54,8 @@ class TemperingRun:
         self.R = len(self.temperatures)
         self.replicas, self.learners, self.network = parts.replicas, parts.learners, parts.network
         self.tuners = parts.tuners
+        self.adaptation_ends = parts.adaptation_ends  # the self-tuning ladder's rounds (ladder.py)
+        self.differences = {r: [] for r in self.replicas}  # this round's (up, down) log W differences
         self.controller_rng = parts.controller_rng
         self.slot_of_replica = np.arange(self.R)
         self.trips = RoundTrips(self.R)
@@ -114,16 +118,19 @@ class TemperingRun:
         reduce_before = self.comm.allreduce_seconds
         if redo_round:  # then what the uninterrupted run did after that round
             training += self.shared_round(start)
+            self.adapt_ladder(start)
             self.poll("thermalize", start)
         for k in range(start, s.thermalize):
             for r in self.replicas:
                 info = self.tuned_step(r, k) if self.tuners[r] is not None else self.learning_step(r)
                 n_acc, n_tests = n_acc + info.n_accepted, n_tests + info.n_tests
+            self.record_differences(k)
             for rep, learner in slots:  # each slot's own linear model: its own rounds
                 if learner is not None and self.network is None:
                     train_alone(rep, learner)
             if self.network is not None and is_refit_step(k, s.thermalize, s.train_every):
                 training += self.shared_round(k + 1)
+            self.adapt_ladder(k + 1)
             prog.update(k + 1, n_acc / max(n_tests, 1), force=k + 1 == s.thermalize)
             self.poll("thermalize", k + 1)
         if training:
@@ -139,6 +146,56 @@ class TemperingRun:
                 inner = learner.slot_models[1]
                 self.out.write_model(slot, rep.model.parameters()[0], None if inner is None else inner.parameters()[0])
                 self.out.write_training(slot, learner.rounds)
+
+    # -- the self-tuning ladder (ladder.py) ----------------------------------------------
+
+    def record_differences(self, k: int) -> None:
+        """In the second half of each ladder round (thermalization, no exchanges: replica r
+        holds slot r), each replica's log W differences to its neighbouring temperatures after
+        step ``k`` (ladder.recorded_in_round: the first half lets the chains settle at their β)."""
+        if not recorded_in_round(k, self.adaptation_ends):
+            return
+        b = self.betas
+        for r, rep in self.replicas.items():
+            lower, here, upper = rep.log_weights([b[max(r - 1, 0)], b[r], b[min(r + 1, self.R - 1)]])
+            self.differences[r].append((upper - here, lower - here))
+
+    def adapt_ladder(self, step: int) -> None:
+        """At the end of a ladder round (after thermalization step ``step``): rank 0 estimates
+        the swap rejections from every slot's differences and equalizes the ladder; every slot
+        moves to its new β and forgets its training data (made at the old β). After the last
+        round the ladder is frozen: the file's /temperatures, Λ and the replica advice."""
+        if step not in self.adaptation_ends:
+            return
+        index, comm = self.adaptation_ends.index(step), self.comm
+        parts = comm.gather({r: np.array(d, dtype=np.float64).reshape(-1, 2) for r, d in self.differences.items()})
+
+        def decide():
+            got = {r: d for part in parts for r, d in part.items()}
+            rejections = estimated_rejections([got[s][:, 0] for s in range(self.R)],
+                                              [got[s][:, 1] for s in range(self.R)])
+            return rejections, equalized_temperatures(self.temperatures, rejections)
+        rejections, new = comm.bcast(decide() if comm.rank == 0 else None)
+        if comm.rank == 0:
+            self.out.write_adaptation(index, step, self.temperatures, rejections)
+        lam = barrier(rejections)
+        self.log(f"ladder round {index + 1}/{len(self.adaptation_ends)} after step {step}: swap rejection "
+                 + " ".join(f"{r:.2f}" for r in rejections) + f" (Λ ≈ {lam:.2f}); T -> "
+                 + " ".join(f"{t:.4g}" for t in new))
+        self.temperatures, self.betas = [float(t) for t in new], 1.0 / np.asarray(new)
+        for r, rep in self.replicas.items():
+            rep.set_beta(self.betas[r])
+            if self.learners[r] is not None:
+                self.learners[r].forget_samples()
+        self.differences = {r: [] for r in self.replicas}
+        if index + 1 == len(self.adaptation_ends):
+            if comm.rank == 0:
+                self.out.write_temperatures(self.temperatures)
+            self.log(f"ladder frozen for measurement; communication barrier Λ ≈ {lam:.2f}, about "
+                     f"{suggested_replicas(lam)} replicas suggested (≈ 2Λ), this run has {self.R}")
+            warning = replica_warning(self.R, lam)
+            if warning:
+                self.log(f"slmc-hpc: warning: {warning}")
 
     def learning_step(self, r: int):
         """One thermalization step of replica r, its proposal kept for training."""

@@ -77,6 +77,9 @@ SCHEMA: dict[str, list[Key]] = {
             lambda v: _non_negative(v) or (None if v <= MAX_TEMPERATURES else f"must be at most {MAX_TEMPERATURES}")),
         Key("exchange_every", "int", 10, "measured steps between replica-exchange rounds (0: never)",
             _non_negative),
+        Key("adapt", "str", "none", "barrier: during the first half of thermalization, move the inner "
+            "temperatures so that the estimated swap rejection is equal between all neighbours (the ends stay; "
+            "see ladder.py); none: keep the ladder as given", choices=("none", "barrier")),
     ],
     "effective_model": [
         Key("kind", "str", "linear", "effective model for SLMC proposals: linear or transformer",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ladder import barrier, replica_warning, suggested_replicas
 from .samplers import AcceptanceCounts
 from .stats import estimate
 
@@ -41,6 +42,13 @@ def summarize(out, n_sites: int, temperatures, counts: list[AcceptanceCounts], s
         summary["pair_acceptance"] = pair
         summary["round_trips"] = trips.completed
         summary["up_fraction"] = trips.up_fraction()
+        lam = barrier(1 - np.asarray(pair))
+        summary["barrier"] = lam
+        summary["suggested_replicas"] = suggested_replicas(lam) or 0
         log("exchange acceptance per pair: " + " ".join(f"{a:.2f}" for a in pair)
-            + f"; round trips {int(trips.completed.sum())}")
+            + f"; round trips {int(trips.completed.sum())}; communication barrier Λ ≈ {lam:.2f}, about "
+            f"{suggested_replicas(lam)} replicas suggested (≈ 2Λ)")
+        warning = replica_warning(len(temperatures), lam)
+        if warning:
+            log(f"slmc-hpc: warning: {warning}")
     out.write_summary(summary)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from scipy import integrate, special
 
-from slmc_hpc.ladder import (adaptation_ends, barrier, equalized_temperatures, estimated_rejections,
+from slmc_hpc.ladder import (adaptation_ends, barrier, equalized_temperatures, estimated_rejections, recorded_in_round,
                              replica_warning, suggested_replicas, swap_acceptance)
 from slmc_hpc.tempering import geometric_temperatures
 
@@ -129,7 +129,8 @@ def test_adaptation_rounds_double_and_fill_the_first_half():
     lengths = np.diff([0] + ends)
     assert np.all(lengths[1:] >= 2 * lengths[:-1] - 1)
     assert adaptation_ends(60, 8) == [10, 30]  # short thermalization: fewer rounds
-    assert adaptation_ends(15, 8) == [] and adaptation_ends(4000, 2) == []
+    assert adaptation_ends(15, 8) == [] and adaptation_ends(4000, 1) == []
+    assert adaptation_ends(4000, 2) == ends  # two: the ends stay, but Λ is estimated
 
 
 def test_replica_count_advice():
@@ -138,3 +139,9 @@ def test_replica_count_advice():
     assert "about 7 are suggested" in replica_warning(3, 3.2)
     assert "cost CPU time" in replica_warning(16, 3.2)
     assert swap_acceptance([0.0], [-np.log(2)]) == pytest.approx(0.5)
+
+
+def test_only_the_second_half_of_each_round_is_recorded():
+    ends = [10, 30, 70]
+    recorded = [k for k in range(100) if recorded_in_round(k, ends)]
+    assert recorded == list(range(5, 10)) + list(range(20, 30)) + list(range(50, 70))

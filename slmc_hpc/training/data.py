@@ -94,6 +94,11 @@ class ReplayBuffer:
         self.added += 1
         self.size = min(self.size + 1, len(self.targets))
 
+    def emptied(self) -> "ReplayBuffer":
+        """A buffer of the same capacity and kind with no samples (the chain moved to another β:
+        what it holds was made at the old one)."""
+        return ReplayBuffer(len(self.targets), self.spins.shape[1], self.ref_spins is not None, self.featurize)
+
     def state_dict(self) -> dict:
         n = self.size
         tree = {"capacity": len(self.targets), "added": self.added, "spins": self.spins[:n].copy(),

@@ -84,6 +84,12 @@ class Learner:
         """Whether a training round follows 0-based thermalization step ``step``."""
         return self.buffer is not None and is_refit_step(step, self.thermalize, self.every)
 
+    def forget_samples(self) -> None:
+        """Drop the training data (the slot's β moved: no sample is trained at a β it was not
+        made at); the models keep their parameters and are refitted from the new samples."""
+        if self.buffer is not None:
+            self.buffer = self.buffer.emptied()
+
     def freeze(self) -> None:
         """Stop collecting training data (the end of thermalization): the models stay as they are."""
         self.buffer = None

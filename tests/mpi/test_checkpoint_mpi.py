@@ -5,6 +5,7 @@ run bit for bit (both MPI writers)."""
 import os
 import signal
 
+import h5py
 import pytest
 
 from slmc_hpc import driver, run_loop
@@ -107,3 +108,35 @@ def test_an_extended_run_equals_the_longer_run(tmp_path_factory, gather):
     driver.run(config(comm.size), output=f"{where}/grown.h5", comm=comm, log=quiet, gather_output=gather)
     driver.run(longer, output=f"{where}/grown.h5", comm=comm, log=quiet, gather_output=gather, resume=True)
     on_rank0(comm, lambda: assert_same_files(f"{where}/whole.h5", f"{where}/grown.h5"))
+
+
+@pytest.mark.parametrize("gather", [False, True], ids=["mpio", "rank0-gather"])
+def test_a_stop_during_ladder_adaptation_resumes_bit_for_bit(tmp_path_factory, monkeypatch, gather):
+    """[temperatures] adapt = "barrier" (rounds ending after thermalization steps 10 and 30):
+    a stop in the second round's recorded half, on the last rank only, resumes to the
+    uninterrupted run's file; the ladder was gathered to rank 0 and moved on every rank."""
+    comm = MPIComm()
+    cfg = config(comm.size).replace("temperatures", adapt="barrier").replace("run", thermalize=60)
+    where = comm.bcast(str(tmp_path_factory.mktemp("adapt")) if comm.rank == 0 else None)
+    quiet = lambda *a, **k: None  # noqa: E731
+    driver.run(cfg, output=f"{where}/whole.h5", comm=comm, log=quiet, gather_output=gather)
+    original = run_loop.TemperingRun.poll
+
+    def poll(self, ph, st):
+        if (ph, st) == ("thermalize", 25) and comm.rank == comm.size - 1:
+            self.control.signals.received = signal.SIGTERM
+        return original(self, ph, st)
+
+    with monkeypatch.context() as m:
+        m.setattr(run_loop.TemperingRun, "poll", poll)
+        m.setattr(run_loop, "CONTROL_EVERY", 1)
+        with pytest.raises(driver.Interrupted):
+            driver.run(cfg, output=f"{where}/cut.h5", comm=comm, log=quiet, gather_output=gather)
+    comm.barrier()
+    driver.run(cfg, output=f"{where}/cut.h5", comm=comm, log=quiet, gather_output=gather, resume=True)
+
+    def check():
+        assert_same_files(f"{where}/whole.h5", f"{where}/cut.h5")
+        with h5py.File(f"{where}/whole.h5", "r") as f:
+            assert list(f["tempering/adaptation/step"][()]) == [10, 30]
+    on_rank0(comm, check)
