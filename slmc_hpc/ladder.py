@@ -19,6 +19,15 @@ of x (slot s) with y (slot s+1) is accepted with min(1, exp(u(x) + d(y))), where
 (tempering.py's log r with the two log weights regrouped). The expected acceptance is the mean
 over independent pairs, here over all pairs of the two slots' recorded differences.
 
+A rejection cannot exceed 1, so between distant temperatures it saturates and no longer
+measures the barrier between them (with too few replicas for the problem most pairs sit near 1
+and equalizing them would move nothing where it is needed). There the barrier of the interval
+comes from the local barrier λ(β) = E|U(x₁) - U(x₂)|/2 over independent x₁, x₂ of one slot, with
+U = -∂ log W_β/∂β the energy (Syed et al., eq. for λ; Λ = ∫ λ dβ), which each slot estimates
+from its own configurations, integrated over the interval as a power law in β between the two
+ends. Below SATURATION the rejection itself is used: it is what is to be equalized, and for
+close temperatures r = ΔΛ + O(Δβ³).
+
 Slot 0 is the lowest temperature (largest β); temperatures ascend with the slot.
 """
 
@@ -32,6 +41,7 @@ from scipy.interpolate import PchipInterpolator
 ADAPT_ROUNDS = 4  # rounds of doubling length in the first half of thermalization
 MIN_ROUND_STEPS = 10  # a shorter first round leaves out rounds (too few samples to estimate with)
 MIN_REJECTION = 1e-6  # floor on an estimate, so that the cumulative barrier rises strictly
+SATURATION = 0.5  # above this estimated rejection a pair's barrier comes from the local barrier λ
 REPLICA_WARN_FACTOR = 2.0  # warn when the run has more than this factor fewer or more replicas than suggested
 
 
@@ -83,6 +93,42 @@ def estimated_rejections(up: list, down: list) -> np.ndarray:
     return np.array([1.0 - swap_acceptance(up[s], down[s + 1]) for s in range(len(up) - 1)])
 
 
+def local_barrier(energies) -> float:
+    """λ = E|U₁ - U₂| / 2 over pairs of distinct samples of one slot's energy U (whole lattice,
+    U = -∂ log W_β/∂β): half the mean absolute difference, from the sorted samples in O(n log n)."""
+    u = np.sort(np.asarray(energies, dtype=np.float64))
+    n = len(u)
+    if n < 2:
+        raise ValueError("the local barrier needs at least two samples")
+    # Σ_{i<j} (u_j - u_i) = Σ_k u_k (2k - n + 1) for sorted u; the mean over ordered pairs i ≠ j
+    # is twice that over n(n - 1), and λ is half of it
+    return float(np.dot(u, 2 * np.arange(n) - n + 1) / (n * (n - 1)))
+
+
+def interval_barrier(beta_a: float, beta_b: float, lambda_a: float, lambda_b: float) -> float:
+    """∫ λ dβ between β_a and β_b (either order) with λ a power law in β through the two ends
+    (exact for λ ∝ β^p; the linear trapezoid where either λ is 0)."""
+    lo, hi = sorted([(beta_a, lambda_a), (beta_b, lambda_b)])
+    (b0, l0), (b1, l1) = lo, hi
+    if l0 <= 0 or l1 <= 0:
+        return 0.5 * (l0 + l1) * (b1 - b0)
+    ratio = b1 / b0
+    p = math.log(l1 / l0) / math.log(ratio)
+    if abs(p + 1) < 1e-9:
+        return l0 * b0 * math.log(ratio)
+    return l0 * b0 * (ratio ** (p + 1) - 1) / (p + 1)
+
+
+def barrier_increments(temperatures, rejections, local_barriers) -> np.ndarray:
+    """(R - 1,) barrier of each neighbouring interval: its estimated swap rejection, or where
+    that is above SATURATION the larger of it and the integral of the slots' local barriers."""
+    b = 1.0 / np.asarray(temperatures, dtype=np.float64)
+    r = np.asarray(rejections, dtype=np.float64)
+    lam = np.asarray(local_barriers, dtype=np.float64)
+    return np.array([r[s] if r[s] <= SATURATION else max(r[s], interval_barrier(b[s], b[s + 1], lam[s], lam[s + 1]))
+                     for s in range(len(r))])
+
+
 def barrier(rejections) -> float:
     """Λ ≈ Σ_s r_s, the global communication barrier (NaN without pairs or with a NaN rate)."""
     r = np.asarray(rejections, dtype=np.float64)
@@ -106,17 +152,19 @@ def replica_warning(n_replicas: int, lam: float) -> str | None:
             f"ladder as fast; the rest cost CPU time for little")
 
 
-def equalized_temperatures(temperatures, rejections) -> np.ndarray:
+def equalized_temperatures(temperatures, increments) -> np.ndarray:
     """The ladder (ascending temperatures, the two ends kept) whose cumulative barrier
-    Λ(β_k) = Σ_{s<k} r_s is equally spaced: β as a function of Λ interpolated through the
-    current ladder's points by a monotone cubic (PCHIP, Fritsch-Carlson), evaluated at
-    Λ_total k / (R - 1). Monotone, so the new temperatures ascend strictly."""
+    Λ(β_k) = Σ_{s<k} ΔΛ_s is equally spaced, from each interval's barrier ``increments``
+    (barrier_increments; the rejection rates where none saturates): β as a function of Λ
+    interpolated through the current ladder's points by a monotone cubic (PCHIP,
+    Fritsch-Carlson), evaluated at Λ_total k / (R - 1). Monotone, so the new temperatures
+    ascend strictly."""
     t = np.asarray(temperatures, dtype=np.float64)
-    r = np.maximum(np.asarray(rejections, dtype=np.float64), MIN_REJECTION)
+    r = np.maximum(np.asarray(increments, dtype=np.float64), MIN_REJECTION)
     if len(t) < 3:
         return t.copy()
     if len(r) != len(t) - 1 or not np.all(np.isfinite(r)):
-        raise ValueError(f"need {len(t) - 1} finite rejection rates for {len(t)} temperatures, got {r}")
+        raise ValueError(f"need {len(t) - 1} finite barrier increments for {len(t)} temperatures, got {r}")
     cumulative = np.concatenate([[0.0], np.cumsum(r)])
     beta_of_barrier = PchipInterpolator(cumulative, 1.0 / t)
     betas = beta_of_barrier(cumulative[-1] * np.arange(len(t)) / (len(t) - 1))

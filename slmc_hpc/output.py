@@ -184,8 +184,9 @@ class RunOutput:
         if layout.adaptation_rounds:
             f.create_dataset("tempering/adaptation/temperatures", shape=(layout.adaptation_rounds, R), dtype="f8",
                              fillvalue=np.nan)
-            f.create_dataset("tempering/adaptation/rejection", shape=(layout.adaptation_rounds, R - 1), dtype="f8",
-                             fillvalue=np.nan)
+            for name in ("rejection", "barrier"):
+                f.create_dataset(f"tempering/adaptation/{name}", shape=(layout.adaptation_rounds, R - 1), dtype="f8",
+                                 fillvalue=np.nan)
             f.create_dataset("tempering/adaptation/step", shape=(layout.adaptation_rounds,), dtype="i8", fillvalue=-1)
         if layout.path_candidates is not None:
             C = len(layout.path_candidates)
@@ -264,11 +265,13 @@ class RunOutput:
         self.file["tempering/slot_of_replica"][first:stop] = slot_of_replica
         self.file["tempering/accepted"][first:stop] = accepted
 
-    def write_adaptation(self, index: int, step: int, temperatures, rejections) -> None:
+    def write_adaptation(self, index: int, step: int, temperatures, rejections, increments) -> None:
         """Round ``index`` of the self-tuning ladder, which ended after thermalization step
-        ``step``: the ladder it ran at and its estimated swap rejection per neighbouring pair."""
+        ``step``: the ladder it ran at, its estimated swap rejection and barrier per
+        neighbouring pair (ladder.barrier_increments)."""
         g = self.file["tempering/adaptation"]
-        g["step"][index], g["temperatures"][index], g["rejection"][index] = step, temperatures, rejections
+        g["step"][index], g["temperatures"][index] = step, temperatures
+        g["rejection"][index], g["barrier"][index] = rejections, increments
 
     def write_temperatures(self, temperatures) -> None:
         """The ladder the run measures at (after a self-tuning ladder has moved it)."""

@@ -46,6 +46,12 @@ class Replica:
         s = self.state
         return np.array([self.physics.log_weight(s.eigenvalues, s.classical_energy, b) for b in betas])
 
+    def energy(self) -> float:
+        """U = -∂ log W_β/∂β of the current configuration at the replica's β (whole lattice):
+        the electrons' energy Σ ε f(ε) (μ included in ε) plus the classical energy."""
+        s = self.state
+        return float(fermion_energy(s.eigenvalues, self.beta) + s.classical_energy)
+
     def set_beta(self, beta: float, model=None, inner=None) -> None:
         """Move to another temperature (a replica exchange): spins and eigenvalues stay; the
         sampler switches to β, the effective model (this replica's, or ``model`` and for nested

@@ -255,6 +255,12 @@ def _summary_lines(run: RunTables) -> list[str]:
                      f"{run.suggested_replicas} replicas suggested (≈ 2Λ, Syed et al. 2022); this run has "
                      f"{len(run.slots)}. Round trips: {int(run.slots['round_trips'].sum())} in "
                      f"{run.slots.attrs.get('exchange_rounds', 0)} exchange rounds ({run.round_trip_rate:.4f} per round).")
+    if len(run.adaptation):
+        last = run.adaptation.iloc[-1]
+        lines.append(f"The ladder adapted itself in {len(run.adaptation)} rounds during thermalization (adapt = "
+                     f"\"barrier\"); its last round estimated Λ ≈ {last['barrier']:.2f} with swap rejections "
+                     f"{last['rejection_min']:.2f}-{last['rejection_max']:.2f} on T = {last['temperatures']}; measured at "
+                     "T = " + " ".join(f"{t:.4g}" for t in run.thermodynamics["T"]) + ".")
     return lines
 
 

@@ -136,7 +136,7 @@ def save_checkpoint(run, phase: str, step: int, round_pending: bool = False) -> 
         tuner = run.tuners[r]
         replicas[str(r)] = (rep.state_dict() | (learner.state_dict() if learner is not None else {})
                             | ({"tuner": tuner.state_dict()} if tuner is not None else {})
-                            | {"differences": np.array(run.differences[r], dtype=np.float64).reshape(-1, 2)})
+                            | {"differences": np.array(run.differences[r], dtype=np.float64).reshape(-1, 3)})
     mine = {"trainer": run.network.state_dict() if run.network is not None else None,
             "counts": run.counts_array(), "replicas": replicas}
     parts = run.comm.gather(mine)
@@ -178,7 +178,7 @@ def restore(run, tree: dict) -> None:
     if "temperatures" in tree:  # checkpoints before 0.3 have the configured ladder
         run.temperatures = [float(t) for t in tree["temperatures"]]
         run.betas = 1.0 / np.asarray(run.temperatures)
-    run.differences = {r: [tuple(row) for row in mine["replicas"][str(r)].get("differences", np.zeros((0, 2)))]
+    run.differences = {r: [tuple(row) for row in mine["replicas"][str(r)].get("differences", np.zeros((0, 3)))]
                        for r in run.replicas}
     if run.controller_rng is not None:
         run.controller_rng.bit_generator.state = json.loads(tree["controller_rng"])

@@ -20,8 +20,8 @@ import numpy as np
 from .assemble import Assembled
 from .checkpoint import checkpoint_path
 from .control import Control, Interrupted
-from .ladder import (barrier, equalized_temperatures, estimated_rejections, recorded_in_round, replica_warning,
-                     suggested_replicas)
+from .ladder import (barrier_increments, equalized_temperatures, estimated_rejections, local_barrier,
+                     recorded_in_round, replica_warning, suggested_replicas)
 from .progress import Progress
 from .records import Segments, write_block
 from .resume import save_checkpoint
@@ -151,14 +151,15 @@ class TemperingRun:
 
     def record_differences(self, k: int) -> None:
         """In the second half of each ladder round (thermalization, no exchanges: replica r
-        holds slot r), each replica's log W differences to its neighbouring temperatures after
-        step ``k`` (ladder.recorded_in_round: the first half lets the chains settle at their β)."""
+        holds slot r), each replica's log W differences to its neighbouring temperatures and
+        its energy U after step ``k`` (ladder.recorded_in_round: the first half lets the chains
+        settle at their β)."""
         if not recorded_in_round(k, self.adaptation_ends):
             return
         b = self.betas
         for r, rep in self.replicas.items():
             lower, here, upper = rep.log_weights([b[max(r - 1, 0)], b[r], b[min(r + 1, self.R - 1)]])
-            self.differences[r].append((upper - here, lower - here))
+            self.differences[r].append((upper - here, lower - here, rep.energy()))
 
     def adapt_ladder(self, step: int) -> None:
         """At the end of a ladder round (after thermalization step ``step``): rank 0 estimates
@@ -168,19 +169,21 @@ class TemperingRun:
         if step not in self.adaptation_ends:
             return
         index, comm = self.adaptation_ends.index(step), self.comm
-        parts = comm.gather({r: np.array(d, dtype=np.float64).reshape(-1, 2) for r, d in self.differences.items()})
+        parts = comm.gather({r: np.array(d, dtype=np.float64).reshape(-1, 3) for r, d in self.differences.items()})
 
         def decide():
             got = {r: d for part in parts for r, d in part.items()}
             rejections = estimated_rejections([got[s][:, 0] for s in range(self.R)],
                                               [got[s][:, 1] for s in range(self.R)])
-            return rejections, equalized_temperatures(self.temperatures, rejections)
-        rejections, new = comm.bcast(decide() if comm.rank == 0 else None)
+            increments = barrier_increments(self.temperatures, rejections,
+                                            [local_barrier(got[s][:, 2]) for s in range(self.R)])
+            return rejections, increments, equalized_temperatures(self.temperatures, increments)
+        rejections, increments, new = comm.bcast(decide() if comm.rank == 0 else None)
         if comm.rank == 0:
-            self.out.write_adaptation(index, step, self.temperatures, rejections)
-        lam = barrier(rejections)
+            self.out.write_adaptation(index, step, self.temperatures, rejections, increments)
+        lam = float(np.sum(increments))
         self.log(f"ladder round {index + 1}/{len(self.adaptation_ends)} after step {step}: swap rejection "
-                 + " ".join(f"{r:.2f}" for r in rejections) + f" (Λ ≈ {lam:.2f}); T -> "
+                 + " ".join(f"{r:.2f}" for r in rejections) + f", barrier Λ ≈ {lam:.2f}; T -> "
                  + " ".join(f"{t:.4g}" for t in new))
         self.temperatures, self.betas = [float(t) for t in new], 1.0 / np.asarray(new)
         for r, rep in self.replicas.items():

@@ -22,7 +22,7 @@ runs read low. Per-site values: F/N, E/N (E = Σ ε f + J_direct
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -63,6 +63,7 @@ class RunTables:
     n_parameters: int  # of the effective model (0 for the exact sampler)
     couplings: pd.DataFrame  # per slot and shell: J_learned (linear model, or nested SLMC's inner one), J_rkky
     accuracy: pd.DataFrame  # per slot: spread of F - E_eff and of β(ΔF - ΔE_eff) over the measured chain
+    adaptation: pd.DataFrame = field(default_factory=pd.DataFrame)  # per round of a self-tuning ladder
 
     @property
     def barrier(self) -> float:
@@ -127,7 +128,21 @@ def _tables(path: Path, f: h5py.File) -> RunTables:
     n_parameters = f["model/parameters"].shape[1] if "model/parameters" in f else 0
     return RunTables(path, cfg, partial, measured, pd.DataFrame(rows), pairs, slots, _training(f, temperatures),
                      maps, lattice, n_parameters, _couplings(f, cfg, lattice, temperatures),
-                     _accuracy(f, temperatures, measured))
+                     _accuracy(f, temperatures, measured), _adaptation(f))
+
+
+def _adaptation(f) -> pd.DataFrame:
+    """Per round of a self-tuning ladder: the step it ended at, its barrier estimate Λ (sum of
+    the intervals' barriers), the spread of its estimated rejections and its ladder; empty
+    without one."""
+    if "tempering/adaptation" not in f:
+        return pd.DataFrame()
+    g = f["tempering/adaptation"]
+    done = g["step"][:] >= 0
+    rejection = g["rejection"][:][done]
+    return pd.DataFrame({"step": g["step"][:][done], "barrier": g["barrier"][:][done].sum(axis=1),
+                         "rejection_min": rejection.min(axis=1), "rejection_max": rejection.max(axis=1),
+                         "temperatures": [" ".join(f"{t:.4g}" for t in row) for row in g["temperatures"][:][done]]})
 
 
 def model_errors(f, r: int, n: int, beta: float) -> tuple[np.ndarray, np.ndarray, str]:

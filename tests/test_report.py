@@ -307,3 +307,21 @@ def test_exchange_history_stops_at_an_unwritten_round():
         f["tempering/slot_of_replica"] = np.array([[0, 1], [1, 0], [-1, -1], [-1, -1]], dtype=np.int32)
         assert exchange_rounds(f, 40).tolist() == [[0, 1], [1, 0]]
         assert exchange_rounds(f, 15).tolist() == [[0, 1]]
+
+
+def test_a_self_tuned_ladder_is_reported_with_its_rounds(tmp_path):
+    out = tmp_path / "adapted.h5"
+    (tmp_path / "c.toml").write_text(small_toml(
+        temperatures={"values": [0.05, 0.08, 0.12, 0.2], "adapt": "barrier", "exchange_every": 2},
+        run={"thermalize": 80, "measure": 60, "output": str(out)}))
+    assert main(["run", str(tmp_path / "c.toml")]) == 0
+    run = load(out)
+    with h5py.File(out, "r") as f:
+        g = f["tempering/adaptation"]
+        assert run.adaptation["step"].tolist() == g["step"][:].tolist() == [13, 40]
+        np.testing.assert_allclose(run.adaptation["barrier"], g["barrier"][:].sum(axis=1))
+        final = f["temperatures"][:]
+    np.testing.assert_array_equal(run.thermodynamics["T"], final)
+    assert main(["report", str(out), "-o", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "adapted itself in 2 rounds" in text and " ".join(f"{t:.4g}" for t in final) in text
