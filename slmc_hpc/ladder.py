@@ -93,13 +93,20 @@ def estimated_rejections(up: list, down: list) -> np.ndarray:
     return np.array([1.0 - swap_acceptance(up[s], down[s + 1]) for s in range(len(up) - 1)])
 
 
-def local_barrier(energies) -> float:
+def local_barrier(energies, detrend: bool = False) -> float:
     """λ = E|U₁ - U₂| / 2 over pairs of distinct samples of one slot's energy U (whole lattice,
-    U = -∂ log W_β/∂β): half the mean absolute difference, from the sorted samples in O(n log n)."""
-    u = np.sort(np.asarray(energies, dtype=np.float64))
+    U = -∂ log W_β/∂β): half the mean absolute difference, from the sorted samples in O(n log n).
+    ``detrend``: first subtract the least-squares line through U against its index, for a chain
+    still settling (in a ferromagnet at low T the energy was still falling during the rounds,
+    and the drift read as a spread ten times the equilibrium one)."""
+    u = np.asarray(energies, dtype=np.float64)
     n = len(u)
     if n < 2:
         raise ValueError("the local barrier needs at least two samples")
+    if detrend and n > 2:
+        t = np.arange(n) - (n - 1) / 2
+        u = u - np.dot(t, u) / np.dot(t, t) * t
+    u = np.sort(u)
     # Σ_{i<j} (u_j - u_i) = Σ_k u_k (2k - n + 1) for sorted u; the mean over ordered pairs i ≠ j
     # is twice that over n(n - 1), and λ is half of it
     return float(np.dot(u, 2 * np.arange(n) - n + 1) / (n * (n - 1)))

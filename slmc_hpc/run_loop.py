@@ -176,7 +176,7 @@ class TemperingRun:
             rejections = estimated_rejections([got[s][:, 0] for s in range(self.R)],
                                               [got[s][:, 1] for s in range(self.R)])
             increments = barrier_increments(self.temperatures, rejections,
-                                            [local_barrier(got[s][:, 2]) for s in range(self.R)])
+                                            [local_barrier(got[s][:, 2], detrend=True) for s in range(self.R)])
             return rejections, increments, equalized_temperatures(self.temperatures, increments)
         rejections, increments, new = comm.bcast(decide() if comm.rank == 0 else None)
         if comm.rank == 0:

@@ -168,6 +168,9 @@ def test_local_barrier_and_its_integral():
     u = rng.chisquare(1, 200000) / (2 * (1 + beta))
     assert local_barrier(u) == pytest.approx(1 / (math.pi * (1 + beta)), rel=0.01)
     assert local_barrier([1.0, 2.0, 4.0]) == pytest.approx((1 + 3 + 2) / 3 / 2)
+    drift = u + np.linspace(5, 0, len(u))  # a chain still settling: the drift is not spread
+    assert local_barrier(drift) > 5 * local_barrier(u)
+    assert local_barrier(drift, detrend=True) == pytest.approx(local_barrier(u), rel=0.01)
     assert interval_barrier(2.0, 8.0, 3 / 2.0, 3 / 8.0) == pytest.approx(3 * math.log(4))  # λ = 3/β
     assert interval_barrier(8.0, 2.0, 64.0, 4.0) == pytest.approx((8**3 - 2**3) / 3)  # λ = β², either order
     ladder = geometric_temperatures(0.05, 5.0, 8)
