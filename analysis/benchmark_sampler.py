@@ -37,6 +37,10 @@ POINTS = {
 # what each variant changes in the configuration; "default" changes nothing but the problem
 VARIANTS = {
     "exact": {"run": {"sampler": "exact"}},
+    # the exact sampler's own step size (its default is δ = 0.5): for a fair exact row
+    "exact-d0.25": {"run": {"sampler": "exact", "step_size": 0.25}},
+    "exact-d1": {"run": {"sampler": "exact", "step_size": 1.0}},
+    "exact-d2": {"run": {"sampler": "exact", "step_size": 2.0}},
     "default": {},
     # kind = "transformer" and nothing else: nested SLMC with its defaults
     "transformer": {"effective_model": {"kind": "transformer"}},
@@ -98,7 +102,7 @@ def main() -> None:
 
     chains = {}
     for name in args.variants:
-        exact = name.split("/")[0] == "exact"
+        exact = VARIANTS[name.split("/")[0]].get("run", {}).get("sampler") == "exact"  # its steps are sweeps
         cfg = parse(variant_config(args.L, args.point, VARIANTS[name.split("/")[0]],
                                    args.exact_thermalize if exact else args.thermalize, extra.get(name, [])))
         beta = 1.0 / cfg.temperatures.values[0]

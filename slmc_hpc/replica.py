@@ -95,6 +95,13 @@ class Replica:
             self.use_models(model.with_beta(beta), inner)
         self.restore_chain(tree["chain"])
 
+    def take_configuration(self, chain: dict) -> None:
+        """Continue from another chain's configuration (``state_dict()["chain"]``): a swap of
+        configurations between temperature slots, where the slot, its β, models and random
+        stream stay. E_eff is evaluated under this replica's model."""
+        e_eff = float(self.model.energy(chain["spins"])) if self.model is not None else float("nan")
+        self.restore_chain(dict(chain, e_eff=e_eff))
+
     def restore_chain(self, chain: dict) -> None:
         """The chain state exactly as saved (E_eff not re-evaluated: bit-identical resumes)."""
         self.state = ChainState(np.array(chain["spins"]), np.array(chain["eigenvalues"]),

@@ -124,6 +124,7 @@ class TemperingRun:
             for r in self.replicas:
                 info = self.tuned_step(r, k) if self.tuners[r] is not None else self.learning_step(r)
                 n_acc, n_tests = n_acc + info.n_accepted, n_tests + info.n_tests
+            self.swap_configurations(k)
             self.record_differences(k)
             for rep, learner in slots:  # each slot's own linear model: its own rounds
                 if learner is not None and self.network is None:
@@ -148,6 +149,34 @@ class TemperingRun:
                 self.out.write_training(slot, learner.rounds)
 
     # -- the self-tuning ladder (ladder.py) ----------------------------------------------
+
+    def swap_configurations(self, k: int) -> None:
+        """During the ladder's rounds, every exchange_every steps, neighbouring slots try to
+        swap their configurations (the tempering rule of measurement, even and odd pairs
+        alternating): replicas keep their slot, β, models and training data, so each slot's
+        samples stay at its β, while the chains at low temperature equilibrate through the
+        ladder as in measurement. Without this the rounds' estimates came from chains still
+        settling (in the ferromagnet at T = 0.01 a pair's estimated rejection jumped between 0
+        and 1 from one round to the next)."""
+        every = self.schedule.exchange_every
+        if not self.adaptation_ends or k >= self.adaptation_ends[-1] or not every or (k + 1) % every:
+            return
+        comm, identity = self.comm, np.arange(self.R)
+        log_w = np.empty((self.R, self.R))
+        for part in comm.allgather({r: rep.log_weights(self.betas) for r, rep in self.replicas.items()}):
+            for r, row in part.items():
+                log_w[r] = row
+        decision = (exchange(log_w, identity, (k + 1) // every - 1, self.controller_rng) if comm.rank == 0 else None)
+        new_slots, _ = comm.bcast(decision)
+        if np.array_equal(new_slots, identity):
+            return
+        chains = {}
+        for part in comm.allgather({r: rep.state_dict()["chain"] for r, rep in self.replicas.items()
+                                    if new_slots[r] != r}):
+            chains.update(part)
+        for source, slot in enumerate(new_slots):
+            if slot != source and slot in self.replicas:
+                self.replicas[slot].take_configuration(chains[source])
 
     def record_differences(self, k: int) -> None:
         """In the second half of each ladder round (thermalization, no exchanges: replica r

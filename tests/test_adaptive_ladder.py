@@ -38,8 +38,13 @@ def test_the_ladder_moves_in_thermalization_and_is_frozen_for_measurement(tmp_pa
     cfg = config(thermalize=120, measure=40)
     ends = adaptation_ends(120, len(TEMPS))
     assert ends and ends[-1] <= 60
-    moves, measured_betas = [], set()
+    moves, measured_betas, taken = [], set(), []
     original_adapt, original_record = run_loop.TemperingRun.adapt_ladder, Replica.record
+    original_take = Replica.take_configuration
+
+    def take(self, chain):  # a configuration swap between slots during the rounds
+        taken.append((self.steps_done, self.beta, chain["spins"].copy()))
+        return original_take(self, chain)
 
     def adapt(self, step):
         if step in self.adaptation_ends:
@@ -52,8 +57,11 @@ def test_the_ladder_moves_in_thermalization_and_is_frozen_for_measurement(tmp_pa
 
     monkeypatch.setattr(run_loop.TemperingRun, "adapt_ladder", adapt)
     monkeypatch.setattr(Replica, "record", record)
+    monkeypatch.setattr(Replica, "take_configuration", take)
     driver.run(cfg, output=tmp_path / "run.h5", log=quiet)
     assert [step for step, _ in moves] == ends and all(done == step for step, done in moves)
+    # configurations were swapped during the rounds (every exchange_every = 2 steps), never after them
+    assert len(taken) >= 4 and all(done <= ends[-1] and done % 2 == 0 for done, _, _ in taken)
     with h5py.File(tmp_path / "run.h5", "r") as f:
         final = f["temperatures"][()]
         history = f["tempering/adaptation/temperatures"][()]
