@@ -25,8 +25,9 @@ and equalizing them would move nothing where it is needed). There the barrier of
 comes from the local barrier λ(β) = E|U(x₁) - U(x₂)|/2 over independent x₁, x₂ of one slot, with
 U = -∂ log W_β/∂β the energy (Syed et al., eq. for λ; Λ = ∫ λ dβ), which each slot estimates
 from its own configurations, integrated over the interval as a power law in β between the two
-ends. Up to SATURATION the rejection itself is used: it is what is to be equalized, and for
-close temperatures r = ΔΛ + O(Δβ³).
+ends. Up to SATURATION the rejection itself is used, made additive by undoing its saturation for
+a Gaussian log ratio (``unsaturated``): it is what is to be equalized, and for close
+temperatures r = ΔΛ + O(Δβ³).
 
 Slot 0 is the lowest temperature (largest β); temperatures ascend with the slot.
 """
@@ -37,16 +38,17 @@ import math
 
 import numpy as np
 from scipy.interpolate import PchipInterpolator
+from scipy.special import ndtri
 
 ADAPT_ROUNDS = 4  # rounds of doubling length in the first half of thermalization
 MIN_ROUND_STEPS = 10  # a shorter first round leaves out rounds (too few samples to estimate with)
 MIN_REJECTION = 1e-6  # floor on an estimate, so that the cumulative barrier rises strictly
-# above this estimated rejection a pair's barrier comes from the local barrier λ. At 0.5 the λ of
+# above this estimated rejection a pair's barrier may come from the local barrier λ. At 0.5 the λ of
 # the ferromagnet's coldest slots (T = 0.01 ... 0.03, L = 8) read 6-13 per interval where the
 # rejection said 0.5-0.9, in one round of four, and the ladder collapsed to the cold end: λ from
 # a few hundred correlated steps is the less reliable of the two wherever the rejection still
 # tells pairs apart
-SATURATION = 0.9
+SATURATION = 0.99
 REPLICA_WARN_FACTOR = 2.0  # warn when the run has more than this factor fewer or more replicas than suggested
 
 
@@ -131,13 +133,25 @@ def interval_barrier(beta_a: float, beta_b: float, lambda_a: float, lambda_b: fl
     return l0 * b0 * (ratio ** (p + 1) - 1) / (p + 1)
 
 
+def unsaturated(rejection: float) -> float:
+    """The barrier of an interval from its swap rejection r, undoing the saturation of r at 1
+    for a Gaussian log ratio: ΔΛ = √(2/π) Φ⁻¹((1 + r)/2). For a Gaussian log r of variance σ²
+    (mean -σ²/2, as detailed balance makes it) the rejection is 1 - 2Φ(-σ/2), and σ grows
+    linearly with Δβ where r flattens; ΔΛ = r + O(r³) for small r. Equal ΔΛ means equal r, so
+    the transform changes only how the cumulative barrier is interpolated between points."""
+    r = min(max(float(rejection), 0.0), 1.0 - 1e-12)
+    return math.sqrt(2 / math.pi) * float(ndtri(0.5 * (1.0 + r)))
+
+
 def barrier_increments(temperatures, rejections, local_barriers) -> np.ndarray:
-    """(R - 1,) barrier of each neighbouring interval: its estimated swap rejection, or where
-    that is above SATURATION the larger of it and the integral of the slots' local barriers."""
+    """(R - 1,) barrier of each neighbouring interval: its estimated swap rejection made
+    additive (unsaturated), or where the rejection is above SATURATION the larger of that and
+    the integral of the slots' local barriers."""
     b = 1.0 / np.asarray(temperatures, dtype=np.float64)
     r = np.asarray(rejections, dtype=np.float64)
     lam = np.asarray(local_barriers, dtype=np.float64)
-    return np.array([r[s] if r[s] <= SATURATION else max(r[s], interval_barrier(b[s], b[s + 1], lam[s], lam[s + 1]))
+    return np.array([unsaturated(r[s]) if r[s] <= SATURATION
+                     else max(unsaturated(r[s]), interval_barrier(b[s], b[s + 1], lam[s], lam[s + 1]))
                      for s in range(len(r))])
 
 
