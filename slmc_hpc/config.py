@@ -17,7 +17,7 @@ from types import MappingProxyType
 import numpy as np
 
 from .lattice import Lattice
-from .schema import (DEPENDS, LEGACY_DEFAULTS, MAX_BUFFER_BYTES, MAX_DEFAULT_BOND_SITES, MAX_INT, MAX_MATRIX_DIM,
+from .schema import (ADDED_KEYS, DEPENDS, LEGACY_DEFAULTS, MAX_BUFFER_BYTES, MAX_DEFAULT_BOND_SITES, MAX_INT, MAX_MATRIX_DIM,
                      REQUIRED, SCHEMA, Key)
 
 
@@ -343,6 +343,16 @@ def _toml_value(v) -> str:
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return repr(v)
+
+
+def stores_every_key(text: str) -> bool:
+    """Whether a stored configuration ``text`` has every key written out, as files and
+    checkpoints do since 0.2 (keys added since, ADDED_KEYS, may be missing): a text as the
+    user gave it, omitted keys omitted, was stored before 0.2."""
+    cfg, given = parse(text, legacy=True), tomllib.loads(text)
+    return all(key in given.get(name, {}) or (name, key) in ADDED_KEYS
+               for name, section in cfg.sections.items() for key, value in section.as_dict().items()
+               if value is not None)
 
 
 def to_toml(sections: dict[str, dict]) -> str:

@@ -46,7 +46,7 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
     with StopSignals() as signals:
         tree = None
         if resume:
-            state = on_rank0_config(comm, lambda: resume_state(path, ckpt, cfg.run.measure))
+            state = on_rank0_config(comm, lambda: resume_state(path, ckpt, cfg))
             if state == "complete":
                 log(f"slmc-hpc: {path} is already complete; nothing to resume")
                 return path

@@ -149,7 +149,7 @@ class RunOutput:
         f.create_dataset("lattice/coords", data=lattice.coords)
         f.create_dataset("lattice/bonds", data=lattice.bonds)
         # the step axes can grow: a finished run extended to a larger [run] measure (grow())
-        chunk = max(1, min(n, 4096))
+        chunk = 4096  # not min(n, ...): the axis may grow far beyond n
         for name, (dtype, tail) in MEASURE_DTYPES.items():
             fill = -1 if dtype == "i1" else np.nan
             f.create_dataset(f"measure/{name}", shape=(R, n) + tail, dtype=dtype, fillvalue=fill,

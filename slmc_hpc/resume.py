@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from .checkpoint import checkpoint_path, read_checkpoint, write_checkpoint
-from .config import Config, ConfigError, parse
+from .config import Config, ConfigError, parse, stores_every_key
 from .output import FORMAT
 from .parallel.comm import on_rank0
 from .samplers import AcceptanceCounts
@@ -31,24 +31,43 @@ def on_rank0_config(comm, func, share: bool = True):
     return on_rank0(comm, func, (ConfigError,), share)
 
 
-def resume_state(path: Path, ckpt: Path, measure: int) -> str:
-    """What --resume finds (rank 0 looks): "checkpoint", "complete" or "new". A complete run
-    keeps its final state as its checkpoint (phase "measure", step = its [run] measure): with
-    the same ``measure`` the run is "complete"; with a larger one that checkpoint continues it."""
-    done = _measured_steps_if_complete(path)
-    if ckpt.exists():
-        return "complete" if done is not None and _checkpoint_position(ckpt) == ("measure", done) == (
-            "measure", measure) else "checkpoint"
-    if not path.exists():
-        return "new"
+def resume_state(path: Path, ckpt: Path, cfg: Config) -> str:
+    """What --resume of ``cfg`` finds (rank 0 looks): "checkpoint", "complete" or "new". A
+    complete run keeps its final state as its checkpoint (phase "measure", step = its [run]
+    measure): with the same configuration the run is "complete"; with a larger measure that
+    checkpoint continues it; any other change is refused (ConfigError)."""
+    measure, done = cfg.run.measure, _measured_steps_if_complete(path)
+    if ckpt.exists() and not (done is not None and _checkpoint_position(ckpt) == ("measure", done) == ("measure", measure)):
+        return "checkpoint"
     if done is None:
+        if not path.exists():
+            return "new"
         raise ConfigError(f"--resume: {str(path)!r} exists but there is no checkpoint {str(ckpt)!r} to continue "
                           f"from (killed before the first checkpoint?); pass --overwrite to start again")
     if measure > done:
         raise ConfigError(f"--resume: {str(path)!r} is complete with {done} measured steps; continuing it to "
                           f"{measure} needs its final state {str(ckpt)!r}, which is missing (removed, or the run "
                           f"finished before slmc-hpc 0.3); nothing was changed")
+    with h5py.File(path, "r") as f:
+        text = f.attrs["config"]
+    if stores_every_key(text):  # a text stored before 0.2 took the defaults of then: not comparable key by key
+        check_same_run(cfg, parse(text, legacy=True), f"--resume: the complete run {str(path)!r}")
     return "complete"
+
+
+def check_same_run(cfg: Config, saved: Config, what: str) -> None:
+    """ConfigError unless ``cfg`` is the configuration ``saved`` up to RESUMABLE_CHANGES and a
+    [run] measure that may grow (the same chains then run longer)."""
+    if cfg.run.measure < saved.run.measure:
+        raise ConfigError(f"{what} has {saved.run.measure} measured steps; [run] measure = {cfg.run.measure} "
+                          f"would shorten it (it may only grow); nothing was changed")
+    changed = [(name, key) for name, section in cfg.sections.items() for key, value in section.as_dict().items()
+               if (name, key) not in RESUMABLE_CHANGES | {("run", "measure")}
+               and saved.sections[name].as_dict()[key] != value]
+    if changed:
+        keys = ", ".join(f"[{n}] {k}" for n, k in changed)
+        raise ConfigError(f"{what} is from another configuration ({keys} differ); resume with the run's own "
+                          f"configuration, or pass --overwrite to start again; nothing was changed")
 
 
 def _measured_steps_if_complete(path: Path) -> int | None:
@@ -105,20 +124,11 @@ def check_checkpoint(tree: dict, ckpt: Path, cfg: Config, n_ranks: int) -> None:
         phase, ranks, _ = tree["phase"], int(tree["n_ranks"]), tree["run_id"]
     except (KeyError, ConfigError, TypeError) as exc:
         raise ConfigError(f"checkpoint {str(ckpt)!r} is damaged or from another version ({exc})") from None
-    if saved.complete_text != tree["config"]:  # since 0.2 a checkpoint stores every key, written so
+    if not stores_every_key(tree["config"]):  # since 0.2 a checkpoint stores every key
         raise ConfigError(f"checkpoint {str(ckpt)!r} was written by slmc-hpc before 0.2, whose defaults, tuner "
                           f"and file layout differ; finish that run with the version that started it, or start "
                           f"again with --overwrite")
-    changed = [(name, key) for name, section in cfg.sections.items() for key, value in section.as_dict().items()
-               if (name, key) not in RESUMABLE_CHANGES | {("run", "measure")}
-               and saved.sections[name].as_dict()[key] != value]
-    if cfg.run.measure < saved.run.measure:  # a larger measure continues the same chains (extends the run)
-        raise ConfigError(f"checkpoint {str(ckpt)!r} is of a run of {saved.run.measure} measured steps; "
-                          f"[run] measure = {cfg.run.measure} would shorten it (it may only grow)")
-    if changed:
-        keys = ", ".join(f"[{n}] {k}" for n, k in changed)
-        raise ConfigError(f"checkpoint {str(ckpt)!r} is from another configuration ({keys} differ); "
-                          f"resume with the run's own configuration, or pass --overwrite to start again")
+    check_same_run(cfg, saved, f"checkpoint {str(ckpt)!r}")
     if ranks != n_ranks:
         raise ConfigError(f"checkpoint {str(ckpt)!r} was written by {ranks} rank(s); resume with {ranks}, "
                           f"not {n_ranks}")

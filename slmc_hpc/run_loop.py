@@ -19,6 +19,7 @@ import numpy as np
 
 from .assemble import Assembled
 from .checkpoint import checkpoint_path
+from .config import ConfigError
 from .control import Control, Interrupted
 from .ladder import (barrier_increments, equalized_temperatures, estimated_rejections, local_barrier,
                      recorded_in_round, replica_warning, suggested_replicas)
@@ -71,9 +72,14 @@ class TemperingRun:
             self.thermalize(step, redo_round=round_pending)
             step = 0
         self.measure(step)
-        # the final state stays as the checkpoint: a larger [run] measure continues from it
+        # the final state stays as the checkpoint: a larger [run] measure continues from it. A
+        # run whose measurements are done still writes its summary if that fails (disk full)
         self.out.sync()
-        save_checkpoint(self, "measure", self.schedule.measure)
+        try:
+            save_checkpoint(self, "measure", self.schedule.measure)
+        except ConfigError as exc:
+            self.log(f"slmc-hpc: warning: the final state was not saved ({exc}); the run is complete, but it "
+                     f"cannot be extended to a larger [run] measure")
         summarize(self.out, self.n_sites, self.temperatures,
                   [AcceptanceCounts.from_array(a) for a in self.comm.allreduce_sum(self.counts_array())],
                   self.seconds_per_step, self.trips, self.log, self.comm)

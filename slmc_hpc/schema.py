@@ -154,6 +154,10 @@ SCHEMA: dict[str, list[Key]] = {
     ],
 }
 
+# Keys added after 0.2, when files and checkpoints began to store every key: a stored text of
+# an earlier version lacks them, and they take their defaults (config.stores_every_key)
+ADDED_KEYS = {("temperatures", "adapt"): "0.3"}
+
 # The defaults before version 0.2, for configuration texts stored in files and checkpoints
 # written then (they held the user's text, omitted keys included; since 0.2 every key is
 # written out, so a later change of a default cannot change what a stored run was).

@@ -478,3 +478,39 @@ def test_a_file_whose_steps_cannot_grow_is_not_extended(tmp_path):
     with pytest.raises(ConfigError, match="cannot grow"):
         driver.run(config("linear", measure=60), output=out, log=quiet, resume=True)
     assert all(p.read_bytes() == data for p, data in files.items())
+
+
+def test_a_checkpoint_of_0_2_without_the_keys_and_state_added_since_resumes(tmp_path, monkeypatch):
+    """0.2 stored every key of its time: a text without [temperatures] adapt, and no ladder or
+    ladder-round state in the tree. It resumes, to the uninterrupted run's file."""
+    cfg = config("linear", (0.1, 0.15))
+    driver.run(cfg, output=tmp_path / "whole.h5", log=quiet)
+    run_stopped_at(monkeypatch, cfg, tmp_path / "cut.h5", "measure", 12)
+    ckpt = checkpoint_path(tmp_path / "cut.h5")
+    tree = read_checkpoint(ckpt)
+    assert 'adapt = "none"\n' in tree["config"]
+    tree["config"] = tree["config"].replace('adapt = "none"\n', "")
+    del tree["temperatures"]
+    for part in tree["ranks"].values():
+        for replica in part["replicas"].values():
+            del replica["differences"]
+    write_checkpoint(ckpt, tree)
+    driver.run(cfg, output=tmp_path / "cut.h5", log=quiet, resume=True)
+    assert_same_files(tmp_path / "whole.h5", tmp_path / "cut.h5")
+
+
+@pytest.mark.parametrize("change,match", [({"run": {"seed": 12}}, r"\[run\] seed differ"),
+                                          ({"run": {"measure": 30}}, "would shorten it")])
+def test_resuming_a_complete_run_with_another_configuration_is_refused(tmp_path, change, match):
+    out = tmp_path / "run.h5"
+    driver.run(config("linear", measure=40), output=out, log=quiet)
+    for keep_final_state in (True, False):
+        if not keep_final_state:
+            checkpoint_path(out).unlink()
+        files = {p: p.read_bytes() for p in (out, checkpoint_path(out)) if p.exists()}
+        cfg = config("linear", measure=40)
+        for section, keys in change.items():
+            cfg = cfg.replace(section, **keys)
+        with pytest.raises(ConfigError, match=match):
+            driver.run(cfg, output=out, log=quiet, resume=True)
+        assert all(p.read_bytes() == data for p, data in files.items())
