@@ -152,7 +152,11 @@ DEPENDENT_DEFAULTS = {
     ("slmc", "inner_bond_shells"): lambda v: v["effective_model"]["bond_shells"],
     ("slmc", "local_updates"): lambda v: "auto" if v["run"]["sampler"] == "slmc" else 0,
     ("run", "step_size"): lambda v: "auto" if v["run"]["sampler"] == "slmc" else 0.5,
-    ("run", "thermalize"): lambda v: 4000 if v["run"]["sampler"] == "slmc" else 500,
+    # 3x with a self-tuning ladder, whose rounds take the first half: at 4000 SLMC steps the
+    # rounds saw a ferromagnet's cold chains still ordering and the ladder failed; at 12000 it
+    # gave 3.6x the round trips (analysis/BENCHMARKS.md#self-tuning-ladder)
+    ("run", "thermalize"): lambda v: (4000 if v["run"]["sampler"] == "slmc" else 500) * (
+        3 if v["temperatures"]["adapt"] == "barrier" else 1),
     ("training", "every"): lambda v: max(1, min(500, v["run"]["thermalize"] // 8)),
 }
 

@@ -135,7 +135,8 @@ SCHEMA: dict[str, list[Key]] = {
         Key("sampler", "str", "slmc", "slmc, or exact for plain local-update Metropolis on W_β",
             choices=("slmc", "exact")),
         Key("thermalize", "int", DEPENDS, "steps before measuring; the model is trained only during these "
-            "(and a tuned path chosen in their second half); default 4000 for SLMC, 500 for the exact sampler",
+            "(and a tuned path chosen in their second half); default 4000 for SLMC, 500 for the exact sampler, "
+            "three times that with [temperatures] adapt = \"barrier\"",
             _non_negative),
         Key("measure", "int", 1000, "measured steps (model frozen)", _at_least(1)),
         Key("snapshot_every", "int", 50, "store the spins every this many measured steps", _at_least(1)),

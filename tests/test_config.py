@@ -219,6 +219,10 @@ def test_defaults_are_the_benchmarks_sampler_sized_to_the_lattice():
     assert parse(_minimal(run={"thermalize": 3})).training.every == 1
     exact = parse(_minimal(run={"sampler": "exact"}))
     assert (exact.slmc.local_updates, exact.run.step_size, exact.run.thermalize) == (0, 0.5, 500)
+    # a self-tuning ladder takes the first half of thermalization: three times as long
+    adapted = {"temperatures": {"values": [0.02, 0.04], "adapt": "barrier"}}
+    assert parse(_minimal(**adapted)).run.thermalize == 12000 and parse(_minimal(**adapted)).training.every == 500
+    assert parse(_minimal(**adapted, run={"sampler": "exact"})).run.thermalize == 1500
     nested = parse(_minimal(effective_model={"kind": "transformer", "bond_shells": 1}))
     assert nested.slmc.inner_bond_shells == 1  # follows the Transformer's head
     # what is given wins, and a dependent default follows what is given
