@@ -148,7 +148,7 @@ class RunOutput:
         f.create_dataset("temperatures", data=np.asarray(layout.temperatures, dtype=np.float64))
         f.create_dataset("lattice/coords", data=lattice.coords)
         f.create_dataset("lattice/bonds", data=lattice.bonds)
-        # the step axes can grow: a finished run extended to a larger [run] measure (grow())
+        # the step axes can grow: a finished run extended to a larger [run] measure (_grow)
         chunk = 4096  # not min(n, ...): the axis may grow far beyond n
         for name, (dtype, tail) in MEASURE_DTYPES.items():
             fill = -1 if dtype == "i1" else np.nan

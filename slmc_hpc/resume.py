@@ -22,7 +22,7 @@ from .parallel.comm import on_rank0
 from .samplers import AcceptanceCounts
 
 # keys that may change between a run and its resume: they change nothing of the chains
-# ([run] measure may also grow: the same chains then run longer, see check_checkpoint)
+# ([run] measure may also grow: the same chains then run longer, see check_same_run)
 RESUMABLE_CHANGES = {("run", "checkpoint_every"), ("run", "progress_every"), ("run", "output")}
 
 
@@ -36,7 +36,8 @@ def resume_state(path: Path, ckpt: Path, cfg: Config) -> str:
     complete run keeps its final state as its checkpoint (phase "measure", step = its [run]
     measure): with the same configuration the run is "complete"; with a larger measure that
     checkpoint continues it; any other change is refused (ConfigError)."""
-    measure, done = cfg.run.measure, _measured_steps_if_complete(path)
+    measure = cfg.run.measure
+    done, text = _complete_output(path)
     if ckpt.exists() and not (done is not None and _checkpoint_position(ckpt) == ("measure", done) == ("measure", measure)):
         return "checkpoint"
     if done is None:
@@ -48,8 +49,6 @@ def resume_state(path: Path, ckpt: Path, cfg: Config) -> str:
         raise ConfigError(f"--resume: {str(path)!r} is complete with {done} measured steps; continuing it to "
                           f"{measure} needs its final state {str(ckpt)!r}, which is missing (removed, or the run "
                           f"finished before slmc-hpc 0.3); nothing was changed")
-    with h5py.File(path, "r") as f:
-        text = f.attrs["config"]
     if stores_every_key(text):  # a text stored before 0.2 took the defaults of then: not comparable key by key
         check_same_run(cfg, parse(text, legacy=True), f"--resume: the complete run {str(path)!r}")
     return "complete"
@@ -70,15 +69,16 @@ def check_same_run(cfg: Config, saved: Config, what: str) -> None:
                           f"configuration, or pass --overwrite to start again; nothing was changed")
 
 
-def _measured_steps_if_complete(path: Path) -> int | None:
-    """The measured steps of a complete output file (one with its summary), else None."""
+def _complete_output(path: Path) -> tuple[int | None, str | None]:
+    """(measured steps, stored configuration) of a complete output file (one with its
+    summary), else (None, None)."""
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") == FORMAT and "summary" in f:
-                return int(f["measure/free_energy"].shape[1])
+                return int(f["measure/free_energy"].shape[1]), f.attrs["config"]
     except (OSError, KeyError):
         pass
-    return None
+    return None, None
 
 
 def _checkpoint_position(ckpt: Path) -> tuple[str, int] | None:

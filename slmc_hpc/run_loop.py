@@ -56,7 +56,7 @@ class TemperingRun:
         self.replicas, self.learners, self.network = parts.replicas, parts.learners, parts.network
         self.tuners = parts.tuners
         self.adaptation_ends = parts.adaptation_ends  # the self-tuning ladder's rounds (ladder.py)
-        self.differences = {r: [] for r in self.replicas}  # this round's (up, down) log W differences
+        self.differences = {r: [] for r in self.replicas}  # this round's (up, down, U), see record_differences
         self.controller_rng = parts.controller_rng
         self.slot_of_replica = np.arange(self.R)
         self.trips = RoundTrips(self.R)
@@ -167,28 +167,23 @@ class TemperingRun:
         every = self.schedule.exchange_every
         if not self.adaptation_ends or k >= self.adaptation_ends[-1] or not every or (k + 1) % every:
             return
-        comm, identity = self.comm, np.arange(self.R)
-        log_w = np.empty((self.R, self.R))
-        for part in comm.allgather({r: rep.log_weights(self.betas) for r, rep in self.replicas.items()}):
-            for r, row in part.items():
-                log_w[r] = row
-        decision = (exchange(log_w, identity, (k + 1) // every - 1, self.controller_rng) if comm.rank == 0 else None)
-        new_slots, _ = comm.bcast(decision)
+        identity = np.arange(self.R)
+        new_slots, _ = self.exchange_decision(identity, (k + 1) // every - 1)
         if np.array_equal(new_slots, identity):
             return
         chains = {}
-        for part in comm.allgather({r: rep.state_dict()["chain"] for r, rep in self.replicas.items()
-                                    if new_slots[r] != r}):
+        for part in self.comm.allgather({r: rep.state_dict()["chain"] for r, rep in self.replicas.items()
+                                         if new_slots[r] != r}):
             chains.update(part)
         for source, slot in enumerate(new_slots):
             if slot != source and slot in self.replicas:
                 self.replicas[slot].take_configuration(chains[source])
 
     def record_differences(self, k: int) -> None:
-        """In the second half of each ladder round (thermalization, no exchanges: replica r
-        holds slot r), each replica's log W differences to its neighbouring temperatures and
-        its energy U after step ``k`` (ladder.recorded_in_round: the first half lets the chains
-        settle at their β)."""
+        """In the second half of each ladder round (thermalization: replica r holds slot r, as
+        only configurations are swapped), each replica's log W differences to its neighbouring
+        temperatures and its energy U after step ``k`` (ladder.recorded_in_round: the first
+        half lets the chains settle at their β)."""
         if not recorded_in_round(k, self.adaptation_ends):
             return
         b = self.betas
@@ -358,16 +353,20 @@ class TemperingRun:
             "waiting for other ranks {waiting:.1%}, control all-reduce {control:.1%}".format(**shares))
         self.seconds_per_step = total / (max(s.measure - start, 1) * len(self.replicas))
 
-    def exchange(self, step: int, slot_models: dict) -> None:
-        """One exchange round: rank 0 decides from everyone's log W table and broadcasts."""
-        comm, R = self.comm, self.R
-        log_w = np.empty((R, R))
-        for part in comm.allgather({r: rep.log_weights(self.betas) for r, rep in self.replicas.items()}):
+    def exchange_decision(self, slot_of_replica: np.ndarray, round_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """One round of tempering.exchange (collective): rank 0 decides from everyone's log W
+        table with the controller's stream and broadcasts (new slots, accepted per pair)."""
+        log_w = np.empty((self.R, self.R))
+        for part in self.comm.allgather({r: rep.log_weights(self.betas) for r, rep in self.replicas.items()}):
             for r, row in part.items():
                 log_w[r] = row
-        decision = (exchange(log_w, self.slot_of_replica, self.n_exchange, self.controller_rng)
-                    if comm.rank == 0 else None)
-        new_slots, accepted = comm.bcast(decision)
+        decision = (exchange(log_w, slot_of_replica, round_index, self.controller_rng)
+                    if self.comm.rank == 0 else None)
+        return self.comm.bcast(decision)
+
+    def exchange(self, step: int, slot_models: dict) -> None:
+        """One exchange round: labels move, and each slot's frozen models move with them."""
+        new_slots, accepted = self.exchange_decision(self.slot_of_replica, self.n_exchange)
         for r, rep in self.replicas.items():
             if new_slots[r] != self.slot_of_replica[r]:
                 rep.set_beta(self.betas[new_slots[r]], *slot_models[new_slots[r]])
