@@ -47,6 +47,17 @@ VARIANTS = {
     # the defaults before version 0.2: 3 shells, energy loss, a round every 20 steps, N updates of δ = 0.5
     "v0.1-default": {"effective_model": {"shells": 3, "bond_shells": 0}, "slmc": {"local_updates": 0},
                      "run": {"step_size": 0.5}, "training": {"loss": "energy", "every": 20, "buffer_size": 5000}},
+    # the Transformer in the inner chain (scheme = "plain", samplers/transformer_chain.py), windowed
+    # so that an update's cost does not grow with N; its head as linear-bonds, path tuned
+    "transformer-plain": {"effective_model": {"kind": "transformer", "shells": 8, "bond_shells": 2, "layers": 1,
+                                              "heads": 1, "block_shells": 1, "attention_shells": 1},
+                          "slmc": {"scheme": "plain"},
+                          "training": {"loss": "pair", "every": 1000, "buffer_size": 3000}},
+    "transformer-plain-g": {"effective_model": {"kind": "transformer", "shells": 8, "bond_shells": 2, "layers": 1,
+                                                "heads": 2, "block_shells": 1, "attention_shells": 2,
+                                                "gate_channels": 4},
+                            "slmc": {"scheme": "plain"},
+                            "training": {"loss": "pair", "every": 1000, "buffer_size": 3000}},
     "linear": {"effective_model": {"shells": 8}, "training": {"loss": "pair", "every": 500, "buffer_size": 2000}},
     "linear-or": {"effective_model": {"shells": 8}, "slmc": {"overrelax": 0.5},
                   "training": {"loss": "pair", "every": 500, "buffer_size": 2000}},

@@ -3,6 +3,7 @@
 Statistical tests use fixed seeds (so they are deterministic); each states the false-alarm
 rate it would have for a correct sampler with a random seed."""
 
+import copy
 import functools
 
 import numpy as np
@@ -20,6 +21,7 @@ from slmc_hpc.samplers import ExactLocalSampler, SLMCSampler
 from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
 from slmc_hpc.samplers.moves import draw_moves
 from slmc_hpc.samplers.nested import NestedSLMCSampler
+from slmc_hpc.samplers.exact_acceptance import accept_exactly
 from slmc_hpc.samplers.slmc import effective_chain
 from slmc_hpc.stats import binned_error, tau_int
 
@@ -293,3 +295,24 @@ def test_two_site_distribution_with_the_default_tuned_sampler(tmp_path):
     cos = 2 * np.sum(m * m, axis=-1) - 1
     assert chi_square_p_value(cos, BETA) > P_VALUE_THRESHOLD
     assert chi_square_p_value(cos, 1.0) < P_VALUE_THRESHOLD
+
+
+def test_plain_transformer_corrected_with_a_wrong_energy_difference_is_caught():
+    """Negative control for the Transformer's own inner chain (samplers/transformer_chain.py):
+    the exact test corrected with the head's energy difference on the raw spins (the network
+    without its layers) instead of the Transformer's, which the chain followed."""
+    model = random_two_site_transformer(1)
+    net = copy.deepcopy(model.net)
+    net.make_identity()  # the value weights and gates zeroed: each layer the identity
+    head = TransformerModel.frozen(net, BETA)
+
+    class HeadCorrected(SLMCSampler):
+        def step(self, state, rng):
+            proposal, _ = effective_chain(self.model, state.spins, self.beta, self.n_local, self.step_size, rng)
+            d_head = float(head.energy(proposal) - head.energy(state.spins))
+            return accept_exactly(self.physics, self.beta, state, proposal, state.e_eff + d_head, rng)
+
+    right = SLMCSampler(TWO_SITE, model, BETA, n_local=2, step_size=1.0)
+    wrong = HeadCorrected(TWO_SITE, model, BETA, n_local=2, step_size=1.0)
+    assert chi_square_p_value(sample_cos(wrong, 40000, seed=9), BETA) < P_VALUE_THRESHOLD
+    assert chi_square_p_value(sample_cos(right, 20000, seed=9), BETA) > P_VALUE_THRESHOLD

@@ -36,14 +36,16 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from functools import cached_property
 
 import numpy as np
 import torch
 
 from ..lattice import Lattice
-from .bond_pairs import (BondPairTables, bond_pair_energy, bond_pair_kernel, bond_pair_sums, bond_pair_tables,
-                         bond_values)
+from ..samplers.transformer_chain import TransformerForm
+from .bond_pairs import (BondPairTables, bond_matrix, bond_pair_energy, bond_pair_kernel, bond_pair_sums,
+                         bond_pair_tables, bond_values)
 
 
 def shell_index(lattice: Lattice) -> np.ndarray:
@@ -282,9 +284,27 @@ class TransformerModel:
             e = e - bond_pair_energy(bond_values(se, self.bond_tables.bonds), self.bond_tables, self.bond_kernel)
         return float(e) if np.ndim(e) == 0 else e
 
+    def __getstate__(self):
+        # the cached local form is rebuilt on demand, not pickled
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @cached_property
+    def local_form(self) -> TransformerForm:
+        """This model as site lists and dense heads, for the compiled inner chain with
+        incremental ΔE (samplers/transformer_chain.py); SLMC's inner chain uses it."""
+        net = self.net
+        n_gates = self.gates[1].shape[1]
+        with torch.no_grad():
+            weights = torch.cat([net.wq, net.wk, net.wv] + ([net.wu] if n_gates else []), dim=1).numpy()
+            c = net.couplings.numpy()
+        k = (c[0] + math.log(self.beta / net.beta_ref) * c[1])[net.pairs.shape[0]:]
+        return TransformerForm.build(shell_index(self.lattice), net.block.shape[0] - 1, self.mask == 0, weights,
+                                     net.wq.shape[1], *self.gates, net.normalize, self.pair_matrix,
+                                     self.bond_tables.bonds, bond_matrix(k, self.bond_tables.pair_class), self.e0)
+
     def delta_energy(self, spins: np.ndarray, i: int, new_spin: np.ndarray) -> float:
-        # global attention: one changed spin moves every effective spin, so evaluate both
-        # configurations in one batch (O(N^2) per call; see the nested sampler for the cure)
+        # two full evaluations in one batch, O(N^2): the reference for the incremental ΔE
+        # of local_form, which the inner chain uses
         moved = np.stack([spins, spins])
         moved[1, i] = new_spin
         e = self.energy(moved)

@@ -27,7 +27,8 @@ def effective_chain(model, spins: np.ndarray, beta: float, n_local: int, step_si
     and E_eff[end] - E_eff[start] (the sum of the accepted updates' ΔE; equal to the
     difference of the two energies up to round-off, without evaluating them).
     A model with a ``bond_form`` (the linear model) runs the compiled chain of
-    samplers/local_chain.py on the same random numbers; others call delta_energy per update.
+    samplers/local_chain.py on the same random numbers, one with a ``local_form`` (the
+    Transformer) that of samplers/transformer_chain.py; others call delta_energy per update.
     ``overrelax``: the fraction of updates that reflect the spin about its local field
     (bond forms only)."""
     sites, noise, u = draw_moves(rng, len(spins), n_local)
@@ -35,6 +36,8 @@ def effective_chain(model, spins: np.ndarray, beta: float, n_local: int, step_si
     reflect = draw_reflections(rng, n_local, overrelax) if overrelax > 0 else None
     if hasattr(type(model), "bond_form"):  # not getattr: an error building it must not hide
         return model.bond_form.chain(spins, beta, sites, noise, log_u, step_size, reflect)
+    if hasattr(type(model), "local_form"):
+        return model.local_form.chain(spins, beta, sites, noise, log_u, step_size, reflect)
     if reflect is not None:
         raise ValueError(f"over-relaxation needs a model with a local field (a bond form), not {type(model).__name__}")
     spins = spins.copy()
