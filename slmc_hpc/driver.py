@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .assemble import assemble
+from .assemble import assemble, uses_shared_network
 from .checkpoint import checkpoint_path
 from .config import Config, ConfigError, parse
 from .control import Control, Interrupted, StopSignals
@@ -58,6 +58,9 @@ def run(cfg: Config, output: str | Path | None = None, overwrite: bool = False, 
             before = parse(tree["config"], legacy=True).run.measure
             if before != cfg.run.measure:
                 log(f"slmc-hpc: extending the run from {before} to {cfg.run.measure} measured steps")
+        if uses_shared_network(cfg) and cfg.slmc.scheme == "plain" and cfg.effective_model.attention_shells == "global":
+            log("slmc-hpc: warning: scheme = \"plain\" with attention_shells = \"global\" recomputes every effective "
+                "spin at each single-spin update (its cost grows with N); a finite attention_shells keeps it constant")
         gather = gathers_output(comm, gather_output)
         if gather:
             log("slmc-hpc: warning: h5py has no MPI support; rank 0 gathers and writes the output (slower)")

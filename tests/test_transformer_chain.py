@@ -130,3 +130,19 @@ def test_a_bond_matrix_with_its_diagonal_not_doubled_is_caught(rng):
     record = np.zeros(100)
     wrong.chain(spins, 2.0, sites, noise, np.log(u), 0.5, record=record)
     assert replay(model, spins, 2.0, sites, noise, np.log(u), 0.5, record)[0] > 1e-6
+
+
+def test_plain_scheme_with_global_attention_warns(tmp_path):
+    """A whole run with the Transformer in the inner chain: global attention gets a warning
+    (its updates cost O(N)), a finite window none."""
+    from configs import small_config
+    from slmc_hpc.driver import run
+
+    for shells, warned in (("global", True), (1, False)):
+        cfg = small_config(effective_model={"kind": "transformer", "layers": 1, "heads": 1, "block_shells": 1,
+                                            "attention_shells": shells},
+                           slmc={"scheme": "plain", "local_updates": 4},
+                           training={"every": 4, "epochs": 1}, run={"thermalize": 4, "measure": 4, "progress_every": None})
+        lines = []
+        run(cfg, output=tmp_path / f"{shells}.h5", log=lines.append)
+        assert any("attention_shells = \"global\" recomputes" in line for line in lines) == warned
