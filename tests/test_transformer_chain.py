@@ -28,6 +28,7 @@ NETS = [  # (lattice kind, L, network keywords)
                       bond_shells=2)),
     ("cubic", 3, dict(layers=1, heads=1, block_shells=1, attention_shells=1, shells=2, gate_channels=2,
                       bond_shells=1)),
+    ("square", 5, dict(layers=0, heads=1, block_shells=1, attention_shells=1, shells=3, bond_shells=2)),  # head alone
 ]
 
 
