@@ -9,6 +9,9 @@ Every model is an immutable object with
 and optionally
     bond_form                                   the energy as a bond form (samplers/local_chain.py):
                                                 the SLMC inner chain then runs compiled
+    local_form                                  (the Transformer) its layers as site lists, for the
+                                                compiled chain with incremental ΔE
+                                                (samplers/transformer_chain.py)
 Training lives in slmc_hpc.training (least squares for the linear model, AdamW for the
 Transformer), which returns new model objects.
 The SLMC sampler only uses these, so any model keeps the chain exact; a poor one only lowers
