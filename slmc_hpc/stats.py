@@ -10,6 +10,9 @@ from emcee.autocorr import integrated_time
 
 
 MIN_SERIES = 32  # shorter series get no τ estimate (emcee returns 0 for a handful of points)
+MAX_BINS, MIN_BINS = 32, 8
+BIN_TAUS = 20  # a bin at least this many τ_int long (else the binned error reads low), as far as MIN_BINS allow
+ROUGH_TAUS = 500  # runs shorter than this many τ_int(F) are marked rough (README lessons)
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,23 @@ def tau_int(x: np.ndarray) -> float:
         logger.setLevel(level)
 
 
-def estimate(x: np.ndarray, n_bins: int = 32) -> Estimate:
+def n_bins(n: int, tau: float) -> int:
+    """Bins for n steps of series whose longest τ_int is ``tau``: BIN_TAUS τ each, within
+    [MIN_BINS, MAX_BINS]; MAX_BINS when τ is unknown."""
+    if not np.isfinite(tau) or tau <= 0:
+        return MAX_BINS
+    return int(np.clip(n // (BIN_TAUS * tau), MIN_BINS, MAX_BINS))
+
+
+def is_rough(n: int, tau_F: float, tau_max: float, bins: int) -> bool:
+    """Whether n steps are too few to trust τ_int and the errors: fewer than ROUGH_TAUS
+    τ_int(F), or bins shorter than BIN_TAUS τ_int of the slowest series (``tau_max``)."""
+    return not (np.isfinite(tau_F) and n >= ROUGH_TAUS * tau_F and n >= bins * BIN_TAUS * tau_max)
+
+
+def estimate(x: np.ndarray, bins: int | None = None) -> Estimate:
+    """Mean, binned error and τ_int of a series; ``bins``: how many (default: n_bins of its
+    own τ_int, so that each bin is BIN_TAUS τ long where the series allows)."""
     x = np.asarray(x, dtype=np.float64)
-    return Estimate(float(x.mean()), binned_error(x, n_bins), tau_int(x))
+    tau = tau_int(x)
+    return Estimate(float(x.mean()), binned_error(x, n_bins(len(x), tau) if bins is None else bins), tau)

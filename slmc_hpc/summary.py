@@ -1,5 +1,6 @@
 """The end-of-run summary: per temperature slot, acceptance, F/N and |m| with binned errors
-and τ_int(F), read back from the rows just written; per slot pair, the exchange acceptance;
+(bins as the report's, stats.n_bins) and τ_int(F), read back from the rows just written, with
+a mark where the run is too short to trust them (stats.is_rough); per slot pair, the exchange acceptance;
 the round trips and the up-moving fraction of the tempering ladder. Goes to /summary and to
 the log."""
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from .ladder import barrier, replica_warning, suggested_replicas
 from .samplers import AcceptanceCounts
-from .stats import estimate
+from .stats import ROUGH_TAUS, estimate, is_rough, n_bins, tau_int
 
 
 def summarize(out, n_sites: int, temperatures, counts: list[AcceptanceCounts], seconds_per_step: float,
@@ -27,14 +28,22 @@ def summarize(out, n_sites: int, temperatures, counts: list[AcceptanceCounts], s
     for slot, T in enumerate(temperatures):
         F = out.file["measure/free_energy"][slot] / n_sites
         m = np.linalg.norm(out.file["measure/magnetization"][slot], axis=-1)
-        eF, em = estimate(F), estimate(m)
+        # bins as the report's (tables.py): each 20 τ_int of the slower series where the run allows
+        tau_F, tau_m = tau_int(F), tau_int(m)
+        tau_max = np.nanmax([tau_F, tau_m]) if np.isfinite([tau_F, tau_m]).any() else float("nan")
+        bins = n_bins(len(F), tau_max)
+        eF, em = estimate(F, bins), estimate(m, bins)
+        rough = ""
+        if is_rough(len(F), tau_F, tau_max, bins):
+            measured = f"{len(F) / tau_F:.0f} τ_int(F)" if np.isfinite(tau_F) else "τ_int(F) undetermined"
+            rough = f"  (rough: {measured}, want {ROUGH_TAUS})"  # τ_int and the errors read low
         c = counts[slot]
         moved = float(np.mean(out.file["measure/accepted"][slot]))
         for key, v in zip(summary, (c.acceptance, c.middle_acceptance, moved, eF.mean, eF.error, em.mean, em.error,
                                     eF.tau, seconds_per_step)):
             summary[key].append(v)
         log(f"T={T:<8.4g} acceptance {c.acceptance:.3f}  F/N = {eF.mean:.6f} ± {eF.error:.6f}  "
-            f"|m| = {em.mean:.4f} ± {em.error:.4f}  tau_int(F) = {eF.tau:.1f} steps")
+            f"|m| = {em.mean:.4f} ± {em.error:.4f}  tau_int(F) = {eF.tau:.1f} steps" + rough)
     if out.file["tempering/accepted"].shape[0]:
         acc = out.file["tempering/accepted"][:]
         pair = [float(np.mean(acc[acc[:, p] >= 0, p])) if np.any(acc[:, p] >= 0) else float("nan")

@@ -35,13 +35,10 @@ from .lattice import Lattice
 from .observables import structure_factor
 from .output import FORMAT
 from .perturbation import rkky_couplings
-from .stats import tau_int
+from .stats import MAX_BINS, is_rough, n_bins, tau_int
 from .tempering import RoundTrips
 from .thermodynamics import binder_ratio, energy, jackknife, specific_heat, susceptibility
 
-MAX_BINS, MIN_BINS = 32, 8
-BIN_TAUS = 20  # a bin at least this many τ_int long (else the binned error reads low), as far as MIN_BINS allow
-ROUGH_TAUS = 500  # runs shorter than this many τ_int(F) are marked rough (README lessons)
 
 
 @dataclass
@@ -216,14 +213,6 @@ def _couplings(f, cfg: Config, lattice: Lattice, temperatures) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def n_bins(n: int, tau: float) -> int:
-    """Bins for n steps of series whose longest τ_int is ``tau``: BIN_TAUS τ each, within
-    [MIN_BINS, MAX_BINS]; MAX_BINS when τ is unknown."""
-    if not np.isfinite(tau) or tau <= 0:
-        return MAX_BINS
-    return int(np.clip(n // (BIN_TAUS * tau), MIN_BINS, MAX_BINS))
-
-
 def _thermodynamics_row(f, r: int, T: float, n: int, cfg: Config, lattice: Lattice) -> tuple[dict, np.ndarray | None]:
     N, beta = lattice.N, 1.0 / T
     m = f["measure"]
@@ -255,7 +244,7 @@ def _thermodynamics_row(f, r: int, T: float, n: int, cfg: Config, lattice: Latti
     # wall time per step and per independent sample (τ_int(F) steps): only a finished run has them
     seconds = float(f["summary/seconds_per_step"][r]) if "summary/seconds_per_step" in f else float("nan")
     row["seconds_per_step"], row["cost_per_sample_s"] = seconds, seconds * tau_F
-    row["rough"] = not (np.isfinite(tau_F) and n >= ROUGH_TAUS * tau_F and n >= bins * BIN_TAUS * tau_max)
+    row["rough"] = is_rough(n, tau_F, tau_max, bins)
     k = int(f["snapshots/n_written"][r])
     if k == 0:
         return row, None
