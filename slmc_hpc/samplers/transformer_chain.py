@@ -250,6 +250,8 @@ def _copy_sites(src, dst, sites, n_sites):  # pragma: no cover
 def _chain(s, qkv, t, u, f, b, h, block_sites, block_shell, window, weights, heads, gate_a, gate_b,
            normalize, pair, bond_sites, site_bonds, G, sites, noise, log_u, beta, step_size,
            record):  # pragma: no cover
+    """The chain of TransformerForm.chain on the caches (modified in place: s[0] ends as the
+    chain's end); returns the sum of the accepted ΔE."""
     n_layers = weights.shape[0]
     n = s.shape[1]
     n_qkv = 3 * heads
