@@ -19,7 +19,7 @@ from slmc_hpc.config import parse
 from slmc_hpc.lattice import Lattice
 from slmc_hpc.observables import structure_factor
 from slmc_hpc.output import FORMAT
-from slmc_hpc.stats import estimate, n_bins, tau_int
+from slmc_hpc.stats import estimate, n_bins, slowest, tau_int
 from slmc_hpc.thermodynamics import energy, jackknife, specific_heat
 
 
@@ -37,8 +37,7 @@ def summarize(path: str) -> list[dict]:
             series = {"F/N": f["measure/free_energy"][r, :n] / N,
                       "|m|": np.linalg.norm(f["measure/magnetization"][r, :n], axis=-1),  # |m| per step
                       "filling": f["measure/filling"][r, :n], "nn S.S": f["measure/nn_correlation"][r, :n]}
-            taus = [tau_int(series[k]) for k in ("F/N", "|m|")]
-            bins = n_bins(n, max(taus) if np.all(np.isfinite(taus)) else float("nan"))
+            bins = n_bins(n, slowest(tau_int(series[k]) for k in ("F/N", "|m|")))
             row = {"T": T, "steps": n, "bins": bins, "acceptance": float(np.nanmean(f["measure/acceptance"][r, :n]))}
             row.update({k: estimate(x, bins) for k, x in series.items()})
             if "fermion_energy_fluctuation" in f["measure"]:

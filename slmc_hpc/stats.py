@@ -51,6 +51,12 @@ def tau_int(x: np.ndarray) -> float:
         logger.setLevel(level)
 
 
+def slowest(taus) -> float:
+    """The longest of the τ_int that are known (finite); NaN if none is."""
+    known = [t for t in taus if np.isfinite(t)]
+    return max(known) if known else float("nan")
+
+
 def n_bins(n: int, tau: float) -> int:
     """Bins for n steps of series whose longest τ_int is ``tau``: BIN_TAUS τ each, within
     [MIN_BINS, MAX_BINS]; MAX_BINS when τ is unknown."""

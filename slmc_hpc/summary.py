@@ -10,7 +10,7 @@ import numpy as np
 
 from .ladder import barrier, replica_warning, suggested_replicas
 from .samplers import AcceptanceCounts
-from .stats import ROUGH_TAUS, estimate, is_rough, n_bins, tau_int
+from .stats import ROUGH_TAUS, estimate, is_rough, n_bins, slowest, tau_int
 
 
 def summarize(out, n_sites: int, temperatures, counts: list[AcceptanceCounts], seconds_per_step: float,
@@ -30,7 +30,7 @@ def summarize(out, n_sites: int, temperatures, counts: list[AcceptanceCounts], s
         m = np.linalg.norm(out.file["measure/magnetization"][slot], axis=-1)
         # bins as the report's (tables.py): each 20 τ_int of the slower series where the run allows
         tau_F, tau_m = tau_int(F), tau_int(m)
-        tau_max = np.nanmax([tau_F, tau_m]) if np.isfinite([tau_F, tau_m]).any() else float("nan")
+        tau_max = slowest([tau_F, tau_m])
         bins = n_bins(len(F), tau_max)
         eF, em = estimate(F, bins), estimate(m, bins)
         rough = ""

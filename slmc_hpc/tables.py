@@ -35,7 +35,7 @@ from .lattice import Lattice
 from .observables import structure_factor
 from .output import FORMAT
 from .perturbation import rkky_couplings
-from .stats import MAX_BINS, is_rough, n_bins, tau_int
+from .stats import MAX_BINS, is_rough, n_bins, slowest, tau_int
 from .tempering import RoundTrips
 from .thermodynamics import binder_ratio, energy, jackknife, specific_heat, susceptibility
 
@@ -225,8 +225,7 @@ def _thermodynamics_row(f, r: int, T: float, n: int, cfg: Config, lattice: Latti
     series = {"F_per_site": F, "E_per_site": u / N, "filling": m["filling"][r, :n], "abs_m": m_abs,
               "m2": m_abs**2, "nn_SS": m["nn_correlation"][r, :n]}
     taus = {name: tau_int(x) for name, x in series.items()}
-    known = [t for t in taus.values() if np.isfinite(t)]
-    tau_max = max(known) if known else float("nan")
+    tau_max = slowest(taus.values())
     bins = row["bins"] = n_bins(n, tau_max)
     for name, x in series.items():
         value, error = jackknife(np.mean, x, n_bins=bins)

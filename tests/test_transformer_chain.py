@@ -125,7 +125,7 @@ def test_a_bond_matrix_with_its_diagonal_not_doubled_is_caught(rng):
     g = f.G.copy()
     g[np.diag_indices_from(g)] /= 2
     wrong = TransformerForm(f.block_sites, f.block_shell, f.window, f.weights, f.heads, f.gate_a, f.gate_b,
-                            f.normalize, f.pair, f.bond_sites, f.site_bonds, g, f.e0)
+                            f.normalize, f.pair, f.bond_sites, f.site_bonds, g)
     spins = random_spins(model.lattice.N, rng)
     sites, noise, u = draw_moves(rng, model.lattice.N, 100)
     record = np.zeros(100)

@@ -106,10 +106,14 @@ class EquivariantTransformer(torch.nn.Module):
             for p in (self.wv,) + ((self.gate_weight, self.gate_bias) if self.gate_channels else ()):
                 p.zero_()
 
+    def map_weights(self) -> torch.Tensor:
+        """(layers, 3 H + C, block_shells + 1): the shell weights w[h, s] of Q (heads 0..H-1),
+        K, V, then the gate channels' U."""
+        return torch.cat([self.wq, self.wk, self.wv] + ([self.wu] if self.gate_channels else []), dim=1)
+
     def block_maps(self) -> torch.Tensor:
-        """(layers, 3 H + C, N, N): rows Σ_s w[h, s] M_s for Q (heads 0..H-1), K, V, then the
-        gate channels' U."""
-        w = torch.cat([self.wq, self.wk, self.wv] + ([self.wu] if self.gate_channels else []), dim=1)
+        """(layers, 3 H + C, N, N): rows Σ_s w[h, s] M_s of map_weights()."""
+        w = self.map_weights()
         n_sites = self.block.shape[-1]
         return (w @ self.block.reshape(self.block.shape[0], -1)).reshape(w.shape[:2] + (n_sites, n_sites))
 
@@ -239,13 +243,17 @@ class TransformerModel:
         return cls(net, beta, maps, gates, net.mask.numpy(), tables, *cls._head(net, beta, tables))
 
     @staticmethod
-    def _head(net: EquivariantTransformer, beta: float, tables: BondPairTables) -> tuple[np.ndarray, np.ndarray, float]:
+    def _couplings(net: EquivariantTransformer, beta: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """J_n(β), K_o(β) and E_0(β) of the head."""
         x = math.log(beta / net.beta_ref)
         c, e = net.couplings.detach().numpy(), net.e0.detach().numpy()
-        shells = net.pairs.shape[0]
-        j, k = np.split(c[0] + x * c[1], [shells])
-        return (0.5 * np.einsum("n,nij->ij", j, net.pairs.numpy()), bond_pair_kernel(k, tables),
-                float(e[0] + x * e[1]))
+        j, k = np.split(c[0] + x * c[1], [net.pairs.shape[0]])
+        return j, k, float(e[0] + x * e[1])
+
+    @staticmethod
+    def _head(net: EquivariantTransformer, beta: float, tables: BondPairTables) -> tuple[np.ndarray, np.ndarray, float]:
+        j, k, e0 = TransformerModel._couplings(net, beta)
+        return 0.5 * np.einsum("n,nij->ij", j, net.pairs.numpy()), bond_pair_kernel(k, tables), e0
 
     @property
     def lattice(self) -> Lattice:
@@ -293,14 +301,12 @@ class TransformerModel:
         """This model as site lists and dense heads, for the compiled inner chain with
         incremental ΔE (samplers/transformer_chain.py); SLMC's inner chain uses it."""
         net = self.net
-        n_gates = self.gates[1].shape[1]
         with torch.no_grad():
-            weights = torch.cat([net.wq, net.wk, net.wv] + ([net.wu] if n_gates else []), dim=1).numpy()
-            c = net.couplings.numpy()
-        k = (c[0] + math.log(self.beta / net.beta_ref) * c[1])[net.pairs.shape[0]:]
+            weights = net.map_weights().numpy()
+        _, k, _ = self._couplings(net, self.beta)
         return TransformerForm.build(shell_index(self.lattice), net.block.shape[0] - 1, self.mask == 0, weights,
                                      net.wq.shape[1], *self.gates, net.normalize, self.pair_matrix,
-                                     self.bond_tables.bonds, bond_matrix(k, self.bond_tables.pair_class), self.e0)
+                                     self.bond_tables.bonds, bond_matrix(k, self.bond_tables.pair_class))
 
     def delta_energy(self, spins: np.ndarray, i: int, new_spin: np.ndarray) -> float:
         # two full evaluations in one batch, O(N^2): the reference for the incremental ΔE

@@ -55,14 +55,7 @@ class BondForm:
         """Bonds (B, 2) with i < j; every site must lie on the same number of bonds (true
         for any translation-invariant bond set)."""
         bonds = np.asarray(bonds, dtype=np.int64)
-        at_site = [[] for _ in range(n_sites)]
-        for a, (i, j) in enumerate(bonds):
-            at_site[i].append((a, j))
-            at_site[j].append((a, i))
-        if len({len(x) for x in at_site}) != 1:
-            raise ValueError("every site must lie on the same number of bonds")
-        table = np.array(at_site, dtype=np.int64).reshape(n_sites, -1, 2)
-        return cls(bonds, table[..., 0].copy(), table[..., 1].copy(), np.ascontiguousarray(w, dtype=np.float64),
+        return cls(bonds, *bonds_at_sites(n_sites, bonds), np.ascontiguousarray(w, dtype=np.float64),
                    np.ascontiguousarray(G, dtype=np.float64))
 
     def bond_values(self, spins: np.ndarray) -> np.ndarray:
@@ -92,6 +85,19 @@ class BondForm:
                        np.asarray(sites, dtype=np.int64), np.asarray(noise, dtype=np.float64),
                        np.asarray(log_u, dtype=np.float64), float(beta), float(step_size), reflect)
         return spins, total
+
+
+def bonds_at_sites(n_sites: int, bonds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, z) the bonds at each site and (N, z) the other site of each, for bonds (B, 2);
+    every site must lie on the same number of bonds (true for any translation-invariant set)."""
+    at_site = [[] for _ in range(n_sites)]
+    for a, (i, j) in enumerate(np.asarray(bonds, dtype=np.int64)):
+        at_site[i].append((a, j))
+        at_site[j].append((a, i))
+    if len({len(x) for x in at_site}) != 1:
+        raise ValueError("every site must lie on the same number of bonds")
+    table = np.array(at_site, dtype=np.int64).reshape(n_sites, -1, 2)
+    return table[..., 0].copy(), table[..., 1].copy()
 
 
 @numba.njit(cache=True)

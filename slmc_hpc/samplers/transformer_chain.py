@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .local_chain import bonds_at_sites
+
 
 @dataclass(frozen=True, eq=False)
 class TransformerForm:
@@ -41,7 +43,7 @@ class TransformerForm:
     shell; window (N, na): the sites each site attends to; weights (layers, 3 H + C, S): the
     block-map weights of Q (heads 0..H-1), K, V and the gates' U per shell; gate_a (layers,
     C, C), gate_b (layers, C); pair (N, N) C(β); bond_sites (P, 2), site_bonds (N, zb) and
-    G (P, P) the bond-pair head (P = 0: none); e0 E_0(β)."""
+    G (P, P) the bond-pair head (P = 0: none). E_0(β) is left out: the chain needs only ΔE."""
 
     block_sites: np.ndarray
     block_shell: np.ndarray
@@ -55,12 +57,11 @@ class TransformerForm:
     bond_sites: np.ndarray
     site_bonds: np.ndarray
     G: np.ndarray
-    e0: float
 
     @classmethod
     def build(cls, shell_index: np.ndarray, block_shells: int, window: np.ndarray,
               weights: np.ndarray, heads: int, gate_a: np.ndarray, gate_b: np.ndarray, normalize: bool,
-              pair: np.ndarray, bond_sites: np.ndarray, G: np.ndarray, e0: float) -> "TransformerForm":
+              pair: np.ndarray, bond_sites: np.ndarray, G: np.ndarray) -> "TransformerForm":
         """From the (N, N) shell index (0 on the diagonal), the (N, N) attention window (True
         where site i attends to j; symmetric), the network's arrays and its head."""
         n = len(shell_index)
@@ -72,15 +73,10 @@ class TransformerForm:
             raise ValueError("every site must have the same number of block and window sites")
         block = np.array(block, dtype=np.int64)
         bond_sites = np.asarray(bond_sites, dtype=np.int64).reshape(-1, 2)
-        at_site = [[] for _ in range(n)]
-        for a, (i, j) in enumerate(bond_sites):
-            at_site[i].append(a)
-            at_site[j].append(a)
-        site_bonds = np.array(at_site, dtype=np.int64).reshape(n, -1)
         c = lambda x: np.ascontiguousarray(x, dtype=np.float64)  # noqa: E731
         return cls(block, np.take_along_axis(shell_index, block, 1).astype(np.int64),
                    np.array(window, dtype=np.int64), c(weights), int(heads), c(gate_a), c(gate_b),
-                   bool(normalize), c(pair), bond_sites, site_bonds, c(G), float(e0))
+                   bool(normalize), c(pair), bond_sites, bonds_at_sites(n, bond_sites)[0], c(G))
 
     def _caches(self, spins: np.ndarray):
         n_layers, n_maps, _ = self.weights.shape
