@@ -42,6 +42,8 @@ VARIANTS = {
     "exact-d1": {"run": {"sampler": "exact", "step_size": 1.0}},
     "exact-d2": {"run": {"sampler": "exact", "step_size": 2.0}},
     "default": {},
+    # the defaults of 0.2 and 0.3: bond pairs of 2 shells at any separation (0.4: 4 shells within 1.5)
+    "v0.3-default": {"effective_model": {"bond_shells": 2, "bond_range": 0.0}},
     # kind = "transformer" and nothing else: nested SLMC with its defaults
     "transformer": {"effective_model": {"kind": "transformer"}},
     # the defaults before version 0.2: 3 shells, energy loss, a round every 20 steps, N updates of δ = 0.5
@@ -49,23 +51,25 @@ VARIANTS = {
                      "run": {"step_size": 0.5}, "training": {"loss": "energy", "every": 20, "buffer_size": 5000}},
     # the Transformer in the inner chain (scheme = "plain", samplers/transformer_chain.py), windowed
     # so that an update's cost does not grow with N; its head as linear-bonds, path tuned
-    "transformer-plain": {"effective_model": {"kind": "transformer", "shells": 8, "bond_shells": 2, "layers": 1,
-                                              "heads": 1, "block_shells": 1, "attention_shells": 1},
+    "transformer-plain": {"effective_model": {"kind": "transformer", "shells": 8, "bond_shells": 2, "bond_range": 0.0,
+                                              "layers": 1, "heads": 1, "block_shells": 1, "attention_shells": 1},
                           "slmc": {"scheme": "plain"},
                           "training": {"loss": "pair", "every": 1000, "buffer_size": 3000}},
-    "transformer-plain-g": {"effective_model": {"kind": "transformer", "shells": 8, "bond_shells": 2, "layers": 1,
-                                                "heads": 2, "block_shells": 1, "attention_shells": 2,
+    "transformer-plain-g": {"effective_model": {"kind": "transformer", "shells": 8, "bond_shells": 2, "bond_range": 0.0,
+                                                "layers": 1, "heads": 2, "block_shells": 1, "attention_shells": 2,
                                                 "gate_channels": 4},
                             "slmc": {"scheme": "plain"},
                             "training": {"loss": "pair", "every": 1000, "buffer_size": 3000}},
     "linear": {"effective_model": {"shells": 8}, "training": {"loss": "pair", "every": 500, "buffer_size": 2000}},
     "linear-or": {"effective_model": {"shells": 8}, "slmc": {"overrelax": 0.5},
                   "training": {"loss": "pair", "every": 500, "buffer_size": 2000}},
-    "linear-bonds": {"effective_model": {"shells": 8, "bond_shells": 2},
+    "linear-bonds": {"effective_model": {"shells": 8, "bond_shells": 2, "bond_range": 0.0},
                      "training": {"loss": "pair", "every": 1000, "buffer_size": 3000}},
-    "linear-bonds-or": {"effective_model": {"shells": 8, "bond_shells": 2}, "slmc": {"overrelax": 0.5},
+    "linear-bonds-or": {"effective_model": {"shells": 8, "bond_shells": 2, "bond_range": 0.0},
+                        "slmc": {"overrelax": 0.5},
                         "training": {"loss": "pair", "every": 1000, "buffer_size": 3000}},
-    "linear-bonds-auto": {"effective_model": {"shells": 8, "bond_shells": 2}, "slmc": {"local_updates": "auto"},
+    "linear-bonds-auto": {"effective_model": {"shells": 8, "bond_shells": 2, "bond_range": 0.0},
+                          "slmc": {"local_updates": "auto"},
                           "run": {"step_size": "auto"},
                           "training": {"loss": "pair", "every": 1000, "buffer_size": 3000}},
 }

@@ -22,9 +22,9 @@ from slmc_hpc.training.learner import collect, train_round
 
 MODELS = {
     "linear": {"effective_model": {"shells": 8}},
-    "linear-bonds": {"effective_model": {"shells": 8, "bond_shells": 2}},
+    "linear-bonds": {"effective_model": {"shells": 8, "bond_shells": 2, "bond_range": 0.0}},
     "transformer-nested": {"effective_model": {"kind": "transformer", "shells": 6, "layers": 1, "heads": 2,
-                                               "block_shells": 2, "gate_channels": 4, "bond_shells": 2},
+                                               "block_shells": 2, "gate_channels": 4, "bond_shells": 2, "bond_range": 0.0},
                            "slmc": {"inner_bond_shells": 2}, "training": {"epochs": 5}},
 }
 

@@ -93,15 +93,17 @@ def build_network(cfg: Config, lattice: Lattice, beta_ref: float) -> Equivariant
         lattice, layers=em.layers, heads=em.heads, block_shells=em.block_shells,
         attention_shells=None if em.attention_shells == "global" else em.attention_shells,
         shells=em.shells, normalize=em.normalize, beta_ref=beta_ref,
-        dtype=getattr(torch, em.dtype), seed=cfg.run.seed, bond_shells=em.bond_shells,
+        dtype=getattr(torch, em.dtype), seed=cfg.run.seed, bond_shells=em.bond_shells, bond_range=em.bond_range,
         gate_channels=em.gate_channels)
 
 
 def build_linear(cfg: Config, lattice: Lattice, inner: bool = False) -> LinearModel:
     """The untrained (zero) linear model of a slot: ``[effective_model]`` shells and
-    bond_shells, or with ``inner`` nested SLMC's inner model (shells, ``[slmc] inner_bond_shells``)."""
+    bond_shells, or with ``inner`` nested SLMC's inner model (shells, ``[slmc] inner_bond_shells``);
+    both with ``[effective_model] bond_range``."""
     em = cfg.effective_model
-    return LinearModel.zeros(lattice, em.shells, cfg.slmc.inner_bond_shells if inner else em.bond_shells)
+    return LinearModel.zeros(lattice, em.shells, cfg.slmc.inner_bond_shells if inner else em.bond_shells,
+                             em.bond_range)
 
 
 def build_network_trainer(cfg: Config, lattice: Lattice, beta_ref: float, seed: int, comm=None) -> TorchTrainer:

@@ -17,7 +17,8 @@ from types import MappingProxyType
 import numpy as np
 
 from .lattice import Lattice
-from .schema import (ADDED_KEYS, DEPENDS, LEGACY_DEFAULTS, MAX_BUFFER_BYTES, MAX_DEFAULT_BOND_SITES, MAX_INT, MAX_MATRIX_DIM,
+from .schema import (ADDED_KEYS, DEPENDS, LEGACY_DEFAULTS, MAX_BUFFER_BYTES, MAX_DEFAULT_BOND_SITES,
+                     MAX_DEFAULT_FOUR_BOND_SITES, MAX_INT, MAX_MATRIX_DIM,
                      REQUIRED, SCHEMA, Key)
 
 
@@ -148,6 +149,7 @@ def _n_sites(lattice: dict) -> int:
 # analysis/BENCHMARKS.md (the cheapest sampler measured on the reference problem).
 DEPENDENT_DEFAULTS = {
     ("effective_model", "shells"): lambda v: min(8, _n_distances(v["lattice"])),
+    ("effective_model", "bond_range"): lambda v: 2.0 if _four_shell_default(v) else 0.0,
     ("effective_model", "bond_shells"): lambda v: _default_bond_shells(v),
     ("slmc", "inner_bond_shells"): lambda v: v["effective_model"]["bond_shells"],
     ("slmc", "local_updates"): lambda v: "auto" if v["run"]["sampler"] == "slmc" else 0,
@@ -161,16 +163,24 @@ DEPENDENT_DEFAULTS = {
 }
 
 
+def _four_shell_default(values: dict) -> bool:
+    """The linear model on a square lattice: there bond pairs of 4 shells within 2 spacings
+    were the cheapest measured (analysis/BENCHMARKS.md#bond-pairs-of-finite-range)."""
+    return values["effective_model"]["kind"] == "linear" and values["lattice"]["kind"] == "square"
+
+
 def _default_bond_shells(values: dict) -> int:
-    """2 (or fewer on a lattice with fewer distances) where the model's least-squares head can
-    be fitted from the default buffer: 2 x its parameters within the training share of
-    buffer_size (else no round would ever run), and up to MAX_DEFAULT_BOND_SITES sites."""
-    lattice, tr = values["lattice"], values["training"]
-    k = min(2, _n_distances(lattice))
+    """4 (linear model, square lattice, up to MAX_DEFAULT_FOUR_BOND_SITES sites), else 2 (or
+    fewer on a lattice with fewer distances) where the model's least-squares head can be
+    fitted from the default buffer: 2 x its parameters within the training share of
+    buffer_size (else no round would ever run), and up to MAX_DEFAULT_BOND_SITES sites. Why
+    the size limits: the bond-pair class table and G are B² (B ≈ 10 N bonds of 4 shells in 2D)."""
+    lattice, tr, em = values["lattice"], values["training"], values["effective_model"]
+    wide = _four_shell_default(values) and _n_sites(lattice) <= MAX_DEFAULT_FOUR_BOND_SITES
+    k = min(4 if wide else 2, _n_distances(lattice))
     if _n_sites(lattice) > MAX_DEFAULT_BOND_SITES:
         return 0
-    shells = values["effective_model"]["shells"]
-    head = 1 + shells + n_bond_orbits(lattice["kind"], lattice["L"], k)
+    head = 1 + em["shells"] + n_bond_orbits(lattice["kind"], lattice["L"], k, em["bond_range"])
     return k if 2 * head <= _training_samples(tr["buffer_size"], tr["validation_fraction"]) else 0
 
 
@@ -180,11 +190,12 @@ def _training_samples(buffer_size: int, validation_fraction: float) -> int:
 
 
 @functools.lru_cache(maxsize=16)
-def n_bond_orbits(kind: str, L: int, bond_shells: int) -> int:
-    """Symmetry classes of bond pairs within bond_shells shells (the four-spin couplings K_o)."""
+def n_bond_orbits(kind: str, L: int, bond_shells: int, bond_range: float = 0.0) -> int:
+    """Symmetry classes of bond pairs within bond_shells shells and bond_range (the four-spin
+    couplings K_o)."""
     if bond_shells == 0:
         return 0
-    return int(Lattice.from_kind(kind, L).bond_pair_orbits(bond_shells)[1].max()) + 1
+    return int(Lattice.from_kind(kind, L).bond_pair_orbits(bond_shells, bond_range)[1].max()) + 1
 
 
 def _n_distances(lattice: dict) -> int:
@@ -321,8 +332,9 @@ def _head_size(cfg: Config) -> int:
     the J_n and the bond-pair couplings of the model or of nested SLMC's inner one."""
     em = cfg.effective_model
     nested = em.kind == "transformer" and cfg.slmc.scheme == "nested"
-    orbits = max(n_bond_orbits(cfg.lattice.kind, cfg.lattice.L, em.bond_shells),
-                 n_bond_orbits(cfg.lattice.kind, cfg.lattice.L, cfg.slmc.inner_bond_shells) if nested else 0)
+    orbits = max(n_bond_orbits(cfg.lattice.kind, cfg.lattice.L, em.bond_shells, em.bond_range),
+                 n_bond_orbits(cfg.lattice.kind, cfg.lattice.L, cfg.slmc.inner_bond_shells, em.bond_range)
+                 if nested else 0)
     return 1 + em.shells + orbits
 
 

@@ -111,14 +111,17 @@ class Lattice:
         index[bonds[:, 0], bonds[:, 1]] = index[bonds[:, 1], bonds[:, 0]] = np.arange(len(bonds))
         return bonds, index
 
-    def bond_pair_orbits(self, n_shells: int) -> tuple[np.ndarray, np.ndarray]:
+    def bond_pair_orbits(self, n_shells: int, max_range: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """Bonds of shells 1..n_shells (see shell_bonds) and the symmetry classes of pairs of them.
 
         Returns (bonds, pair_class): pair_class (B, B) symmetric, the class of the unordered
         bond pair {a, b} (a = b included) under the lattice's translations and point group,
         numbered 0..n_classes-1 in the order of each class's first pair (a ≤ b) in row-major
         order. A function of the pairs that depends only on the class is therefore invariant
-        under every lattice symmetry.
+        under every lattice symmetry. ``max_range`` > 0 keeps only the pairs whose bond
+        midpoints lie at most that far apart (bond_distances, lattice spacings): the others get
+        class -1 and the kept classes are numbered as above (the distance is the same for every
+        pair of a class, so a class is kept or dropped whole).
 
         How: translate one of the four bond ends to the origin ("anchor"); the pair is then
         (the anchor bond's other end u, the other bond's ends {p, q}), up to the point group
@@ -145,18 +148,44 @@ class Lattice:
                 code = key if code is None else np.minimum(code, key)
         _, cls = np.unique(code, return_inverse=True)
         cls = cls.reshape(len(at_origin), len(bonds))
+        if max_range > 0:  # translation invariant, so the pairs at the origin decide for their classes
+            far = np.unique(cls[self.bond_distances(bonds[at_origin], bonds) > max_range + 1e-9])
+            cls = np.where(np.isin(cls, far), -1, cls)
         pair_class = np.empty((len(bonds), len(bonds)), dtype=np.int64)
         for t in self.translations():
             rows = index[t[bonds[at_origin, 0]], t[bonds[at_origin, 1]]]
             cols = index[t[bonds[:, 0]], t[bonds[:, 1]]]
             pair_class[rows[:, None], cols[None, :]] = cls
             pair_class[cols[:, None], rows[None, :]] = cls.T
-        # number the classes by their first pair (a <= b) in row-major order
+        # number the classes by their first pair (a <= b) in row-major order (-1 stays -1)
         upper = pair_class[np.triu_indices(len(bonds))]
         labels, first_seen = np.unique(upper, return_index=True)
-        renumber = np.empty(len(labels), dtype=np.int64)
-        renumber[labels[np.argsort(first_seen)]] = np.arange(len(labels))
+        kept = labels >= 0
+        renumber = np.full(pair_class.max() + 2, -1, dtype=np.int64)  # the last entry maps -1 to -1
+        renumber[labels[kept][np.argsort(first_seen[kept])]] = np.arange(kept.sum())
         return bonds, renumber[pair_class]
+
+    def bond_distances(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """(len(first), len(second)) distances between the midpoints of bonds (., 2), minimum
+        image, lattice units. A bond whose shortest displacement is not unique (a component
+        L/2) has several midpoints; the distance is the least over them, so it is invariant
+        under every lattice symmetry."""
+        best = np.full((len(first), len(second)), np.inf)
+        for ca, oka in self._midpoints(first):
+            for cb, okb in self._midpoints(second):
+                r = (cb[None] - ca[:, None] + self.L / 2) % self.L - self.L / 2
+                dist = np.where(oka[:, None] & okb[None, :], np.sqrt((r**2).sum(-1)), np.inf)
+                best = np.minimum(best, dist)
+        return best
+
+    def _midpoints(self, bonds: np.ndarray):
+        """i + e/2 for each shortest image e of the bonds' displacements j - i, with a mask of
+        the bonds for which that choice of image is a shortest one."""
+        start = self.coords[bonds[:, 0]]
+        d = (self.coords[bonds[:, 1]] - start) % self.L
+        for shift in itertools.product((0, 1), repeat=self.dim):
+            e = d - self.L * np.array(shift)
+            yield start + e / 2, np.all(np.abs(e) <= self.L / 2, axis=1)
 
     def translations(self) -> list[np.ndarray]:
         """Site permutations p for every lattice translation: (T S)_i = S_{p[i]}."""

@@ -34,8 +34,9 @@ def read_model(path: str | Path, slot: int = 0, inner: bool = False):
     if kind == "linear" or inner:
         shape = build_linear(cfg, lattice, inner)
         # files written before linear models had bond-pair terms ignored bond_shells: E_0 and J_n only
-        bond_shells = shape.bond_shells if len(params) == shape.n_parameters else 0
-        return LinearModel.from_parameters(lattice, params, shape.n_shells, bond_shells)
+        if len(params) != shape.n_parameters:
+            shape = LinearModel.zeros(lattice, shape.n_shells)
+        return shape.with_parameters(params)
     if kind == "transformer":
         net = build_network(cfg, lattice, float(beta_ref))
         with torch.no_grad():

@@ -15,6 +15,7 @@ MAX_BUFFER_BYTES = 4 * 2**30
 MIN_TEMPERATURE = 1e-6
 MAX_TEMPERATURES = 4096
 MAX_DEFAULT_BOND_SITES = 600  # default bond_shells = 0 above this many sites (and where the buffer is too small)
+MAX_DEFAULT_FOUR_BOND_SITES = 256  # default bond_shells = 4 (linear model, square lattice) up to this many sites
 MAX_INT = 2**63 - 1  # what HDF5 attributes (int64) can hold; beyond this no key makes sense
 
 
@@ -94,8 +95,12 @@ SCHEMA: dict[str, list[Key]] = {
             "shells, or \"global\" for all sites", lambda v: None if v == "global" or v >= 1 else
             "must be \"global\" or at least 1"),
         Key("bond_shells", "int", DEPENDS, "add four-spin terms to the model, one coupling per symmetry class of "
-            "pairs of bonds within shells 1..bond_shells (any separation); 0: none; default 2 up to "
+            "pairs of bonds within shells 1..bond_shells (and within bond_range); 0: none; default 4 for the "
+            f"linear model on a square lattice of up to {MAX_DEFAULT_FOUR_BOND_SITES} sites, else 2, up to "
             f"{MAX_DEFAULT_BOND_SITES} sites where [training] buffer_size can fit their couplings, else 0", _non_negative),
+        Key("bond_range", "float", DEPENDS, "keep only the bond pairs whose midpoints lie at most this far apart "
+            "(lattice spacings, minimum image); 0: any separation; default 2 for the linear model on a square "
+            "lattice, else 0", _non_negative),
         Key("gate_channels", "int", 0, "transformer: gated channels per layer after the attention (an "
             "equivariant feed-forward step: block spins U^c scaled by tanh of invariants); 0: attention only",
             _non_negative),
@@ -157,7 +162,7 @@ SCHEMA: dict[str, list[Key]] = {
 
 # Keys added after 0.2, when files and checkpoints began to store every key: a stored text of
 # an earlier version lacks them, and they take their defaults (config.stores_every_key)
-ADDED_KEYS = {("temperatures", "adapt"): "0.3"}
+ADDED_KEYS = {("temperatures", "adapt"): "0.3", ("effective_model", "bond_range"): "0.4"}
 
 # The defaults before version 0.2, for configuration texts stored in files and checkpoints
 # written then (they held the user's text, omitted keys included; since 0.2 every key is
@@ -166,4 +171,6 @@ LEGACY_DEFAULTS = {
     ("effective_model", "shells"): 3, ("effective_model", "bond_shells"): 0, ("slmc", "local_updates"): 0,
     ("slmc", "inner_bond_shells"): 0, ("training", "every"): 20, ("training", "buffer_size"): 5000,
     ("training", "loss"): "energy", ("run", "thermalize"): 200, ("run", "step_size"): 0.5,
+    # added in 0.4: every stored text before lacks it and meant any separation
+    ("effective_model", "bond_range"): 0.0,
 }

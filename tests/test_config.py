@@ -3,7 +3,7 @@
 import pytest
 
 from slmc_hpc.cli import describe, main
-from slmc_hpc.config import ConfigError, parse, to_toml
+from slmc_hpc.config import ConfigError, parse, stores_every_key, to_toml
 
 GOOD = """
 [lattice]
@@ -36,7 +36,17 @@ def test_good_config_parses_with_exact_keys():
     assert cfg.lattice.L == 4 and cfg.model.J == 4.0 and cfg.temperatures.values == [0.1]
     assert cfg.local_updates == 16 and cfg.run.sampler == "slmc" and cfg.run.output == "run.h5"
     assert cfg.training.every == 2  # default filled in: thermalize / 8 (at most 500)
-    assert cfg.training.loss == "pair" and cfg.run.step_size == "auto" and cfg.effective_model.bond_shells == 2
+    assert cfg.training.loss == "pair" and cfg.run.step_size == "auto"
+    # bond pairs of 4 shells within 2 spacings for the linear model on the square lattice;
+    # the Transformer and other lattices keep 2 shells at any range
+    assert (cfg.effective_model.bond_shells, cfg.effective_model.bond_range) == (4, 2.0)
+    other = parse(GOOD.replace('kind = "linear"', 'kind = "transformer"'))
+    assert (other.effective_model.bond_shells, other.effective_model.bond_range) == (2, 0.0)
+    other = parse(GOOD.replace('kind = "square"\nL = 4', 'kind = "chain"\nL = 16'))
+    assert (other.effective_model.bond_shells, other.effective_model.bond_range) == (2, 0.0)
+    # above 256 sites 2 shells (the class table is B²), still within 2
+    large = parse(GOOD.replace("L = 4", "L = 18").replace("local_updates = 16", "local_updates = 0"))
+    assert (large.effective_model.bond_shells, large.effective_model.bond_range) == (2, 2.0)
 
 
 def test_local_updates_zero_means_n_sites():
@@ -143,6 +153,8 @@ def test_replace_revalidates_and_rewrites_the_text():
      r"bond_shells = 4 with \[training\] batch_size = 10000000: training would hold .* GiB of bond-pair products"),
     ('kind = "linear"\nshells = 3', 'kind = "transformer"\nshells = 3\ngate_channels = -1',
      r"\[effective_model\] gate_channels must not be negative"),
+    ('kind = "linear"\nshells = 3', 'kind = "linear"\nshells = 3\nbond_range = -1.5',
+     r"\[effective_model\] bond_range must not be negative"),
 ])
 def test_absurd_values_are_clear_errors(old, new, message):
     with pytest.raises(ConfigError, match=message):
@@ -202,18 +214,19 @@ def _minimal(**sections) -> str:
 
 def test_defaults_are_the_benchmarks_sampler_sized_to_the_lattice():
     """A configuration naming only the lattice and temperatures gets the cheapest sampler
-    measured (analysis/BENCHMARKS.md): linear model, 8 shells, bond-pair terms within 2 shells,
-    pair loss, tuned path; sized down where the lattice is small or large."""
+    measured (analysis/BENCHMARKS.md): linear model, 8 shells, bond-pair terms within 4 shells
+    and 2 spacings, pair loss, tuned path; sized down where the lattice is small or large."""
     cfg = parse(_minimal())
     em, tr = cfg.effective_model, cfg.training
-    assert (em.kind, em.shells, em.bond_shells, tr.loss) == ("linear", 8, 2, "pair")
+    assert (em.kind, em.shells, em.bond_shells, em.bond_range, tr.loss) == ("linear", 8, 4, 2.0, "pair")
     assert (cfg.slmc.local_updates, cfg.run.step_size, cfg.run.thermalize, tr.every) == ("auto", "auto", 4000, 500)
-    assert cfg.slmc.inner_bond_shells == 2
+    assert cfg.slmc.inner_bond_shells == 4
     assert parse(_minimal(lattice={"L": 4})).effective_model.shells == 5  # all 5 distances of 4x4
     chain = parse(_minimal(lattice={"kind": "chain", "L": 2}))
     assert (chain.effective_model.shells, chain.effective_model.bond_shells) == (1, 1)
-    assert parse(_minimal(lattice={"L": 24})).effective_model.bond_shells == 2  # 792 parameters: 1584 of 1599
-    assert parse(_minimal(lattice={"L": 24}, training={"buffer_size": 1900})).effective_model.bond_shells == 0
+    assert parse(_minimal(lattice={"L": 16})).effective_model.bond_shells == 4  # up to 256 sites
+    assert parse(_minimal(lattice={"L": 24})).effective_model.bond_shells == 2  # 32 parameters
+    assert parse(_minimal(lattice={"L": 24}, training={"buffer_size": 40})).effective_model.bond_shells == 0
     assert parse(_minimal(lattice={"L": 25})).effective_model.bond_shells == 0  # over 600 sites
     assert parse(_minimal(run={"thermalize": 400})).training.every == 50
     assert parse(_minimal(run={"thermalize": 3})).training.every == 1
@@ -240,6 +253,11 @@ def test_complete_text_means_the_same_and_legacy_texts_keep_their_defaults():
     old = parse(_minimal(), legacy=True)  # a text stored before 0.2 meant the defaults of then
     assert (old.effective_model.shells, old.effective_model.bond_shells, old.training.loss) == (3, 0, "energy")
     assert (old.slmc.local_updates, old.run.step_size, old.run.thermalize, old.training.every) == (0, 0.5, 200, 20)
+    # a text stored by 0.2 or 0.3 has every key but bond_range (added in 0.4), and meant any separation
+    stored = parse(cfg.replace("effective_model", bond_shells=2).complete_text.replace("bond_range = 2.0\n", ""),
+                   legacy=True)
+    assert (stored.effective_model.bond_shells, stored.effective_model.bond_range) == (2, 0.0)
+    assert stores_every_key(cfg.complete_text.replace("bond_range = 2.0\n", ""))
 
 
 def test_replace_resolves_dependent_defaults_again():
@@ -250,9 +268,11 @@ def test_replace_resolves_dependent_defaults_again():
 
 def test_a_model_that_could_never_be_trained_is_refused():
     """A round needs twice the head's parameters in training samples (training/learner.py):
-    at L = 28 the bond-pair terms within 2 shells have 1053 classes, which a buffer of 2000
-    (1599 training samples) cannot fit."""
+    at L = 28 the bond-pair terms within 2 shells at any range have 1053 classes, which a buffer
+    of 2000 (1599 training samples) cannot fit; within 2 spacings (the default range) 23."""
+    every = {"bond_shells": 2, "bond_range": 0.0}
     with pytest.raises(ConfigError, match=r"\[training\] buffer_size = 2000 .* 1062 parameters .* at least 2657"):
-        parse(_minimal(lattice={"L": 28}, effective_model={"bond_shells": 2}))
-    assert parse(_minimal(lattice={"L": 28}, effective_model={"bond_shells": 2}, training={"buffer_size": 2657}))
-    assert parse(_minimal(lattice={"L": 28}, effective_model={"bond_shells": 2}, run={"sampler": "exact"}))
+        parse(_minimal(lattice={"L": 28}, effective_model=every))
+    assert parse(_minimal(lattice={"L": 28}, effective_model=every, training={"buffer_size": 2657}))
+    assert parse(_minimal(lattice={"L": 28}, effective_model=every, run={"sampler": "exact"}))
+    assert parse(_minimal(lattice={"L": 28}, effective_model={"bond_shells": 2}))

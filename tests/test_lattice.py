@@ -80,3 +80,34 @@ def test_bond_pair_classes_equal_the_whole_space_group_search(kind, L, n_shells,
         # translations only: more, smaller classes
         monkeypatch.setattr(Lattice, "point_group", lambda self: [np.arange(self.N)])
         assert lat.bond_pair_orbits(n_shells)[1].max() > pair_class.max()
+
+
+def test_bond_pair_range_keeps_the_close_classes_whole():
+    """Nearest-neighbour bonds of the square lattice, midpoints (x + 1/2, y) and (x, y + 1/2):
+    within 0.75 a bond pairs with itself and with the 4 perpendicular bonds at its ends
+    (distance √2/2), 2 classes; within 1 also the collinear and the side-by-side parallel
+    neighbours (2 more classes, 2 + 2 partners); with no range every separation (L = 8: 9
+    classes of pairs of parallel bonds up to the point group's images, plus the perpendicular ones)."""
+    lat = Lattice.from_kind("square", 8)
+    full = lat.bond_pair_orbits(1)[1]
+    for max_range, classes, partners in ((0.75, 2, 5), (1.0, 4, 9)):
+        bonds, pair_class = lat.bond_pair_orbits(1, max_range)
+        assert pair_class.max() + 1 == classes
+        assert np.all((pair_class >= 0).sum(axis=1) == partners)
+        dist = lat.bond_distances(bonds, bonds)
+        np.testing.assert_array_equal(pair_class >= 0, dist <= max_range + 1e-9)
+        # each kept class is a class of the full table, whole (the distance is a class property)
+        for c in range(classes):
+            assert len(np.unique(full[pair_class == c])) == 1
+            assert np.all(pair_class[full == full[pair_class == c][0]] == c)
+    assert np.all(full >= 0) and full.max() + 1 > 4
+
+
+def test_bond_distance_takes_the_nearest_midpoint_of_a_half_lattice_bond():
+    """At L = 4 the bond {0, (2, 0)} has midpoints (1, 0) and (-1, 0) = (3, 0); its distance to
+    the bond {(1, 0), (1, 1)} (midpoint (1, 1/2)) is 1/2 by the first, not √(4 + 1/4) by the second."""
+    lat = Lattice.from_kind("square", 4)
+    bonds = np.array([[0, int(lat.index(np.array([2, 0])))],
+                      [int(lat.index(np.array([1, 0]))), int(lat.index(np.array([1, 1])))]])
+    assert lat.bond_distances(bonds, bonds)[0, 1] == pytest.approx(0.5)
+    assert lat.bond_distances(bonds[1:], bonds[:1])[0, 0] == pytest.approx(0.5)

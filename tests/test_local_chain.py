@@ -3,6 +3,8 @@ Metropolis loop over the model's delta_energy, on the same random numbers, for t
 model with and without four-spin bond-pair terms, also on lattices where a bond is its own
 translate (L = 2, distance L/2). Its exactness as part of SLMC: tests/test_samplers.py."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -13,11 +15,10 @@ from slmc_hpc.samplers.local_chain import BondForm
 from slmc_hpc.samplers.moves import draw_moves, perturb
 
 
-def random_model(kind, L, shells, bond_shells, rng):
+def random_model(kind, L, shells, bond_shells, rng, bond_range=0.0):
     lat = Lattice.from_kind(kind, L)
-    model = LinearModel.zeros(lat, shells, bond_shells)
-    return LinearModel(lat, couplings=rng.normal(size=shells), e0=0.3, bond_shells=bond_shells,
-                       bond_couplings=0.3 * rng.normal(size=len(model.bond_couplings)))
+    model = LinearModel.zeros(lat, shells, bond_shells, bond_range)
+    return model.with_parameters(np.r_[0.3, rng.normal(size=shells), 0.3 * rng.normal(size=len(model.bond_couplings))])
 
 
 def reference_chain(model, spins, beta, sites, noise, log_u, step_size):
@@ -32,13 +33,17 @@ def reference_chain(model, spins, beta, sites, noise, log_u, step_size):
     return spins, accepted
 
 
-MODELS = [("square", 6, 6, 0), ("square", 4, 3, 2), ("square", 5, 2, 3), ("square", 2, 2, 2),
-          ("chain", 6, 3, 3), ("cubic", 3, 2, 2), ("cubic", 2, 3, 1)]
+# (kind, L, shells, bond_shells, bond_range): the last three with a finite bond-pair range, whose
+# G is sparse enough at L = 8 (square) and L = 6 (cubic) for the compressed-row update; at L = 4 a
+# shell-3 bond (2, 0) has two midpoints
+MODELS = [("square", 6, 6, 0, 0.0), ("square", 4, 3, 2, 0.0), ("square", 5, 2, 3, 0.0), ("square", 2, 2, 2, 0.0),
+          ("chain", 6, 3, 3, 0.0), ("cubic", 3, 2, 2, 0.0), ("cubic", 2, 3, 1, 0.0),
+          ("square", 8, 3, 4, 1.5), ("cubic", 4, 2, 2, 1.0), ("square", 4, 3, 3, 1.2)]
 
 
-@pytest.mark.parametrize("kind,L,shells,bond_shells", MODELS)
-def test_compiled_chain_makes_the_same_decisions_as_the_generic_loop(kind, L, shells, bond_shells, rng):
-    model = random_model(kind, L, shells, bond_shells, rng)
+@pytest.mark.parametrize("kind,L,shells,bond_shells,bond_range", MODELS)
+def test_compiled_chain_makes_the_same_decisions_as_the_generic_loop(kind, L, shells, bond_shells, bond_range, rng):
+    model = random_model(kind, L, shells, bond_shells, rng, bond_range)
     spins = random_spins(model.lattice.N, rng)
     n = 400
     sites, noise, u = draw_moves(rng, model.lattice.N, n)
@@ -51,9 +56,9 @@ def test_compiled_chain_makes_the_same_decisions_as_the_generic_loop(kind, L, sh
     assert delta == pytest.approx(model.energy(got) - model.energy(spins), abs=1e-10)
 
 
-@pytest.mark.parametrize("kind,L,shells,bond_shells", MODELS)
-def test_bond_form_energy_equals_the_model_energy(kind, L, shells, bond_shells, rng):
-    model = random_model(kind, L, shells, bond_shells, rng)
+@pytest.mark.parametrize("kind,L,shells,bond_shells,bond_range", MODELS)
+def test_bond_form_energy_equals_the_model_energy(kind, L, shells, bond_shells, bond_range, rng):
+    model = random_model(kind, L, shells, bond_shells, rng, bond_range)
     for spins in random_spins(model.lattice.N, rng, size=(3,)):
         assert model.bond_form.energy(spins, model.e0) == pytest.approx(model.energy(spins), abs=1e-12)
 
@@ -65,7 +70,7 @@ def test_wrong_bond_matrix_diagonal_is_caught(rng):
     form = model.bond_form
     halved = form.G.copy()
     halved[np.diag_indices_from(halved)] /= 2
-    wrong = BondForm(form.bonds, form.site_bonds, form.partner, form.w, halved)
+    wrong = BondForm.from_bonds(model.lattice.N, form.bonds, form.w, halved, model.lattice.translations())
     spins = random_spins(model.lattice.N, rng)
     sites, noise, u = draw_moves(rng, model.lattice.N, 400)
     args = (spins, 2.0, sites, noise, np.log(u), 0.5)
@@ -75,3 +80,29 @@ def test_wrong_bond_matrix_diagonal_is_caught(rng):
 def test_bond_form_rejects_irregular_bond_sets():
     with pytest.raises(ValueError, match="same number of bonds"):
         BondForm.from_bonds(3, np.array([[0, 1]]), np.zeros(1), np.zeros((0, 0)))
+
+
+def test_bond_form_rejects_a_bond_matrix_that_is_not_translation_invariant(rng):
+    form = random_model("square", 4, 2, 2, rng).bond_form
+    G = form.G.copy()
+    G[0, 1] = G[1, 0] = G[0, 1] + 1.0
+    with pytest.raises(ValueError, match="not invariant under the translations"):
+        BondForm.from_bonds(16, form.bonds, form.w, G, Lattice.from_kind("square", 4).translations())
+
+
+@pytest.mark.parametrize("bond_range", [1.5, 0.0])
+def test_bond_field_of_the_coupling_table_is_the_bond_matrix_product(bond_range, rng):
+    """h = G b from the translated coupling table equals the dense product; with a finite range
+    (4 shells within 1.5 spacings at L = 8) a site reaches only a few of G's bonds. Negative
+    control: one coupling zeroed makes other decisions."""
+    ranged = random_model("square", 8, 3, 4, rng, bond_range)
+    form = ranged.bond_form
+    b = form.bond_values(random_spins(ranged.lattice.N, rng))
+    np.testing.assert_allclose(form.bond_field(b), form.G @ b[:len(form.G)], rtol=0, atol=1e-12)
+    assert form.reach.shape[1] < len(form.G) / 2 if bond_range else form.reach.shape[1] == len(form.G)
+    coupling = form.coupling.copy()
+    coupling[np.flatnonzero(coupling[:, 0])[-1], 0] = 0.0
+    broken = dataclasses.replace(form, coupling=coupling)
+    sites, noise, u = draw_moves(rng, ranged.lattice.N, 2000)
+    args = (random_spins(ranged.lattice.N, rng), 2.0, sites, noise, np.log(u), 0.5)
+    assert not np.allclose(broken.chain(*args)[0], form.chain(*args)[0], atol=1e-6)

@@ -135,12 +135,12 @@ def test_nested_run_stores_the_inner_model_each_slot_measured_with(tmp_path, mon
 
 
 def test_a_run_whose_rounds_never_get_enough_samples_says_so(tmp_path, capsys):
-    # bond_shells = 2 on the 4x4 lattice: E_0, 4 J_n and 33 bond-pair couplings, so a round needs
-    # 76 training samples; 40 thermalization steps give at most 32 per slot
+    # bond_shells = 2 at any range on the 4x4 lattice: E_0, 4 J_n and 33 bond-pair couplings, so a
+    # round needs 76 training samples; 40 thermalization steps give at most 32 per slot
     printed = {}
     for bond_shells in (0, 2):
         out = tmp_path / f"run{bond_shells}.h5"
-        (tmp_path / "c.toml").write_text(config(out, effective_model={"bond_shells": bond_shells}))
+        (tmp_path / "c.toml").write_text(config(out, effective_model={"bond_shells": bond_shells, "bond_range": 0.0}))
         assert main(["run", str(tmp_path / "c.toml")]) == 0
         printed[bond_shells] = capsys.readouterr().out
         with h5py.File(out, "r") as f:

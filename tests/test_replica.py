@@ -156,10 +156,10 @@ def test_linear_bond_pair_model_resumes_and_old_checkpoints_load_as_k_zero():
 
 
 def test_rounds_wait_for_twice_the_head_size_in_training_samples():
-    # bond_shells = 1 on the 3x3 lattice: E_0, J_1, J_2 and 7 bond-pair couplings, 10 in all;
+    # bond_shells = 1 at any range on the 3x3 lattice: E_0, J_1, J_2 and 7 bond-pair couplings, 10 in all;
     # a least-squares fit of them on the 8 or 16 training samples of the first rounds would
     # only interpolate (the old threshold counted E_0 and the J_n alone: 6 samples)
-    cfg = CFG.replace("effective_model", bond_shells=1).replace("run", thermalize=60)
+    cfg = CFG.replace("effective_model", bond_shells=1, bond_range=0.0).replace("run", thermalize=60)
     rep, learner = make_slot(cfg, 2)
     assert learner.head_size == rep.model.n_parameters == 10
     n_train = []

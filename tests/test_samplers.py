@@ -173,7 +173,8 @@ def test_slmc_agrees_with_exact_sampler_on_4x4(overrelax):
 def test_default_sampler_agrees_with_exact_sampler_on_4x4(tmp_path):
     """The same for a configuration that names only the lattice, the model and the
     temperature (and the run's length): the default sampler, i.e. the linear model with
-    bond-pair terms on the pair loss and local_updates, step_size "auto" (tuning in the second
+    bond-pair terms of 4 shells within 2 spacings (the compiled chain's translated coupling
+    table) on the pair loss and local_updates, step_size "auto" (tuning in the second
     half of thermalization, run_loop.py). A whole run, read back from its file."""
     import h5py
 
@@ -182,7 +183,8 @@ def test_default_sampler_agrees_with_exact_sampler_on_4x4(tmp_path):
 
     cfg = parse(to_toml({"lattice": {"L": 4}, "model": {"mu": -2.5}, "temperatures": {"values": [0.1]},
                          "run": {"thermalize": 1000, "measure": 10000, "seed": 11}}))
-    assert (cfg.slmc.local_updates, cfg.run.step_size, cfg.effective_model.bond_shells) == ("auto", "auto", 2)
+    em = cfg.effective_model
+    assert (cfg.slmc.local_updates, cfg.run.step_size, em.bond_shells, em.bond_range) == ("auto", "auto", 4, 2.0)
     with h5py.File(run(cfg, output=tmp_path / "tuned.h5", log=lambda *a: None), "r") as f:
         F_s = f["measure/free_energy"][0] / 16
         m_s = np.linalg.norm(f["measure/magnetization"][0], axis=-1)
@@ -255,15 +257,15 @@ def test_nested_outer_test_with_the_inner_energy_is_caught():
     assert chi_square_p_value(sample_cos(wrong, 30000, seed=9), BETA) < P_VALUE_THRESHOLD
 
 
-@pytest.mark.parametrize("bond_shells", [0, 2])
-def test_slmc_keeps_e_eff_equal_to_the_model_energy(bond_shells):
+@pytest.mark.parametrize("bond_shells,bond_range", [(0, 0.0), (2, 0.0), (4, 1.5)])
+def test_slmc_keeps_e_eff_equal_to_the_model_energy(bond_shells, bond_range):
     """SLMC takes the proposal's E_eff from the inner chain's summed ΔE; after many steps the
     chain's E_eff is still the model's energy of its spins."""
     physics = DoubleExchange(Lattice.from_kind("square", 4), t=1.0, J=4.0, mu=-2.5)
     lat = physics.lattice
-    n_orbits = len(LinearModel.zeros(lat, 2, bond_shells).bond_couplings)
+    n_orbits = len(LinearModel.zeros(lat, 2, bond_shells, bond_range).bond_couplings)
     model = LinearModel(lat, couplings=np.array([0.3, -0.1]), e0=1.0, bond_shells=bond_shells,
-                        bond_couplings=0.01 * np.cos(np.arange(n_orbits)))
+                        bond_couplings=0.01 * np.cos(np.arange(n_orbits)), bond_range=bond_range)
     sampler = SLMCSampler(physics, model, 5.0, n_local=16, step_size=0.5)
     rng = np.random.default_rng(4)
     state = sampler.init_state(random_spins(lat.N, rng))

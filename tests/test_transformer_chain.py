@@ -29,6 +29,8 @@ NETS = [  # (lattice kind, L, network keywords)
     ("cubic", 3, dict(layers=1, heads=1, block_shells=1, attention_shells=1, shells=2, gate_channels=2,
                       bond_shells=1)),
     ("square", 5, dict(layers=0, heads=1, block_shells=1, attention_shells=1, shells=3, bond_shells=2)),  # head alone
+    ("square", 6, dict(layers=1, heads=1, block_shells=1, attention_shells=1, shells=3, bond_shells=3,
+                       bond_range=1.5)),  # bond pairs of finite range
 ]
 
 

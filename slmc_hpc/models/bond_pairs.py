@@ -47,9 +47,11 @@ class BondPairTables:
 
 
 @lru_cache(maxsize=8)
-def bond_pair_tables(lattice: Lattice, n_shells: int) -> BondPairTables:
+def bond_pair_tables(lattice: Lattice, n_shells: int, max_range: float = 0.0) -> BondPairTables:
     """The tables that turn ψ_o into translation correlations of bond fields (cached: the
-    class search takes about a second at L = 6, k = 4).
+    class search takes about a second at L = 6, k = 4). ``max_range`` > 0: only the pairs of
+    bonds whose midpoints lie within that distance (Lattice.bond_pair_orbits); the others have
+    pair_class -1 and weight 0 in the correlation tables.
 
     Bonds fall into translation classes τ (T of them); slots[τ, t] is the bond of class τ
     translated by translation t (site index t = its vector, t = 0 the identity), so a bond
@@ -63,7 +65,7 @@ def bond_pair_tables(lattice: Lattice, n_shells: int) -> BondPairTables:
         empty = np.zeros((0, 0), np.int64)
         return BondPairTables(np.zeros((0, 2), np.int64), empty, np.zeros((0, lattice.N), np.int64),
                               np.zeros(0, np.int64), np.zeros(0), lattice.shape)
-    bonds, pair_class = lattice.bond_pair_orbits(n_shells)
+    bonds, pair_class = lattice.bond_pair_orbits(n_shells, max_range)
     _, index = lattice.shell_bonds(n_shells)
     n_bonds, n = len(bonds), lattice.N
     trans = np.array(lattice.translations())  # (N, N): trans[t][i] = site i moved by vector t
@@ -77,8 +79,9 @@ def bond_pair_tables(lattice: Lattice, n_shells: int) -> BondPairTables:
     mult = np.array([n // len(np.unique(row)) for row in slots])
     a = np.broadcast_to(slots[:, 0][:, None, None], (len(slots), len(slots), n))
     b = np.broadcast_to(slots[None, :, :], (len(slots), len(slots), n))
-    weight = np.where(a == b, 1.0, 0.5) / (mult[:, None, None] * mult[None, :, None])
-    return BondPairTables(bonds, pair_class, slots, pair_class[a, b].ravel(), weight.ravel(), lattice.shape)
+    orbit = pair_class[a, b]
+    weight = np.where(a == b, 1.0, 0.5) / (mult[:, None, None] * mult[None, :, None]) * (orbit >= 0)
+    return BondPairTables(bonds, pair_class, slots, np.maximum(orbit, 0).ravel(), weight.ravel(), lattice.shape)
 
 
 def bond_values(spins, bonds):
@@ -129,7 +132,8 @@ def bond_pair_energy(b: np.ndarray, tables: BondPairTables, kernel: np.ndarray) 
 
 def bond_matrix(couplings: np.ndarray, pair_class: np.ndarray) -> np.ndarray:
     """G with Σ_o K_o ψ_o = (1/2) bᵀ G b: G_ab = K_class(a,b), the diagonal doubled (a bond
-    paired with itself appears once in ψ, as (1/2) G_aa b_a² = K b_a²)."""
-    g = np.asarray(couplings, dtype=np.float64)[pair_class]
+    paired with itself appears once in ψ, as (1/2) G_aa b_a² = K b_a²); 0 for pairs of class -1
+    (beyond the model's range)."""
+    g = np.where(pair_class >= 0, np.asarray(couplings, dtype=np.float64)[np.maximum(pair_class, 0)], 0.0)
     g[np.diag_indices_from(g)] *= 2
     return g

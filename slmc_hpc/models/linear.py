@@ -30,6 +30,7 @@ class LinearModel:
     e0: float = 0.0
     bond_shells: int = 0  # four-spin terms on bonds of shells 1..bond_shells (0: none)
     bond_couplings: np.ndarray | None = None  # K_o, one per bond-pair class; None: zeros
+    bond_range: float = 0.0  # only bond pairs whose midpoints lie this close (lattice units); 0: any
 
     def __getstate__(self):
         # the cached bond form (with its P² bond matrix) and kernel are rebuilt on demand, not pickled:
@@ -42,21 +43,22 @@ class LinearModel:
             object.__setattr__(self, "bond_couplings", np.zeros(n_orbits))
         if len(self.bond_couplings) != n_orbits:
             raise ValueError(f"{len(self.bond_couplings)} bond-pair couplings given, the lattice has "
-                             f"{n_orbits} bond-pair classes within {self.bond_shells} shells")
+                             f"{n_orbits} bond-pair classes within {self.bond_shells} shells"
+                             + (f" and range {self.bond_range:g}" if self.bond_range else ""))
 
     @classmethod
-    def zeros(cls, lattice: Lattice, n_shells: int, bond_shells: int = 0) -> "LinearModel":
+    def zeros(cls, lattice: Lattice, n_shells: int, bond_shells: int = 0, bond_range: float = 0.0) -> "LinearModel":
         """E_eff = 0: the inner chain is a free random walk until the first fit."""
         lattice.shell_neighbours(max(n_shells, bond_shells))  # validates the shell counts now
-        return cls(lattice=lattice, couplings=np.zeros(n_shells), e0=0.0, bond_shells=bond_shells)
+        return cls(lattice=lattice, couplings=np.zeros(n_shells), e0=0.0, bond_shells=bond_shells,
+                   bond_range=bond_range)
 
-    @classmethod
-    def from_parameters(cls, lattice: Lattice, vector: np.ndarray, n_shells: int,
-                        bond_shells: int = 0) -> "LinearModel":
-        """The model whose ``parameters()`` vector is ``vector`` (E_0, J_1.., K_1..)."""
+    def with_parameters(self, vector: np.ndarray) -> "LinearModel":
+        """The model of this shape whose ``parameters()`` vector is ``vector`` (E_0, J_1.., K_1..)."""
         v = np.asarray(vector, dtype=np.float64)
-        return cls(lattice, couplings=v[1:1 + n_shells].copy(), e0=float(v[0]), bond_shells=bond_shells,
-                   bond_couplings=v[1 + n_shells:].copy())
+        if len(v) != self.n_parameters:
+            raise ValueError(f"{len(v)} parameters given, the model has {self.n_parameters}")
+        return self._with_coefficients(v[0], v[1:])
 
     @property
     def n_shells(self) -> int:
@@ -68,7 +70,7 @@ class LinearModel:
 
     @property
     def _tables(self):
-        return bond_pair_tables(self.lattice, self.bond_shells)
+        return bond_pair_tables(self.lattice, self.bond_shells, self.bond_range)
 
     def with_beta(self, beta: float) -> "LinearModel":
         """The model at another β: the same (this model does not depend on β)."""
@@ -99,7 +101,7 @@ class LinearModel:
             assert np.all(listed >= 0), "a shell neighbour missing from the bond table"
             np.add.at(w, listed, 0.5 * j)
         return BondForm.from_bonds(self.lattice.N, every[order], w[order],
-                                 bond_matrix(self.bond_couplings, self._tables.pair_class))
+                                   bond_matrix(self.bond_couplings, self._tables.pair_class), self.lattice.translations())
 
     @cached_property
     def _shells(self) -> list[np.ndarray]:

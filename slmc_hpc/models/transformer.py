@@ -62,7 +62,7 @@ class EquivariantTransformer(torch.nn.Module):
     def __init__(self, lattice: Lattice, layers: int, heads: int, block_shells: int,
                  attention_shells: int | None, shells: int, normalize: bool = False,
                  beta_ref: float = 1.0, dtype: torch.dtype = torch.float64, seed: int = 0,
-                 bond_shells: int = 0, gate_channels: int = 0):
+                 bond_shells: int = 0, gate_channels: int = 0, bond_range: float = 0.0):
         super().__init__()
         self.lattice, self.normalize, self.beta_ref = lattice, normalize, beta_ref
         idx = torch.as_tensor(shell_index(lattice))
@@ -75,8 +75,8 @@ class EquivariantTransformer(torch.nn.Module):
         allowed = torch.ones_like(idx, dtype=torch.bool) if attention_shells is None else idx <= attention_shells
         self.register_buffer("mask", torch.where(allowed, 0.0, float("-inf")).to(dtype))
         # derived from the lattice, so not stored in state dicts (persistent=False)
-        tables = bond_pair_tables(lattice, bond_shells)
-        self.bond_shells, self.n_orbits = bond_shells, tables.n_orbits
+        tables = bond_pair_tables(lattice, bond_shells, bond_range)
+        self.bond_shells, self.bond_range, self.n_orbits = bond_shells, bond_range, tables.n_orbits
         for name in ("bonds", "slots", "orbit", "weight"):  # the (B, B) pair classes stay in the tables
             self.register_buffer(f"bp_{name}", torch.as_tensor(getattr(tables, name)), persistent=False)
         gen = torch.Generator().manual_seed(seed)
@@ -239,7 +239,7 @@ class TransformerModel:
             gates = ((net.gate_weight.numpy(), net.gate_bias.numpy()) if c else
                      (np.zeros((net.n_layers, 0, 0)), np.zeros((net.n_layers, 0))))
         # the tables once per freeze, not per evaluation (they take seconds to rebuild at L = 10)
-        tables = bond_pair_tables(net.lattice, net.bond_shells)
+        tables = bond_pair_tables(net.lattice, net.bond_shells, net.bond_range)
         return cls(net, beta, maps, gates, net.mask.numpy(), tables, *cls._head(net, beta, tables))
 
     @staticmethod

@@ -9,7 +9,9 @@ terms give G. Changing S_i changes only the z bonds at i (by δ_a = (S_i' - S_i)
 
     ΔE = -Σ_{a at i} δ_a (w_a + h_a) - (1/2) Σ_{a,a' at i} δ_a G_aa' δ_a',   h = G b,
 
-O(z²) per proposal with h kept up to date (O(P z) per accepted update, P the bonds G acts on).
+O(z²) per proposal with h kept up to date: O(u z) per accepted update, u the bonds that G
+couples to the bonds at a site (all P of G's bonds at any range; a fixed number, independent
+of N, for a model of finite bond-pair range).
 
 Two kinds of move, mixed at random (samplers/moves.py):
   Metropolis   S_i -> normalize(S_i + δ g), accepted with min(1, exp(-β ΔE));
@@ -42,27 +44,79 @@ import numpy as np
 class BondForm:
     """E_eff as a bond form: bonds (B, 2) the site pairs, site_bonds (N, z) the bonds at each
     site, partner (N, z) the other site of each, w (B,) the linear couplings, G (P, P) the
-    bond matrix on the first P bonds (P = 0: no four-spin terms)."""
+    bond matrix on the first P bonds (P = 0: no four-spin terms).
+
+    Derived from G by translation invariance (from_bonds): the first zp bonds at each site
+    are G's, listed in the same order at every site (translates of site 0's), so that
+    ``local`` (zp, zp), G's block over them, is one table for all sites; ``reach`` (N, u)
+    lists the bonds that G couples to the bonds at a site (the translates of site 0's list)
+    and ``coupling`` (u, zp) = G[reach[i]][:, site_bonds[i, :zp]], the same for every i. An
+    accepted update adds coupling @ δ to h at reach[i]: u short dot products, contiguous in
+    memory, instead of zp rows of G (P each) or zp scattered sparse rows. Measured at L = 8
+    with bond pairs of 4 shells within 1.5 spacings (zp = 20, u = 222 of P = 640): 0.30 µs per
+    accepted update, against 0.78 through compressed rows and 0.65 with every range (u = P);
+    0.26 for the 2 shells of every range (u = P = 256, zp = 8) as through G's rows."""
 
     bonds: np.ndarray
     site_bonds: np.ndarray
     partner: np.ndarray
     w: np.ndarray
     G: np.ndarray
+    local: np.ndarray
+    reach: np.ndarray
+    coupling: np.ndarray
 
     @classmethod
-    def from_bonds(cls, n_sites: int, bonds: np.ndarray, w: np.ndarray, G: np.ndarray) -> "BondForm":
-        """Bonds (B, 2) with i < j; every site must lie on the same number of bonds (true
-        for any translation-invariant bond set)."""
+    def from_bonds(cls, n_sites: int, bonds: np.ndarray, w: np.ndarray, G: np.ndarray,
+                   translations=None) -> "BondForm":
+        """Bonds (B, 2) with i < j, the first P = len(G) of them G's; every site must lie on the
+        same number of bonds (true for any translation-invariant bond set). ``translations``
+        (site permutations, Lattice.translations; needed where P > 0): G must be invariant
+        under them."""
         bonds = np.asarray(bonds, dtype=np.int64)
-        return cls(bonds, *bonds_at_sites(n_sites, bonds), np.ascontiguousarray(w, dtype=np.float64),
-                   np.ascontiguousarray(G, dtype=np.float64))
+        G = np.ascontiguousarray(G, dtype=np.float64)
+        w = np.ascontiguousarray(w, dtype=np.float64)
+        site_bonds, partner = bonds_at_sites(n_sites, bonds)
+        p = len(G)
+        zp = int((site_bonds[0] < p).sum())
+        if np.any(site_bonds[:, :zp] >= p) or np.any(site_bonds[:, zp:] < p):
+            raise ValueError("every site must lie on the same number of the bond matrix's bonds")
+        if p == 0:
+            return cls(bonds, site_bonds, partner, w, G, np.zeros((0, 0)), np.zeros((n_sites, 0), np.int64),
+                       np.zeros((0, 0)))
+        if translations is None:
+            raise ValueError("a bond form with four-spin terms needs the lattice's translations")
+        trans = np.asarray(translations, dtype=np.int64)  # site permutations (Lattice.translations)
+        index = np.full((n_sites, n_sites), -1, dtype=np.int64)
+        index[bonds[:, 0], bonds[:, 1]] = index[bonds[:, 1], bonds[:, 0]] = np.arange(len(bonds))
+        own = site_bonds[0, :zp]
+        near = np.flatnonzero(np.any(G[:, own] != 0, axis=1))  # the bonds G couples to site 0's
+        trans = trans[np.argsort(trans[:, 0])]  # row i: the translation that moves site 0 to site i
+        site_own = index[trans[:, bonds[own, 0]], trans[:, bonds[own, 1]]]  # site 0's bonds, moved to each site
+        reach = index[trans[:, bonds[near, 0]], trans[:, bonds[near, 1]]]
+        if np.any(np.sort(site_own, axis=1) != np.sort(site_bonds[:, :zp], axis=1)):
+            raise ValueError("the bond set is not invariant under the translations")
+        ends = bonds[site_own]
+        site_bonds[:, :zp] = site_own
+        partner[:, :zp] = np.where(ends[..., 0] == np.arange(n_sites)[:, None], ends[..., 1], ends[..., 0])
+        local = np.ascontiguousarray(G[np.ix_(own, own)])
+        coupling = np.ascontiguousarray(G[np.ix_(near, own)])
+        if not np.array_equal(G[reach[:, :, None], site_own[:, None, :]], np.broadcast_to(coupling, reach.shape + (zp,))):
+            raise ValueError("the bond matrix is not invariant under the translations")
+        return cls(bonds, site_bonds, partner, w, G, local, reach, coupling)
 
     def bond_values(self, spins: np.ndarray) -> np.ndarray:
         """b_a = S_i·S_j for every bond, shape (B,)."""
         b = np.empty(len(self.bonds))
         _bond_values(np.ascontiguousarray(spins, dtype=np.float64), self.bonds, b)
         return b
+
+    def bond_field(self, b: np.ndarray) -> np.ndarray:
+        """h = G b over the first P bonds, as the chain adds it up: each bond's column of G
+        through the sites at its two ends, halved (O(N u zp) instead of P²)."""
+        h = np.zeros(len(self.G))
+        _bond_field(self.site_bonds, self.reach, self.coupling, b, h)
+        return h
 
     def energy(self, spins: np.ndarray, e0: float) -> float:
         b = self.bond_values(spins)
@@ -79,9 +133,9 @@ class BondForm:
         accepted ΔE."""
         spins = np.array(spins, dtype=np.float64)
         b = self.bond_values(spins)
-        h = self.G @ b[:len(self.G)]
+        h = self.bond_field(b)
         reflect = np.zeros(0, dtype=np.bool_) if reflect is None else np.asarray(reflect, dtype=np.bool_)
-        total = _chain(spins, b, h, self.site_bonds, self.partner, self.w, self.G,
+        total = _chain(spins, b, h, self.site_bonds, self.partner, self.w, self.local, self.reach, self.coupling,
                        np.asarray(sites, dtype=np.int64), np.asarray(noise, dtype=np.float64),
                        np.asarray(log_u, dtype=np.float64), float(beta), float(step_size), reflect)
         return spins, total
@@ -107,11 +161,46 @@ def _bond_values(spins, bonds, out):  # pragma: no cover
         out[a] = spins[i, 0] * spins[j, 0] + spins[i, 1] * spins[j, 1] + spins[i, 2] * spins[j, 2]
 
 
+@numba.njit(cache=True, fastmath={"reassoc", "contract"})
+def _add_coupled(h, reach_i, coupling, delta, scale):  # pragma: no cover
+    """h[reach_i] += scale * coupling @ delta[:zp]: a dot product per reached bond (reassociated,
+    so that it vectorizes; the order of its terms does not matter to a sum of 4-20 terms)."""
+    zp = coupling.shape[1]
+    for r in range(len(reach_i)):
+        acc = 0.0
+        for c in range(zp):
+            acc += coupling[r, c] * delta[c]
+        h[reach_i[r]] += scale * acc
+
+
 @numba.njit(cache=True)
-def _chain(spins, b, h, site_bonds, partner, w, G, sites, noise, log_u, beta, step_size,
-           reflect):  # pragma: no cover
+def _bond_field(site_bonds, reach, coupling, b, h):  # pragma: no cover
+    zp = coupling.shape[1]
+    own = np.empty(zp)
+    for i in range(len(site_bonds)):
+        for c in range(zp):
+            own[c] = b[site_bonds[i, c]]
+        _add_coupled(h, reach[i], coupling, own, 0.5)  # every bond has two ends
+
+
+@numba.njit(cache=True, fastmath={"reassoc", "contract"})
+def _quadratic(local, delta):  # pragma: no cover
+    """δᵀ local δ over the first zp entries of δ (reassociated: see _add_coupled)."""
+    zp = local.shape[0]
+    acc = 0.0
+    for c in range(zp):
+        row = 0.0
+        for c2 in range(zp):
+            row += local[c, c2] * delta[c2]
+        acc += delta[c] * row
+    return acc
+
+
+@numba.njit(cache=True)
+def _chain(spins, b, h, site_bonds, partner, w, local, reach, coupling, sites, noise,
+           log_u, beta, step_size, reflect):  # pragma: no cover
     z = site_bonds.shape[1]
-    p = G.shape[0]
+    zp = local.shape[1]  # the first zp bonds at each site are G's, in the order of local
     delta = np.empty(z)
     new = np.empty(3)
     field = np.empty(3)
@@ -124,12 +213,10 @@ def _chain(spins, b, h, site_bonds, partner, w, G, sites, noise, log_u, beta, st
             for c in range(z):
                 a = site_bonds[i, c]
                 coef = w[a]
-                if a < p:  # the bond-pair field of the bonds not at i (h' = h - G b over bonds at i)
+                if c < zp:  # the bond-pair field of the bonds not at i (h' = h - G b over bonds at i)
                     coef += h[a]
-                    for c2 in range(z):
-                        a2 = site_bonds[i, c2]
-                        if a2 < p:
-                            coef -= G[a, a2] * b[a2]
+                    for c2 in range(zp):
+                        coef -= local[c, c2] * b[site_bonds[i, c2]]
                 j = partner[i, c]
                 for k in range(3):
                     field[k] += coef * spins[j, k]
@@ -153,22 +240,14 @@ def _chain(spins, b, h, site_bonds, partner, w, G, sites, noise, log_u, beta, st
                 d += (new[k] - spins[i, k]) * spins[j, k]
             delta[c] = d
             a = site_bonds[i, c]
-            de -= d * (w[a] + (h[a] if a < p else 0.0))
-        for c in range(z):
-            a = site_bonds[i, c]
-            if a < p:
-                for c2 in range(z):
-                    a2 = site_bonds[i, c2]
-                    if a2 < p:
-                        de -= 0.5 * delta[c] * G[a, a2] * delta[c2]
+            de -= d * (w[a] + (h[a] if c < zp else 0.0))
+        de -= 0.5 * _quadratic(local, delta)
         if log_u[m] < -beta * de:
             total += de
             for k in range(3):
                 spins[i, k] = new[k]
             for c in range(z):
-                a = site_bonds[i, c]
-                b[a] += delta[c]
-                if a < p:
-                    for r in range(p):
-                        h[r] += G[a, r] * delta[c]  # G is symmetric; rows are contiguous
+                b[site_bonds[i, c]] += delta[c]
+            if zp:
+                _add_coupled(h, reach[i], coupling, delta, 1.0)
     return total

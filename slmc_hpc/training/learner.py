@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..models import LinearModel
 from ..models.transformer import TransformerModel
 from ..parallel.allreduce import assert_same_parameters
 from ..parallel.comm import SerialComm
@@ -136,7 +135,7 @@ class Learner:
                 # of a model that ignored bond_shells: the same model is K_o = 0
                 vector = (saved["parameters"] if "parameters" in saved
                           else np.r_[saved["e0"], saved["couplings"], np.zeros(len(old.bond_couplings))])
-                trainer.model = LinearModel.from_parameters(old.lattice, vector, old.n_shells, old.bond_shells)
+                trainer.model = old.with_parameters(vector)
 
 
 def collect(replica, learner: Learner) -> StepInfo:
