@@ -42,7 +42,7 @@ VARIANTS = {
     "exact-d1": {"run": {"sampler": "exact", "step_size": 1.0}},
     "exact-d2": {"run": {"sampler": "exact", "step_size": 2.0}},
     "default": {},
-    # the defaults of 0.2 and 0.3: bond pairs of 2 shells at any separation (0.4: 4 shells within 1.5)
+    # the defaults of 0.2 and 0.3: bond pairs of 2 shells at any separation (0.4: 4 shells within 2)
     "v0.3-default": {"effective_model": {"bond_shells": 2, "bond_range": 0.0}},
     # kind = "transformer" and nothing else: nested SLMC with its defaults
     "transformer": {"effective_model": {"kind": "transformer"}},

@@ -33,9 +33,9 @@ def reference_chain(model, spins, beta, sites, noise, log_u, step_size):
     return spins, accepted
 
 
-# (kind, L, shells, bond_shells, bond_range): the last three with a finite bond-pair range, whose
-# G is sparse enough at L = 8 (square) and L = 6 (cubic) for the compressed-row update; at L = 4 a
-# shell-3 bond (2, 0) has two midpoints
+# (kind, L, shells, bond_shells, bond_range): the last three with a finite bond-pair range, so that
+# a site's update reaches only some of G's bonds (at L = 8 square, L = 4 cubic); at L = 4 a shell-3
+# bond (2, 0) has two midpoints
 MODELS = [("square", 6, 6, 0, 0.0), ("square", 4, 3, 2, 0.0), ("square", 5, 2, 3, 0.0), ("square", 2, 2, 2, 0.0),
           ("chain", 6, 3, 3, 0.0), ("cubic", 3, 2, 2, 0.0), ("cubic", 2, 3, 1, 0.0),
           ("square", 8, 3, 4, 1.5), ("cubic", 4, 2, 2, 1.0), ("square", 4, 3, 3, 1.2)]
@@ -83,11 +83,20 @@ def test_bond_form_rejects_irregular_bond_sets():
 
 
 def test_bond_form_rejects_a_bond_matrix_that_is_not_translation_invariant(rng):
+    """At a bond of site 0, and (range 1.5 at L = 8) at a pair of bonds that no site's reach
+    covers: both would be silently wrong fields."""
     form = random_model("square", 4, 2, 2, rng).bond_form
     G = form.G.copy()
     G[0, 1] = G[1, 0] = G[0, 1] + 1.0
     with pytest.raises(ValueError, match="not invariant under the translations"):
         BondForm.from_bonds(16, form.bonds, form.w, G, Lattice.from_kind("square", 4).translations())
+    ranged = random_model("square", 8, 3, 4, rng, 1.5)
+    form = ranged.bond_form
+    far = np.flatnonzero(form.G[0] == 0)[-1]
+    G = form.G.copy()
+    G[0, far] = G[far, 0] = 1.0
+    with pytest.raises(ValueError, match="not invariant under the translations"):
+        BondForm.from_bonds(64, form.bonds, form.w, G, ranged.lattice.translations())
 
 
 @pytest.mark.parametrize("bond_range", [1.5, 0.0])

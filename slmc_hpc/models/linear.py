@@ -6,8 +6,9 @@ where <ij>_n runs over each unordered pair at the n-th minimum-image distance on
 optional bracket (``bond_shells`` = k > 0) adds the four-spin bond-pair terms of
 models/bond_pairs.py on the raw spins. Linear in its parameters, so fitted by least squares
 to F_β. A proposed single-spin change costs O(z) without the bracket and O(z²) with it (z
-the bonds at a site), an accepted one O(z P) more to keep G b current (P the bonds of the
-bond-pair shells; see samplers/local_chain.py).
+the bonds at a site), an accepted one O(z u) more to keep G b current (u the bonds that
+the terms couple to a site's bonds: all of the bond-pair shells' bonds at any range, a fixed
+number within a finite ``bond_range``; see samplers/local_chain.py).
 """
 
 from __future__ import annotations

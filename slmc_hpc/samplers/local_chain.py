@@ -101,7 +101,9 @@ class BondForm:
         partner[:, :zp] = np.where(ends[..., 0] == np.arange(n_sites)[:, None], ends[..., 1], ends[..., 0])
         local = np.ascontiguousarray(G[np.ix_(own, own)])
         coupling = np.ascontiguousarray(G[np.ix_(near, own)])
-        if not np.array_equal(G[reach[:, :, None], site_own[:, None, :]], np.broadcast_to(coupling, reach.shape + (zp,))):
+        # G's entries at every site are site 0's, and there are no others (each bond has two ends)
+        invariant = np.array_equal(G, G.T) and 2 * np.count_nonzero(G) == n_sites * np.count_nonzero(coupling)
+        if not invariant or any(not np.array_equal(G[np.ix_(reach[i], site_own[i])], coupling) for i in range(n_sites)):
             raise ValueError("the bond matrix is not invariant under the translations")
         return cls(bonds, site_bonds, partner, w, G, local, reach, coupling)
 
