@@ -21,7 +21,9 @@ from slmc_hpc.samplers.slmc import effective_chain
 from slmc_hpc.training.learner import collect, train_round
 
 MODELS = {
-    "linear": {"effective_model": {"shells": 8}},
+    # the 0.4 default (4 bond shells within 2 spacings on the square lattice), 16 N updates as the tuner chose at L = 8, 12
+    "default-16N": {"slmc": {"local_updates": "16N"}},
+    "linear": {"effective_model": {"shells": 8, "bond_shells": 0}},
     "linear-bonds": {"effective_model": {"shells": 8, "bond_shells": 2, "bond_range": 0.0}},
     "transformer-nested": {"effective_model": {"kind": "transformer", "shells": 6, "layers": 1, "heads": 2,
                                                "block_shells": 2, "gate_channels": 4, "bond_shells": 2, "bond_range": 0.0},
@@ -32,9 +34,11 @@ MODELS = {
 def config(L: int, changes: dict, thermalize: int) -> str:
     sections = {"lattice": {"L": L}, "model": {"J": 4.0, "mu": -2.5}, "temperatures": {"values": [0.02]},
                 "training": {"loss": "pair", "every": thermalize // 2, "buffer_size": thermalize},
-                "run": {"thermalize": thermalize, "measure": 1}}
+                "run": {"thermalize": thermalize, "measure": 1, "step_size": 0.5}, "slmc": {"local_updates": 0}}
     for name, values in changes.items():
         sections.setdefault(name, {}).update(values)
+    if sections["slmc"]["local_updates"] == "16N":
+        sections["slmc"]["local_updates"] = 16 * L**2
     return to_toml(sections)
 
 
