@@ -21,13 +21,15 @@ from slmc_hpc.testing import assert_same_files
 from configs import small_toml
 
 def config_text(kind="transformer", temps=(0.1, 0.15), measure=40, every=0, thermalize=30):
-    """``kind``: linear, transformer (nested SLMC), or transformer-plain (the Transformer in
-    the inner chain, windowed: samplers/transformer_chain.py)."""
-    kind, _, scheme = kind.partition("-")
+    """``kind``: linear, linear-bonds (bond pairs of 1 shell within 1 spacing: the compiled
+    chain's coupling table), transformer (nested SLMC), or transformer-plain (the Transformer
+    in the inner chain, windowed: samplers/transformer_chain.py)."""
+    bonds = {"bond_shells": 1, "bond_range": 1.0} if kind == "linear-bonds" else {}
+    kind, _, scheme = kind.replace("linear-bonds", "linear").partition("-")
     slmc = {"scheme": scheme, "local_updates": 8} if scheme else {}
     return small_toml(temperatures={"values": list(temps), "exchange_every": 3}, slmc=slmc,
                       effective_model={"kind": kind, "layers": 1, "heads": 1, "block_shells": 1}
-                      | ({"attention_shells": 1, "gate_channels": 2} if scheme else {}),
+                      | ({"attention_shells": 1, "gate_channels": 2} if scheme else {}) | bonds,
                       training={"every": 10, "epochs": 2, "batch_size": 16, "loss": "pair"},
                       run={"thermalize": thermalize, "measure": measure, "snapshot_every": 7, "seed": 11,
                            "checkpoint_every": every})
@@ -69,6 +71,7 @@ def run_stopped_at(monkeypatch, cfg, output, phase, step, **kwargs):
     ("transformer-plain", (0.1, 0.15), "thermalize", 20),  # the Transformer's own inner chain
     ("transformer-plain", (0.1, 0.15), "measure", 17),
     ("linear", (0.1, 0.15, 0.2), "measure", 9),
+    ("linear-bonds", (0.1, 0.15), "measure", 17),  # a model of finite bond-pair range, trained
 ])
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, kind, temps, phase, step):
     cfg = config(kind, temps)
