@@ -117,7 +117,8 @@ SCHEMA: dict[str, list[Key]] = {
             choices=("nested", "plain")),
         Key("middle_steps", "int", 1, "nested: inner chains + transformer tests per exact test", _at_least(1)),
         Key("inner_bond_shells", "int", DEPENDS, "nested: the inner linear model's four-spin bond-pair terms "
-            "(as [effective_model] bond_shells, within bond_range, on the raw spins); 0: none; default: bond_shells", _non_negative),
+            "(as [effective_model] bond_shells, within bond_range, on the raw spins); 0: none; default: bond_shells",
+            _non_negative),
         Key("overrelax", "float", 0.0, "fraction of the inner chain's updates that reflect the spin about its "
             "local field (over-relaxation; linear inner models: kind = linear, or scheme = nested)",
             lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),
