@@ -65,8 +65,11 @@ def check_same_run(cfg: Config, saved: Config, what: str) -> None:
                and saved.sections[name].as_dict()[key] != value]
     if changed:
         keys = ", ".join(f"[{n}] {k}" for n, k in changed)
-        raise ConfigError(f"{what} is from another configuration ({keys} differ); resume with the run's own "
-                          f"configuration, or pass --overwrite to start again; nothing was changed")
+        # the run's values, so that a default changed since (e.g. bond_range in 0.4) can be given back
+        values = "; ".join(f"{k} = {saved.sections[n].as_dict()[k]!r} there, {cfg.sections[n].as_dict()[k]!r} here"
+                           for n, k in changed)
+        raise ConfigError(f"{what} is from another configuration ({keys} differ: {values}); resume with the "
+                          f"run's own configuration, or pass --overwrite to start again; nothing was changed")
 
 
 def _complete_output(path: Path) -> tuple[int | None, str | None]:

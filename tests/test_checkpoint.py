@@ -109,8 +109,8 @@ def test_an_extended_run_equals_the_longer_run_bit_for_bit(tmp_path, kind, temps
 
 
 @pytest.mark.parametrize("change,match", [
-    ({"run": {"seed": 12}}, r"\[run\] seed differ"),
-    ({"temperatures": {"exchange_every": 4}}, r"\[temperatures\] exchange_every differ"),
+    ({"run": {"seed": 12}}, r"\[run\] seed differ: seed = 11 there, 12 here"),
+    ({"temperatures": {"exchange_every": 4}}, r"\[temperatures\] exchange_every differ: exchange_every = 3 there, 4 here"),
     ({"run": {"measure": 30}}, "would shorten it"),
 ])
 def test_extending_with_another_key_changed_is_refused_and_changes_nothing(tmp_path, change, match):
