@@ -4,9 +4,9 @@
     -Σ_o K_o ψ_o,   ψ_o = Σ_{(a,b) in o} b_a b_b,   b_a = S_i·S_j on bond a = {i, j},
 
 bonds of shells 1..k, o the symmetry classes of unordered bond pairs (Lattice.bond_pair_orbits),
-at any separation or only those whose bond midpoints lie within a range. Why: integrating out the electrons couples the bond kinetic energies over
-long distances (to second order ΔF ≈ Σ_ab χ_ab δt_a δt_b); on the reference problem these
-terms cut the spread of the exact test's log-ratio from σ ≈ 1.0 (linear) to 0.51 offline
+at any separation or only those whose bond midpoints lie within a range. Why: integrating out
+the electrons couples the bond kinetic energies over long distances (to second order
+ΔF ≈ Σ_ab χ_ab δt_a δt_b); on the reference problem these terms cut the spread of the exact test's log-ratio from σ ≈ 1.0 (linear) to 0.51 offline
 (analysis/model_capacity.py; analysis/DEPTH_STUDY.md). The same energy is (1/2) bᵀ G b with the
 bond matrix G = K[class], diagonal doubled (bond_matrix): what a local update uses.
 """
