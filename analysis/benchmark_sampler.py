@@ -11,7 +11,8 @@ nothing (speed is not a test). See analysis/BENCHMARKS.md for measured tables.
 One step of the exact sampler is one sweep (N single-spin updates, each with its own
 diagonalization). A row whose run is shorter than 500 τ_int is marked "rough": τ_int from
 shorter runs reads low (README lessons). Also printed, as candidate proxies for tuning: the
-mean squared change of F/N per step and of the spins per step (Σ_i |ΔS_i|² / N)."""
+mean squared change of F/N per step and of the spins per step (Σ_i |ΔS_i|² / N); and sigma,
+the spread (standard deviation) of the exact test's log-ratio -β[ΔF - ΔE_eff] (SLMC rows)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ VARIANTS = {
     "v0.3-default": {"effective_model": {"bond_shells": 2, "bond_range": 0.0}},
     # kind = "transformer" and nothing else: nested SLMC with its defaults
     "transformer": {"effective_model": {"kind": "transformer"}},
+    # the same with the linear default's bond pairs (4 shells within 2) in its head and in the inner chain,
+    # so that the middle test is at least as accurate as the inner model
+    "transformer-b4": {"effective_model": {"kind": "transformer", "bond_shells": 4, "bond_range": 2.0},
+                       "slmc": {"inner_bond_shells": 4}},
     # the defaults before version 0.2: 3 shells, energy loss, a round every 20 steps, N updates of δ = 0.5
     "v0.1-default": {"effective_model": {"shells": 3, "bond_shells": 0}, "slmc": {"local_updates": 0},
                      "run": {"step_size": 0.5}, "training": {"loss": "energy", "every": 20, "buffer_size": 5000}},
@@ -109,6 +114,8 @@ def main() -> None:
     ap.add_argument("--exact-measure", type=int, default=1000, help="measured sweeps of the exact sampler")
     ap.add_argument("--rounds", type=int, default=20, help="interleaved rounds the measurement is cut into")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--series", metavar="DIR", help="append each variant's F/N and seconds per step, block by "
+                    "block, to DIR/NAME.txt (kept if the run is stopped early)")
     args = ap.parse_args()
     extra = {}
     for item in args.set:
@@ -137,7 +144,7 @@ def main() -> None:
               + (" (tuned)" if tuner is not None else "") + f", overrelax {cfg.slmc.overrelax}", flush=True)
         steps = args.exact_measure if exact else args.measure
         chains[name] = {"rep": rep, "block": max(1, steps // args.rounds), "F": [], "m": [], "spins_msd": [],
-                        "seconds": [], "tests": 0, "accepted": 0, "N": rep.physics.lattice.N}
+                        "seconds": [], "tests": 0, "accepted": 0, "log_ratio": [], "N": rep.physics.lattice.N}
     for _ in range(args.rounds):
         for c in chains.values():
             rep = c["rep"]
@@ -150,11 +157,17 @@ def main() -> None:
                 c["spins_msd"].append(np.sum((rep.state.spins - before) ** 2) / c["N"])
                 c["tests"] += info.n_tests
                 c["accepted"] += info.n_accepted
+                if np.isfinite(info.log_ratio):
+                    c["log_ratio"].append(info.log_ratio)
             c["seconds"].append((time.perf_counter() - start) / c["block"])
+            if args.series:
+                with open(f"{args.series}/{name.replace('/', '_')}.txt", "a") as out:
+                    out.write(f"# block of {c['block']} steps, {c['seconds'][-1]:.6f} s per step\n")
+                    out.writelines(f"{f / c['N']:.12f}\n" for f in c["F"][-c["block"]:])
 
     print(f"L = {args.L}, point {args.point} {POINTS[args.point]}, seed {args.seed}")
     print(f"{'variant':<18} {'acc':>6} {'F/N':>22} {'tau_int':>8} {'ms/step':>9} {'cost ms':>9} {'exact/this':>10} "
-          f"{'dF²/N²':>9} {'dS²':>8} {'|m|':>6} {'steps/tau':>9}")
+          f"{'dF²/N²':>9} {'dS²':>8} {'|m|':>6} {'steps/tau':>9} {'sigma':>6}")
     cost_exact = None
     rows = []
     for name, c in chains.items():
@@ -168,9 +181,10 @@ def main() -> None:
     for name, c, F, e, sec, cost in rows:
         ratio = f"{cost_exact / cost:10.1f}" if cost_exact else f"{'':>10}"
         rough = "" if len(F) >= 500 * e.tau else " rough"
+        sigma = f"{np.std(c['log_ratio']):6.3f}" if c["log_ratio"] else f"{'':>6}"
         print(f"{name:<18} {c['accepted'] / max(c['tests'], 1):6.3f} {e.mean:12.6f} ± {e.error:.6f} {e.tau:8.1f} "
               f"{sec * 1e3:9.3f} {cost * 1e3:9.2f} {ratio} {np.mean(np.diff(F) ** 2):9.2e} "
-              f"{np.mean(c['spins_msd']):8.4f} {np.mean(c['m']):6.3f} {len(F) / e.tau:9.0f}{rough}")
+              f"{np.mean(c['spins_msd']):8.4f} {np.mean(c['m']):6.3f} {len(F) / e.tau:9.0f} {sigma}{rough}")
 
 
 if __name__ == "__main__":

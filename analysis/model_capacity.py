@@ -14,7 +14,8 @@ Models: the linear model with the config's shells and with every shell; with pow
 each bond's S_i·S_j per shell; plus nearest-neighbour plaquette terms (4-spin products and the
 squared scalar chirality); the linear model plus bond-pair terms (one coupling per symmetry
 class of pairs of bonds within shells 1..k ≤ 4, any separation: the Transformer's head with
-``bond_shells = k`` on the raw spins, 0 layers); and the config's Transformer trained for
+``bond_shells = k`` on the raw spins, 0 layers), and with the config's bond_shells within its
+bond_range where that is finite (the linear default's model class); and the config's Transformer trained for
 ``--epochs`` passes.
 
     OMP_NUM_THREADS=1 python analysis/model_capacity.py analysis/reference.toml --pairs 10000
@@ -75,10 +76,11 @@ def plaquette_features(lattice, spins) -> np.ndarray:
                      (ab * bc + bc * cd + cd * da + da * ab).sum(1), (chi ** 2).sum(1)], axis=1)
 
 
-def bond_pair_features(lattice, spins, bond_shells: int) -> np.ndarray:
-    """The head features φ_n (all shells) and ψ_o (bond-pair classes) of a 0-layer network."""
+def bond_pair_features(lattice, spins, bond_shells: int, bond_range: float = 0.0) -> np.ndarray:
+    """The head features φ_n (all shells) and ψ_o (bond-pair classes within ``bond_range``,
+    0 = any) of a 0-layer network."""
     net = EquivariantTransformer(lattice, layers=0, heads=1, block_shells=0, attention_shells=None,
-                                 shells=len(lattice.shell_distances), bond_shells=bond_shells)
+                                 shells=len(lattice.shell_distances), bond_shells=bond_shells, bond_range=bond_range)
     with torch.no_grad():
         return -net.head_features(torch.as_tensor(spins), 1.0).numpy()[:, 2:2 + net.couplings.shape[1]]
 
@@ -116,22 +118,27 @@ def main(argv=None) -> int:
     }
     for k in range(1, min(4, all_shells) + 1):
         feature_sets[f"linear + bond pairs within shells 1..{k}"] = lambda s, k=k: bond_pair_features(lattice, s, k)
+    em = cfg.effective_model
+    if em.bond_shells and em.bond_range:  # the config's own bond-pair classes (the linear default's: 4 within 2)
+        feature_sets[f"linear + bond pairs 1..{em.bond_shells} within {em.bond_range:g}"] = (
+            lambda s: bond_pair_features(lattice, s, em.bond_shells, em.bond_range))
     for name, features in feature_sets.items():
         design = features(d["X"]) - features(d["XR"])
         coef, *_ = np.linalg.lstsq(design[fit], target[fit], rcond=None)
         report(name, design.shape[1], target[held] - design[held] @ coef, N, beta)
-    em = cfg.effective_model
     net = build_network(cfg, lattice, beta)
     tr = cfg.training
-    trainer = TorchTrainer(net, epochs=1, learning_rate=tr.learning_rate, weight_decay=tr.weight_decay,
+    # one round of all the passes: a round keeps the trained layers only where they fit the
+    # training data better than identity layers (TorchTrainer._keep_best_layers), so rounds of
+    # one pass each would restart from the identity whenever one pass did not yet pay
+    trainer = TorchTrainer(net, epochs=args.epochs, learning_rate=tr.learning_rate, weight_decay=tr.weight_decay,
                            batch_size=256, seed=args.seed, loss="pair")
     part = lambda s: Samples(d["X"][s], d["Y"][s], d["XR"][s], d["YR"][s], np.full(len(d["Y"][s]), beta))
-    for _ in range(args.epochs):
-        trainer.train(part(fit), part(held))
+    trainer.train(part(fit), part(held))
     model = TransformerModel.frozen(net, beta)
     residual = target[held] - (model.energy(d["X"][held]) - model.energy(d["XR"][held]))
-    report(f"Transformer {em.layers} layers x {em.heads} heads, {args.epochs} passes", net.n_parameters(),
-           residual, N, beta)
+    report(f"Transformer {em.layers} layers x {em.heads} heads, {args.epochs} passes ({trainer.kept_layers} layers "
+           "kept)", net.n_parameters(), residual, N, beta)
     return 0
 
 
