@@ -46,11 +46,10 @@ VARIANTS = {
     # the defaults of 0.2 and 0.3: bond pairs of 2 shells at any separation (0.4: 4 shells within 2)
     "v0.3-default": {"effective_model": {"bond_shells": 2, "bond_range": 0.0}},
     # kind = "transformer" and nothing else: nested SLMC with its defaults
+    # (since 0.4.1 its head and inner model have the linear default's bond pairs, 4 shells within 2)
     "transformer": {"effective_model": {"kind": "transformer"}},
-    # the same with the linear default's bond pairs (4 shells within 2) in its head and in the inner chain,
-    # so that the middle test is at least as accurate as the inner model
-    "transformer-b4": {"effective_model": {"kind": "transformer", "bond_shells": 4, "bond_range": 2.0},
-                       "slmc": {"inner_bond_shells": 4}},
+    # kind = "transformer" alone up to 0.4.0: 2 bond shells at any range in its head and inner model
+    "v0.4.0-transformer": {"effective_model": {"kind": "transformer", "bond_shells": 2, "bond_range": 0.0}},
     # the defaults before version 0.2: 3 shells, energy loss, a round every 20 steps, N updates of δ = 0.5
     "v0.1-default": {"effective_model": {"shells": 3, "bond_shells": 0}, "slmc": {"local_updates": 0},
                      "run": {"step_size": 0.5}, "training": {"loss": "energy", "every": 20, "buffer_size": 5000}},

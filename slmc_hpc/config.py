@@ -164,13 +164,15 @@ DEPENDENT_DEFAULTS = {
 
 
 def _four_shell_default(values: dict) -> bool:
-    """The linear model on a square lattice: there bond pairs of 4 shells within 2 spacings
-    were the cheapest measured (analysis/BENCHMARKS.md#bond-pairs-of-finite-range)."""
-    return values["effective_model"]["kind"] == "linear" and values["lattice"]["kind"] == "square"
+    """A square lattice: there bond pairs of 4 shells within 2 spacings were the cheapest
+    measured, for the linear model (analysis/BENCHMARKS.md#bond-pairs-of-finite-range) and as
+    the Transformer's head and nested inner model (1.1-1.5x the linear default's cost at L = 8,
+    against 2.3-3.3x with 2 shells at any range; analysis/DEPTH_STUDY.md)."""
+    return values["lattice"]["kind"] == "square"
 
 
 def _default_bond_shells(values: dict) -> int:
-    """4 (linear model, square lattice, up to MAX_DEFAULT_FOUR_BOND_SITES sites), else 2 (or
+    """4 (square lattice, up to MAX_DEFAULT_FOUR_BOND_SITES sites), else 2 (or
     fewer on a lattice with fewer distances) where the model's least-squares head can be
     fitted from the default buffer: 2 x its parameters within the training share of
     buffer_size (else no round would ever run), and up to MAX_DEFAULT_BOND_SITES sites. Why

@@ -15,7 +15,7 @@ MAX_BUFFER_BYTES = 4 * 2**30
 MIN_TEMPERATURE = 1e-6
 MAX_TEMPERATURES = 4096
 MAX_DEFAULT_BOND_SITES = 600  # default bond_shells = 0 above this many sites (and where the buffer is too small)
-MAX_DEFAULT_FOUR_BOND_SITES = 256  # default bond_shells = 4 (linear model, square lattice) up to this many sites
+MAX_DEFAULT_FOUR_BOND_SITES = 256  # default bond_shells = 4 (square lattice) up to this many sites
 MAX_INT = 2**63 - 1  # what HDF5 attributes (int64) can hold; beyond this no key makes sense
 
 
@@ -95,12 +95,12 @@ SCHEMA: dict[str, list[Key]] = {
             "shells, or \"global\" for all sites", lambda v: None if v == "global" or v >= 1 else
             "must be \"global\" or at least 1"),
         Key("bond_shells", "int", DEPENDS, "add four-spin terms to the model, one coupling per symmetry class of "
-            "pairs of bonds within shells 1..bond_shells (and within bond_range); 0: none; default 4 for the "
-            f"linear model on a square lattice of up to {MAX_DEFAULT_FOUR_BOND_SITES} sites, else 2, up to "
+            "pairs of bonds within shells 1..bond_shells (and within bond_range); 0: none; default 4 on a "
+            f"square lattice of up to {MAX_DEFAULT_FOUR_BOND_SITES} sites, else 2, up to "
             f"{MAX_DEFAULT_BOND_SITES} sites where [training] buffer_size can fit their couplings, else 0", _non_negative),
         Key("bond_range", "float", DEPENDS, "keep only the bond pairs whose midpoints lie at most this far apart "
-            "(lattice spacings, minimum image); 0: any separation; default 2 for the linear model on a square "
-            "lattice, else 0", _non_negative),
+            "(lattice spacings, minimum image); 0: any separation; default 2 on a square lattice, else 0",
+            _non_negative),
         Key("gate_channels", "int", 0, "transformer: gated channels per layer after the attention (an "
             "equivariant feed-forward step: block spins U^c scaled by tanh of invariants); 0: attention only",
             _non_negative),

@@ -37,11 +37,11 @@ def test_good_config_parses_with_exact_keys():
     assert cfg.local_updates == 16 and cfg.run.sampler == "slmc" and cfg.run.output == "run.h5"
     assert cfg.training.every == 2  # default filled in: thermalize / 8 (at most 500)
     assert cfg.training.loss == "pair" and cfg.run.step_size == "auto"
-    # bond pairs of 4 shells within 2 spacings for the linear model on the square lattice;
-    # the Transformer and other lattices keep 2 shells at any range
+    # bond pairs of 4 shells within 2 spacings on the square lattice, for the linear model and
+    # (since 0.4.1) the Transformer; other lattices keep 2 shells at any range
     assert (cfg.effective_model.bond_shells, cfg.effective_model.bond_range) == (4, 2.0)
     other = parse(GOOD.replace('kind = "linear"', 'kind = "transformer"'))
-    assert (other.effective_model.bond_shells, other.effective_model.bond_range) == (2, 0.0)
+    assert (other.effective_model.bond_shells, other.effective_model.bond_range) == (4, 2.0)
     other = parse(GOOD.replace('kind = "square"\nL = 4', 'kind = "chain"\nL = 16'))
     assert (other.effective_model.bond_shells, other.effective_model.bond_range) == (2, 0.0)
     # above 256 sites 2 shells (the class table is B²), still within 2
@@ -238,6 +238,11 @@ def test_defaults_are_the_benchmarks_sampler_sized_to_the_lattice():
     assert parse(_minimal(**adapted, run={"sampler": "exact"})).run.thermalize == 1500
     nested = parse(_minimal(effective_model={"kind": "transformer", "bond_shells": 1}))
     assert nested.slmc.inner_bond_shells == 1  # follows the Transformer's head
+    # the Transformer's head and inner model get the linear default's bond pairs (since 0.4.1)
+    head = parse(_minimal(effective_model={"kind": "transformer"}))
+    assert (head.effective_model.bond_shells, head.effective_model.bond_range, head.slmc.inner_bond_shells) == (4, 2.0, 4)
+    cubic = parse(_minimal(lattice={"kind": "cubic", "L": 4}, effective_model={"kind": "transformer"}))
+    assert (cubic.effective_model.bond_shells, cubic.effective_model.bond_range) == (2, 0.0)  # not measured there
     # what is given wins, and a dependent default follows what is given
     given = parse(_minimal(effective_model={"shells": 3, "bond_shells": 0}, slmc={"local_updates": 16},
                            run={"step_size": 0.5, "thermalize": 80}, training={"every": 20}))
