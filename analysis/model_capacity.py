@@ -15,10 +15,13 @@ each bond's S_i·S_j per shell; plus nearest-neighbour plaquette terms (4-spin p
 squared scalar chirality); the linear model plus bond-pair terms (one coupling per symmetry
 class of pairs of bonds within shells 1..k ≤ 4, any separation: the Transformer's head with
 ``bond_shells = k`` on the raw spins, 0 layers), and with the config's bond_shells within its
-bond_range where that is finite (the linear default's model class); and the config's Transformer trained for
+bond_range where that is finite (the linear default's model class), and the same classes on
+the double-exchange hopping factors √((1 + S_i·S_j)/2) instead of S_i·S_j, alone and beside
+them; and the config's Transformer trained for
 ``--epochs`` passes.
 
     OMP_NUM_THREADS=1 python analysis/model_capacity.py analysis/reference.toml --pairs 10000
+    OMP_NUM_THREADS=1 python analysis/model_capacity.py analysis/capacity_l8.toml --layers 2 --epochs 20
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch
 
 from slmc_hpc.assemble import build_network, build_physics, build_slot
 from slmc_hpc.config import load
+from slmc_hpc.models.bond_pairs import bond_pair_sums, bond_pair_tables, bond_values
 from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
 from slmc_hpc.training.data import Samples
 from slmc_hpc.training.learner import solo_step
@@ -85,6 +89,27 @@ def bond_pair_features(lattice, spins, bond_shells: int, bond_range: float = 0.0
         return -net.head_features(torch.as_tensor(spins), 1.0).numpy()[:, 2:2 + net.couplings.shape[1]]
 
 
+def hopping(x):
+    """The double-exchange hopping factor of a bond, |cos(θ/2)| = √((1 + S_i·S_j) / 2): the
+    amplitude of an electron aligned with S_i hopping onto a site aligned with S_j (J ≫ t)."""
+    return np.sqrt(np.clip(0.5 * (1.0 + x), 0.0, None))
+
+
+def hopping_features(lattice, spins, bond_shells: int, bond_range: float) -> np.ndarray:
+    """Per shell Σ_<ij>_n S_i·S_j and Σ_<ij>_n √((1 + S_i·S_j)/2) over all shells, and the
+    bond-pair class sums ψ_o of the hopping factors (instead of the b_a) within shells
+    1..bond_shells and bond_range."""
+    tables = bond_pair_tables(lattice, bond_shells, bond_range)
+    tau = hopping(bond_values(spins, tables.bonds))
+    as_t = lambda a: torch.as_tensor(a)
+    pairs = bond_pair_sums(as_t(tau), as_t(tables.slots), as_t(tables.orbit), as_t(tables.weight),
+                           tables.n_orbits, tables.shape).numpy()
+    all_shells = len(lattice.shell_distances)
+    return np.hstack([bond_features(lattice, spins, all_shells, (1,)),
+                      np.stack([0.5 * hopping(np.einsum("bik,bizk->biz", spins, spins[:, nbrs, :])).sum(axis=(1, 2))
+                                for nbrs in lattice.shell_neighbours(all_shells)], axis=1), pairs])
+
+
 def report(name, n_params, residual, n_sites, beta):
     mse = np.mean((residual / n_sites) ** 2)
     acc = np.mean(np.minimum(1.0, np.exp(-beta * residual)))
@@ -98,6 +123,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=8, help="passes over the pairs for the Transformer")
     p.add_argument("--layers", type=int, help="override [effective_model] layers of the Transformer")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-transformer", action="store_true", help="the least-squares models only")
     args = p.parse_args(argv)
     cfg = load(args.config)
     if args.layers is not None:
@@ -122,10 +148,17 @@ def main(argv=None) -> int:
     if em.bond_shells and em.bond_range:  # the config's own bond-pair classes (the linear default's: 4 within 2)
         feature_sets[f"linear + bond pairs 1..{em.bond_shells} within {em.bond_range:g}"] = (
             lambda s: bond_pair_features(lattice, s, em.bond_shells, em.bond_range))
+        feature_sets["+ hopping √((1+x)/2) per shell, pairs of them"] = (
+            lambda s: hopping_features(lattice, s, em.bond_shells, em.bond_range))
+        feature_sets["both: pairs of b and of the hopping"] = (
+            lambda s: np.hstack([bond_pair_features(lattice, s, em.bond_shells, em.bond_range),
+                                 hopping_features(lattice, s, em.bond_shells, em.bond_range)]))
     for name, features in feature_sets.items():
         design = features(d["X"]) - features(d["XR"])
         coef, *_ = np.linalg.lstsq(design[fit], target[fit], rcond=None)
         report(name, design.shape[1], target[held] - design[held] @ coef, N, beta)
+    if args.no_transformer:
+        return 0
     net = build_network(cfg, lattice, beta)
     tr = cfg.training
     # one round of all the passes: a round keeps the trained layers only where they fit the
