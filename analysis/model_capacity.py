@@ -56,13 +56,14 @@ def collect_pairs(cfg, n_pairs: int, seed: int):
     return rep.physics.lattice, beta, {k: np.array(v) for k, v in cols.items()}
 
 
-def bond_features(lattice, spins, n_shells: int, powers) -> np.ndarray:
-    """Σ_<ij>_n (S_i·S_j)^p for each shell n < n_shells and power p, (B, n_shells·len(powers))."""
+def bond_features(lattice, spins, n_shells: int, powers, transform=None) -> np.ndarray:
+    """Σ_<ij>_n f(S_i·S_j)^p for each shell n < n_shells and power p, (B, n_shells·len(powers));
+    f = ``transform``, or the identity."""
     cols = []
     for p in powers:
         for nbrs in lattice.shell_neighbours(n_shells):
             x = np.einsum("bik,bizk->biz", spins, spins[:, nbrs, :])
-            cols.append(0.5 * (x ** p).sum(axis=(1, 2)))
+            cols.append(0.5 * ((x if transform is None else transform(x)) ** p).sum(axis=(1, 2)))
     return np.stack(cols, axis=1)
 
 
@@ -96,18 +97,14 @@ def hopping(x):
 
 
 def hopping_features(lattice, spins, bond_shells: int, bond_range: float) -> np.ndarray:
-    """Per shell Σ_<ij>_n S_i·S_j and Σ_<ij>_n √((1 + S_i·S_j)/2) over all shells, and the
-    bond-pair class sums ψ_o of the hopping factors (instead of the b_a) within shells
-    1..bond_shells and bond_range."""
+    """Per shell Σ_<ij>_n √((1 + S_i·S_j)/2) over all shells, and the bond-pair class sums ψ_o
+    of the hopping factors (instead of the b_a) within shells 1..bond_shells and bond_range."""
     tables = bond_pair_tables(lattice, bond_shells, bond_range)
     tau = hopping(bond_values(spins, tables.bonds))
     as_t = lambda a: torch.as_tensor(a)
     pairs = bond_pair_sums(as_t(tau), as_t(tables.slots), as_t(tables.orbit), as_t(tables.weight),
                            tables.n_orbits, tables.shape).numpy()
-    all_shells = len(lattice.shell_distances)
-    return np.hstack([bond_features(lattice, spins, all_shells, (1,)),
-                      np.stack([0.5 * hopping(np.einsum("bik,bizk->biz", spins, spins[:, nbrs, :])).sum(axis=(1, 2))
-                                for nbrs in lattice.shell_neighbours(all_shells)], axis=1), pairs])
+    return np.hstack([bond_features(lattice, spins, len(lattice.shell_distances), (1,), hopping), pairs])
 
 
 def report(name, n_params, residual, n_sites, beta):
@@ -148,8 +145,10 @@ def main(argv=None) -> int:
     if em.bond_shells and em.bond_range:  # the config's own bond-pair classes (the linear default's: 4 within 2)
         feature_sets[f"linear + bond pairs 1..{em.bond_shells} within {em.bond_range:g}"] = (
             lambda s: bond_pair_features(lattice, s, em.bond_shells, em.bond_range))
+        # the per-shell sums of S_i·S_j (in bond_pair_features' head features) once in each set
         feature_sets["+ hopping √((1+x)/2) per shell, pairs of them"] = (
-            lambda s: hopping_features(lattice, s, em.bond_shells, em.bond_range))
+            lambda s: np.hstack([bond_features(lattice, s, all_shells, (1,)),
+                                 hopping_features(lattice, s, em.bond_shells, em.bond_range)]))
         feature_sets["both: pairs of b and of the hopping"] = (
             lambda s: np.hstack([bond_pair_features(lattice, s, em.bond_shells, em.bond_range),
                                  hopping_features(lattice, s, em.bond_shells, em.bond_range)]))
