@@ -18,7 +18,8 @@ class of pairs of bonds within shells 1..k ≤ 4, any separation: the Transforme
 bond_range where that is finite (the linear default's model class), and the same classes on
 the double-exchange hopping factors √((1 + S_i·S_j)/2) instead of S_i·S_j, alone and beside
 them; and the config's Transformer trained for
-``--epochs`` passes.
+``--epochs`` passes. ``--fit-sizes n ...`` refits the config's bond-pair model on only the
+last n fit pairs (how much data a round needs).
 
     OMP_NUM_THREADS=1 python analysis/model_capacity.py analysis/reference.toml --pairs 10000
     OMP_NUM_THREADS=1 python analysis/model_capacity.py analysis/capacity_l8.toml --layers 2 --epochs 20
@@ -27,6 +28,7 @@ them; and the config's Transformer trained for
 from __future__ import annotations
 
 import argparse
+import time
 
 import numpy as np
 import torch
@@ -113,18 +115,41 @@ def report(name, n_params, residual, n_sites, beta):
     print(f"{name:<44} {n_params:>6d} {mse:>10.3e} {beta * residual.std():>7.3f} {acc:>7.3f}", flush=True)
 
 
+def transformer_row(cfg, lattice, beta, d, fit, held, args) -> None:
+    """Train the config's Transformer on the fit pairs and report it on the held-out ones."""
+    em = cfg.effective_model
+    target = d["Y"] - d["YR"]
+    net = build_network(cfg, lattice, beta)
+    tr = cfg.training
+    # one round of all the passes: a round keeps the trained layers only where they fit the
+    # training data better than identity layers (TorchTrainer._keep_best_layers), so rounds of
+    # one pass each would restart from the identity whenever one pass did not yet pay
+    trainer = TorchTrainer(net, epochs=args.epochs, learning_rate=tr.learning_rate, weight_decay=tr.weight_decay,
+                           batch_size=256, seed=args.seed, loss="pair")
+    part = lambda s: Samples(d["X"][s], d["Y"][s], d["XR"][s], d["YR"][s], np.full(len(d["Y"][s]), beta))
+    t0 = time.perf_counter()
+    trainer.train(part(fit), part(held))
+    model = TransformerModel.frozen(net, beta)
+    residual = target[held] - (model.energy(d["X"][held]) - model.energy(d["XR"][held]))
+    report(f"Transformer {em.layers} layers x {em.heads} heads, {args.epochs} passes ({trainer.kept_layers} layers "
+           f"kept, {time.perf_counter() - t0:.0f} s)", net.n_parameters(), residual, lattice.N, beta)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("config")
     p.add_argument("--pairs", type=int, default=10000)
     p.add_argument("--epochs", type=int, default=8, help="passes over the pairs for the Transformer")
-    p.add_argument("--layers", type=int, help="override [effective_model] layers of the Transformer")
+    p.add_argument("--layers", type=int, nargs="+", help="override [effective_model] layers of the Transformer; "
+                   "several: one Transformer per depth, on the same pairs")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-transformer", action="store_true", help="the least-squares models only")
+    p.add_argument("--no-least-squares", action="store_true", help="the Transformer(s) only")
+    p.add_argument("--fit-sizes", type=int, nargs="*", default=[],
+                   help="also fit the config's bond-pair model on only the last n of the fit pairs, for each n "
+                        "(how much data the online rounds need)")
     args = p.parse_args(argv)
     cfg = load(args.config)
-    if args.layers is not None:
-        cfg = cfg.replace("effective_model", layers=args.layers)
     lattice, beta, d = collect_pairs(cfg, args.pairs, args.seed)
     n_fit, N = int(0.8 * args.pairs), lattice.N
     fit, held = slice(0, n_fit), slice(n_fit, None)
@@ -152,25 +177,22 @@ def main(argv=None) -> int:
         feature_sets["both: pairs of b and of the hopping"] = (
             lambda s: np.hstack([bond_pair_features(lattice, s, em.bond_shells, em.bond_range),
                                  hopping_features(lattice, s, em.bond_shells, em.bond_range)]))
-    for name, features in feature_sets.items():
+    for name, features in ({} if args.no_least_squares else feature_sets).items():
         design = features(d["X"]) - features(d["XR"])
         coef, *_ = np.linalg.lstsq(design[fit], target[fit], rcond=None)
         report(name, design.shape[1], target[held] - design[held] @ coef, N, beta)
+    if em.bond_shells and em.bond_range and args.fit_sizes and not args.no_least_squares:
+        design = bond_pair_features(lattice, d["X"], em.bond_shells, em.bond_range) - \
+            bond_pair_features(lattice, d["XR"], em.bond_shells, em.bond_range)
+        for n in args.fit_sizes:
+            last = slice(max(0, n_fit - n), n_fit)
+            coef, *_ = np.linalg.lstsq(design[last], target[last], rcond=None)
+            report(f"bond pairs 1..{em.bond_shells} within {em.bond_range:g}, last {n} fit pairs",
+                   design.shape[1], target[held] - design[held] @ coef, N, beta)
     if args.no_transformer:
         return 0
-    net = build_network(cfg, lattice, beta)
-    tr = cfg.training
-    # one round of all the passes: a round keeps the trained layers only where they fit the
-    # training data better than identity layers (TorchTrainer._keep_best_layers), so rounds of
-    # one pass each would restart from the identity whenever one pass did not yet pay
-    trainer = TorchTrainer(net, epochs=args.epochs, learning_rate=tr.learning_rate, weight_decay=tr.weight_decay,
-                           batch_size=256, seed=args.seed, loss="pair")
-    part = lambda s: Samples(d["X"][s], d["Y"][s], d["XR"][s], d["YR"][s], np.full(len(d["Y"][s]), beta))
-    trainer.train(part(fit), part(held))
-    model = TransformerModel.frozen(net, beta)
-    residual = target[held] - (model.energy(d["X"][held]) - model.energy(d["XR"][held]))
-    report(f"Transformer {em.layers} layers x {em.heads} heads, {args.epochs} passes ({trainer.kept_layers} layers "
-           "kept)", net.n_parameters(), residual, N, beta)
+    for layers in args.layers or [em.layers]:
+        transformer_row(cfg.replace("effective_model", layers=layers), lattice, beta, d, fit, held, args)
     return 0
 
 
