@@ -237,6 +237,10 @@ def _thermodynamics_row(f, r: int, T: float, n: int, cfg: Config, lattice: Latti
         c, err = jackknife(lambda a, b: specific_heat(a, b, beta), u, m["fermion_energy_fluctuation"][r, :n],
                            n_bins=bins)
         row["C_per_site"], row["C_per_site_err"] = c / N, err / N
+    # the electron number's spread over configurations: ~0 where μ lies in a finite-size gap
+    # between one-electron levels (a closed shell), of order 1 where levels lie within a few T
+    # of μ, whose occupation no local effective model follows (analysis/BENCHMARKS.md, the Fermi level)
+    row["electrons_sd"] = float(N * np.std(m["filling"][r, :n]))
     row["acceptance"] = float(np.nanmean(m["acceptance"][r, :n]))
     row["moved"] = float(np.mean(m["accepted"][r, :n]))
     row["ess_F"] = n / tau_F if np.isfinite(tau_F) and tau_F > 0 else float("nan")

@@ -87,6 +87,7 @@ def test_tables_are_the_files_numbers(run_file):
         np.testing.assert_allclose(t["F_per_site"], f["measure/free_energy"][:].mean(axis=1) / N, rtol=1e-12)
         np.testing.assert_allclose(t["abs_m"], np.linalg.norm(f["measure/magnetization"][:], axis=-1).mean(axis=1),
                                    rtol=1e-12)
+        np.testing.assert_allclose(t["electrons_sd"], N * f["measure/filling"][:].std(axis=1), rtol=1e-12)
         np.testing.assert_allclose(run.slots["up_fraction"], f["summary/up_fraction"][:], equal_nan=True)
         np.testing.assert_array_equal(run.slots["round_trips"], f["summary/round_trips"][:])
         np.testing.assert_allclose(run.pairs["acceptance"], f["summary/pair_acceptance"][:])
@@ -114,6 +115,17 @@ def test_tables_are_the_files_numbers(run_file):
     # within 3 binomial errors (400 steps per slot)
     moved = accepted.mean(axis=1)
     assert np.all(np.abs(a["implied_acceptance"] - moved) < 3 * np.sqrt(moved * (1 - moved) / 400) + 1e-9)
+
+
+def test_the_report_names_temperatures_with_levels_at_the_fermi_level(run_file):
+    from slmc_hpc.report import OPEN_SHELL_SD, _summary_lines
+
+    run = load(run_file)
+    run.thermodynamics["electrons_sd"] = [0.0, 5 * OPEN_SHELL_SD, 0.5 * OPEN_SHELL_SD]
+    named = [line for line in _summary_lines(run) if line.startswith("The electron number fluctuates")]
+    assert len(named) == 1 and "T = 0.08" in named[0] and "T = 0.05" not in named[0] and "T = 0.12" not in named[0]
+    run.thermodynamics["electrons_sd"] = 0.0
+    assert not any(line.startswith("The electron number") for line in _summary_lines(run))
 
 
 def test_accuracy_of_a_file_without_log_ratios_uses_accepted_steps(run_file, tmp_path):
