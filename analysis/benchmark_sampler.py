@@ -48,8 +48,11 @@ VARIANTS = {
     # kind = "transformer" and nothing else: nested SLMC with its defaults
     # (since 0.4.1 its head and inner model have the linear default's bond pairs, 4 shells within 2)
     "transformer": {"effective_model": {"kind": "transformer"}},
+    # (since 0.4.2 one training pass per round; 0.4.1 had 30)
+    "v0.4.1-transformer": {"effective_model": {"kind": "transformer"}, "training": {"epochs": 30}},
     # kind = "transformer" alone up to 0.4.0: 2 bond shells at any range in its head and inner model
-    "v0.4.0-transformer": {"effective_model": {"kind": "transformer", "bond_shells": 2, "bond_range": 0.0}},
+    "v0.4.0-transformer": {"effective_model": {"kind": "transformer", "bond_shells": 2, "bond_range": 0.0},
+                           "training": {"epochs": 30}},
     # the defaults before version 0.2: 3 shells, energy loss, a round every 20 steps, N updates of δ = 0.5
     "v0.1-default": {"effective_model": {"shells": 3, "bond_shells": 0}, "slmc": {"local_updates": 0},
                      "run": {"step_size": 0.5}, "training": {"loss": "energy", "every": 20, "buffer_size": 5000}},

@@ -132,7 +132,8 @@ SCHEMA: dict[str, list[Key]] = {
             choices=("energy", "pair")),
         Key("validation_fraction", "float", 0.2, "share of proposals held out for the validation loss",
             lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),
-        Key("epochs", "int", 30, "transformer: passes over the training data per round", _at_least(1)),
+        Key("epochs", "int", 1, "transformer: passes over the training data per round (30 before 0.4.2)",
+            _at_least(1)),
         Key("learning_rate", "float", 1e-3, "transformer: AdamW learning rate", _positive),
         Key("weight_decay", "float", 0.0, "transformer: AdamW weight decay", _non_negative),
         Key("batch_size", "int", 128, "transformer: minibatch size, over all ranks", _at_least(1)),
@@ -172,6 +173,7 @@ LEGACY_DEFAULTS = {
     ("effective_model", "shells"): 3, ("effective_model", "bond_shells"): 0, ("slmc", "local_updates"): 0,
     ("slmc", "inner_bond_shells"): 0, ("training", "every"): 20, ("training", "buffer_size"): 5000,
     ("training", "loss"): "energy", ("run", "thermalize"): 200, ("run", "step_size"): 0.5,
+    ("training", "epochs"): 30,
     # added in 0.4: every stored text before lacks it and meant any separation
     ("effective_model", "bond_range"): 0.0,
 }

@@ -7,7 +7,7 @@ from slmc_hpc.config import Config, parse, to_toml
 
 # The sampler is pinned to a fixed path (N updates of δ = 0.5) and the plain 3-shell linear
 # model: the defaults tune the path by the wall clock (tests/test_tuning.py tests that, and
-# tests/test_defaults.py the defaults themselves), and most tests compare runs bit for bit.
+# tests/test_config.py the defaults themselves), and most tests compare runs bit for bit.
 BASE = {
     "lattice": {"L": 4},
     "model": {"mu": -2.5},

@@ -90,10 +90,11 @@ class TorchTrainer:
             use[2 + n:] = False
         return use
 
-    def _design(self, x, y, xr, yr, beta):
+    def _design(self, x, y, xr, yr, beta, features=None):
         """(design, target) of the least-squares problem: energies, or pair differences;
-        ``beta`` is a scalar or one β per sample."""
-        design = self.net.head_features(x, beta)
+        ``beta`` is a scalar or one β per sample; ``features``: head_features(x, beta) if
+        the caller has them."""
+        design = self.net.head_features(x, beta) if features is None else features
         if self.loss == "pair":
             return design - self.net.head_features(xr, beta), y - yr
         return design, y
@@ -126,14 +127,14 @@ class TorchTrainer:
     def _fit_head(self, data, use) -> float:
         """Install the least-squares head of all training data for the current layers; return
         its training loss (per-site MSE, all ranks)."""
-        design, target = self._design(*data)
+        features = self.net.head_features(data[0], data[4])
+        design, target = self._design(*data, features=features)
         head = self._global_head(design, target, use)
         loss = self._global_mean_sq(design, target, head, self.net.lattice.N)
         if self.loss == "pair":  # differences do not see E_0: match the mean energy instead
-            x, y, b = data[0], data[1], data[4]
+            y = data[1]
             head[0] = 0.0
-            resid, count = self.comm.allreduce_sum(
-                np.array([float((y - self.net.head_features(x, b) @ head).sum()), float(len(y))]))
+            resid, count = self.comm.allreduce_sum(np.array([float((y - features @ head).sum()), float(len(y))]))
             head[0] = resid / count
         self.net.set_head(head)
         return loss
