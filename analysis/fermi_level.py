@@ -5,7 +5,7 @@ On a finite lattice the one-electron levels are discrete. Where μ lies in a gap
 (a closed shell) the electron number is fixed and F_β[S] is a smooth function of the spins;
 where levels lie within a few T of μ, each contributes -T log(1 + e^{-β ε}) with a kink of
 width T as it crosses μ, and ε itself depends on every spin: no sum of local terms follows it,
-so the exact test's log-ratio spread σ grows (analysis/BENCHMARKS.md#the-fermi-level).
+so the exact test's log-ratio spread σ grows (analysis/BENCHMARKS.md, "The Fermi level").
 
 Runs linear SLMC on the config's first temperature as ``model_capacity.py`` does, then prints,
 over the recorded proposals: the levels within 1, 3 and 10 T of μ (ε_n are relative to μ),

@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 from .config import ConfigError  # noqa: E402
 from .tables import RunTables, exchange_rounds, load  # noqa: E402
 
-# an electron-number spread above this marks levels at the Fermi level (closed shells read ~0.02)
+# an electron-number spread above this marks levels at the Fermi level (a closed shell reads
+# about 0: 1e-7 at L = 6, T = 0.02 on the reference problem; open ones 0.4-0.7)
 OPEN_SHELL_SD = 0.1
 
 # (column, axis label) of the thermodynamics figure, in panel order
@@ -253,14 +254,16 @@ def _summary_lines(run: RunTables) -> list[str]:
     rough = run.thermodynamics.get("rough")
     if rough is not None and rough.any():
         lines.append("Rows marked rough are shorter than 500 τ_int(F): their τ_int and error bars read low.")
+    # the lowest temperature only: at higher T levels lie within a few T of μ in any case, while
+    # at the lowest it depends on L and μ (a closed or open shell) and sets how well SLMC can do
     t = run.thermodynamics
-    open_shell = t[t["electrons_sd"] > OPEN_SHELL_SD] if "electrons_sd" in t else []
-    if len(open_shell):
-        lines.append("The electron number fluctuates (standard deviation " + ", ".join(
-            f"{sd:.2f} at T = {T:.4g}" for T, sd in zip(open_shell["T"], open_shell["electrons_sd"]))
-            + "): one-electron levels lie within a few T of μ. Their occupation is a non-local part of "
-            "the weight that no effective model follows (on the reference problem at T = 0.02 it made the "
-            "model's error per site 1.5-1.9x that where μ lies in a gap between levels; analysis/BENCHMARKS.md).")
+    coldest = t.loc[t["T"].idxmin()] if "electrons_sd" in t and len(t) else None
+    if coldest is not None and coldest["electrons_sd"] > OPEN_SHELL_SD:
+        lines.append(f"At the lowest temperature (T = {coldest['T']:.4g}) the electron number fluctuates (standard "
+                     f"deviation {coldest['electrons_sd']:.2f}): one-electron levels lie within a few T of μ. Their "
+                     "occupation is a non-local part of the weight that no effective model follows (on the reference "
+                     "problem at T = 0.02 it made the model's error per site 1.5-1.9x that where μ lies in a gap "
+                     "between levels, at other L; analysis/BENCHMARKS.md).")
     if np.isfinite(run.barrier):
         lines.append(f"Communication barrier Λ ≈ {run.barrier:.2f} (sum of the pair rejection rates); about "
                      f"{run.suggested_replicas} replicas suggested (≈ 2Λ, Syed et al. 2022); this run has "

@@ -24,6 +24,10 @@ from .samplers import AcceptanceCounts
 # keys that may change between a run and its resume: they change nothing of the chains
 # ([run] measure may also grow: the same chains then run longer, see check_same_run)
 RESUMABLE_CHANGES = {("run", "checkpoint_every"), ("run", "progress_every"), ("run", "output")}
+# keys only a Transformer reads: they may differ where neither run has one (the default of
+# epochs changed in 0.4.2, and every run stored before holds the old value)
+NETWORK_ONLY = {("training", "epochs"), ("training", "learning_rate"), ("training", "weight_decay"),
+                ("training", "batch_size")}
 
 
 def on_rank0_config(comm, func, share: bool = True):
@@ -55,14 +59,17 @@ def resume_state(path: Path, ckpt: Path, cfg: Config) -> str:
 
 
 def check_same_run(cfg: Config, saved: Config, what: str) -> None:
-    """ConfigError unless ``cfg`` is the configuration ``saved`` up to RESUMABLE_CHANGES and a
-    [run] measure that may grow (the same chains then run longer)."""
+    """ConfigError unless ``cfg`` is the configuration ``saved`` up to RESUMABLE_CHANGES, a
+    [run] measure that may grow (the same chains then run longer) and, where neither is a
+    Transformer run, the keys only a Transformer reads (NETWORK_ONLY)."""
     if cfg.run.measure < saved.run.measure:
         raise ConfigError(f"{what} has {saved.run.measure} measured steps; [run] measure = {cfg.run.measure} "
                           f"would shorten it (it may only grow); nothing was changed")
+    free = RESUMABLE_CHANGES | {("run", "measure")}
+    if "transformer" not in (cfg.effective_model.kind, saved.effective_model.kind):
+        free = free | NETWORK_ONLY
     changed = [(name, key) for name, section in cfg.sections.items() for key, value in section.as_dict().items()
-               if (name, key) not in RESUMABLE_CHANGES | {("run", "measure")}
-               and saved.sections[name].as_dict()[key] != value]
+               if (name, key) not in free and saved.sections[name].as_dict()[key] != value]
     if changed:
         keys = ", ".join(f"[{n}] {k}" for n, k in changed)
         # the run's values, so that a default changed since (e.g. bond_range in 0.4) can be given back

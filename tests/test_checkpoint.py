@@ -18,7 +18,7 @@ from slmc_hpc.config import ConfigError, parse
 from slmc_hpc.control import Control, StopSignals, decide, is_due
 from slmc_hpc.testing import assert_same_files
 
-from configs import small_toml
+from configs import small_config, small_toml
 
 def config_text(kind="transformer", temps=(0.1, 0.15), measure=40, every=0, thermalize=30):
     """``kind``: linear, linear-bonds (bond pairs of 1 shell within 1 spacing: the compiled
@@ -524,3 +524,19 @@ def test_resuming_a_complete_run_with_another_configuration_is_refused(tmp_path,
         with pytest.raises(ConfigError, match=match):
             driver.run(cfg, output=out, log=quiet, resume=True)
         assert all(p.read_bytes() == data for p, data in files.items())
+
+
+def test_keys_only_a_transformer_reads_may_differ_where_neither_run_has_one():
+    """Every run stored before 0.4.2 holds epochs = 30 (the default then): a linear run resumes
+    from its unchanged file, a Transformer run (whose training it changes) is refused."""
+    from slmc_hpc.resume import check_same_run
+
+    old = {"training": {"epochs": 30, "learning_rate": 0.01}}
+    check_same_run(small_config(), small_config(old), "run")
+    with pytest.raises(ConfigError, match=r"\[run\] seed differ"):  # other keys still count
+        check_same_run(small_config(run={"seed": 12}), small_config(old), "run")
+    net = {"effective_model": {"kind": "transformer"}}
+    with pytest.raises(ConfigError, match=r"\[training\] epochs, \[training\] learning_rate differ: epochs = 30 there"):
+        check_same_run(small_config(net), small_config(net, old), "run")
+    with pytest.raises(ConfigError, match=r"\[effective_model\] kind"):
+        check_same_run(small_config(net), small_config(old), "run")

@@ -241,7 +241,7 @@ def test_defaults_are_the_benchmarks_sampler_sized_to_the_lattice():
     # the Transformer's head and inner model get the linear default's bond pairs (since 0.4.1)
     head = parse(_minimal(effective_model={"kind": "transformer"}))
     assert (head.effective_model.bond_shells, head.effective_model.bond_range, head.slmc.inner_bond_shells) == (4, 2.0, 4)
-    assert head.training.epochs == 1  # since 0.4.2: one pass per round cost what 30 did, trained 8-10x faster
+    assert head.training.epochs == 1  # since 0.4.2: one pass per round cost what 30 did, thermalized 8-10x faster
     cubic = parse(_minimal(lattice={"kind": "cubic", "L": 4}, effective_model={"kind": "transformer"}))
     assert (cubic.effective_model.bond_shells, cubic.effective_model.bond_range) == (2, 0.0)  # not measured there
     # what is given wins, and a dependent default follows what is given

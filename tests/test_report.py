@@ -117,15 +117,15 @@ def test_tables_are_the_files_numbers(run_file):
     assert np.all(np.abs(a["implied_acceptance"] - moved) < 3 * np.sqrt(moved * (1 - moved) / 400) + 1e-9)
 
 
-def test_the_report_names_temperatures_with_levels_at_the_fermi_level(run_file):
+def test_the_report_says_when_levels_lie_at_the_fermi_level_at_the_lowest_temperature(run_file):
     from slmc_hpc.report import OPEN_SHELL_SD, _summary_lines
 
-    run = load(run_file)
-    run.thermodynamics["electrons_sd"] = [0.0, 5 * OPEN_SHELL_SD, 0.5 * OPEN_SHELL_SD]
-    named = [line for line in _summary_lines(run) if line.startswith("The electron number fluctuates")]
-    assert len(named) == 1 and "T = 0.08" in named[0] and "T = 0.05" not in named[0] and "T = 0.12" not in named[0]
-    run.thermodynamics["electrons_sd"] = 0.0
-    assert not any(line.startswith("The electron number") for line in _summary_lines(run))
+    run = load(run_file)  # T = 0.05, 0.08, 0.12
+    said = lambda: [line for line in _summary_lines(run) if "the electron number fluctuates" in line]
+    run.thermodynamics["electrons_sd"] = [5 * OPEN_SHELL_SD, 0.0, 0.0]
+    assert len(said()) == 1 and "T = 0.05" in said()[0] and "deviation 0.50" in said()[0]
+    run.thermodynamics["electrons_sd"] = [0.5 * OPEN_SHELL_SD, 5 * OPEN_SHELL_SD, 5 * OPEN_SHELL_SD]
+    assert not said()  # higher temperatures have levels near μ in any case
 
 
 def test_accuracy_of_a_file_without_log_ratios_uses_accepted_steps(run_file, tmp_path):
