@@ -167,8 +167,9 @@ def main(argv=None) -> int:
     for k in range(1, min(4, all_shells) + 1):
         feature_sets[f"linear + bond pairs within shells 1..{k}"] = lambda s, k=k: bond_pair_features(lattice, s, k)
     em = cfg.effective_model
+    own = f"linear + bond pairs 1..{em.bond_shells} within {em.bond_range:g}"
     if em.bond_shells and em.bond_range:  # the config's own bond-pair classes (the linear default's: 4 within 2)
-        feature_sets[f"linear + bond pairs 1..{em.bond_shells} within {em.bond_range:g}"] = (
+        feature_sets[own] = (
             lambda s: bond_pair_features(lattice, s, em.bond_shells, em.bond_range))
         # the per-shell sums of S_i·S_j (in bond_pair_features' head features) once in each set
         feature_sets["+ hopping √((1+x)/2) per shell, pairs of them"] = (
@@ -177,13 +178,13 @@ def main(argv=None) -> int:
         feature_sets["both: pairs of b and of the hopping"] = (
             lambda s: np.hstack([bond_pair_features(lattice, s, em.bond_shells, em.bond_range),
                                  hopping_features(lattice, s, em.bond_shells, em.bond_range)]))
+    designs = {}
     for name, features in ({} if args.no_least_squares else feature_sets).items():
-        design = features(d["X"]) - features(d["XR"])
+        design = designs[name] = features(d["X"]) - features(d["XR"])
         coef, *_ = np.linalg.lstsq(design[fit], target[fit], rcond=None)
         report(name, design.shape[1], target[held] - design[held] @ coef, N, beta)
-    if em.bond_shells and em.bond_range and args.fit_sizes and not args.no_least_squares:
-        design = bond_pair_features(lattice, d["X"], em.bond_shells, em.bond_range) - \
-            bond_pair_features(lattice, d["XR"], em.bond_shells, em.bond_range)
+    if own in designs and args.fit_sizes:
+        design = designs[own]
         for n in args.fit_sizes:
             last = slice(max(0, n_fit - n), n_fit)
             coef, *_ = np.linalg.lstsq(design[last], target[last], rcond=None)
