@@ -122,7 +122,9 @@ def build_tuner(cfg: Config, n_sites: int) -> PathTuner | None:
     where [slmc] local_updates or [run] step_size is "auto" (SLMC only)."""
     if cfg.run.sampler != "slmc" or "auto" not in (cfg.slmc.local_updates, cfg.run.step_size):
         return None
-    candidates = path_candidates(n_sites, cfg.slmc.local_updates, cfg.run.step_size)
+    # heat-bath moves have no δ: only the length is tuned (δ is recorded as the placeholder 0.5)
+    step_size = 0.5 if cfg.slmc.move == "heatbath" and cfg.run.step_size == "auto" else cfg.run.step_size
+    candidates = path_candidates(n_sites, cfg.slmc.local_updates, step_size)
     return PathTuner(candidates, cfg.run.thermalize // 2, cfg.run.thermalize)
 
 
@@ -140,7 +142,7 @@ def build_slot(cfg: Config, physics: DoubleExchange, beta: float, rng: np.random
         sampler = ExactLocalSampler(physics, beta, n_local, step_size)
     elif cfg.effective_model.kind == "linear":
         linear = LinearTrainer(build_linear(cfg, lattice), tr.loss)
-        sampler = SLMCSampler(physics, linear.model, beta, n_local, step_size, cfg.slmc.overrelax)
+        sampler = SLMCSampler(physics, linear.model, beta, n_local, step_size, cfg.slmc.overrelax, cfg.slmc.move)
     else:
         if network is None:
             network = build_network_trainer(cfg, lattice, beta if beta_ref is None else beta_ref,
@@ -151,7 +153,7 @@ def build_slot(cfg: Config, physics: DoubleExchange, beta: float, rng: np.random
         else:
             inner = LinearTrainer(build_linear(cfg, lattice, inner=True), tr.loss)
             sampler = NestedSLMCSampler(physics, inner.model, model, beta, n_local, step_size,
-                                        cfg.slmc.middle_steps, cfg.slmc.overrelax)
+                                        cfg.slmc.middle_steps, cfg.slmc.overrelax, cfg.slmc.move)
     replica = Replica(physics, sampler, rng, initial_spins(run.initial, lattice.N, rng))
     if run.sampler == "exact":
         return replica, None

@@ -280,6 +280,9 @@ def _check_consistency(cfg: Config) -> None:
     if cfg.slmc.overrelax and (cfg.run.sampler != "slmc" or em.kind == "transformer" and not nested):
         raise ConfigError(f"[slmc] overrelax = {cfg.slmc.overrelax} needs an SLMC inner chain on a linear model "
                           f"([effective_model] kind = \"linear\", or [slmc] scheme = \"nested\")")
+    if cfg.slmc.move == "heatbath" and (cfg.run.sampler != "slmc" or em.kind == "transformer" and not nested):
+        raise ConfigError("[slmc] move = \"heatbath\" needs an SLMC inner chain on a linear model "
+                          "([effective_model] kind = \"linear\", or [slmc] scheme = \"nested\")")
     if cfg.temperatures.adapt != "none" and cfg.temperatures.exchange_every == 0:
         raise ConfigError(f"[temperatures] adapt = \"{cfg.temperatures.adapt}\" tunes the ladder for replica "
                           f"exchanges, but exchange_every = 0 turns them off")

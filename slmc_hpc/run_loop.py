@@ -246,9 +246,10 @@ class TemperingRun:
             if tuner is not None:
                 self.replicas[slot].set_path(*tuner.chosen)
                 self.out.write_tuning(slot, tuner.chosen, tuner.trials)
-                chosen[slot] = (tuner.chosen, tuner.trials[tuner.chosen_index])
-        for slot, ((n, step_size), t) in sorted(kv for part in self.comm.allgather(chosen) for kv in part.items()):
-            self.log(f"T={self.temperatures[slot]:<8.4g} chose {n} local updates of size {step_size:g} per step "
+                chosen[slot] = (tuner.chosen, tuner.trials[tuner.chosen_index], self.replicas[slot].sampler.move)
+        for slot, ((n, step_size), t, move) in sorted(kv for part in self.comm.allgather(chosen) for kv in part.items()):
+            updates = f"{n} heat-bath updates" if move == "heatbath" else f"{n} local updates of size {step_size:g}"
+            self.log(f"T={self.temperatures[slot]:<8.4g} chose {updates} per step "
                      f"(moved {t.moved_fraction:.2f} of {t.steps} trial steps)")
             if t.steps < MIN_TRIAL_STEPS:
                 self.log(f"slmc-hpc: warning: the choice at T={self.temperatures[slot]:.4g} rests on {t.steps} trial "

@@ -119,6 +119,10 @@ SCHEMA: dict[str, list[Key]] = {
         Key("inner_bond_shells", "int", DEPENDS, "nested: the inner linear model's four-spin bond-pair terms "
             "(as [effective_model] bond_shells, within bond_range, on the raw spins); 0: none; default: bond_shells",
             _non_negative),
+        Key("move", "str", "metropolis", "the inner chain's single-spin update: metropolis (S_i + δ g, "
+            "δ = [run] step_size) or heatbath (S_i drawn from exp(β S_i·H) about its local field H, a "
+            "Metropolis-Hastings test for the four-spin terms; δ unused; linear inner models only)",
+            choices=("metropolis", "heatbath")),
         Key("overrelax", "float", 0.0, "fraction of the inner chain's updates that reflect the spin about its "
             "local field (over-relaxation; linear inner models: kind = linear, or scheme = nested)",
             lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),

@@ -95,6 +95,17 @@ def test_two_site_cos_theta_distribution(name, sampler):
     assert p > P_VALUE_THRESHOLD, f"{name}: χ² p-value {p:.2e}"
 
 
+@pytest.mark.parametrize("overrelax", [0.0, 0.5])
+def test_two_site_cos_theta_distribution_with_heat_bath(overrelax):
+    """The same with heat-bath inner updates (and half of them reflections). They draw from
+    the model itself, which is far from the exact weight here, so the exact test accepts
+    less often than after a few short Metropolis moves (τ_int ≈ 20 steps): a longer chain."""
+    sampler = SLMCSampler(TWO_SITE, BOND_PAIR_MODEL, BETA, n_local=4, step_size=1.0, overrelax=overrelax,
+                          move="heatbath")
+    p = chi_square_p_value(sample_cos(sampler, 150000, seed=7), BETA)
+    assert p > P_VALUE_THRESHOLD, f"χ² p-value {p:.2e}"
+
+
 def test_two_site_test_has_power():
     """Negative control: the same samples tested against the distribution at another β fail."""
     cos = sample_cos(EXACT_TWO_SITE, 40000, seed=7)
@@ -130,11 +141,11 @@ def test_inner_chain_sites_are_independent_and_uniform():
 
 
 @functools.cache
-def run_replica(sampler, n_measure, seed, transformer_scheme=None, overrelax=0.0):
+def run_replica(sampler, n_measure, seed, transformer_scheme=None, overrelax=0.0, move="metropolis"):
     """Thermalize (SLMC: with online training of the effective model), then measure F/N and |m|.
     With transformer_scheme ("plain" or "nested") the effective model is a 1-layer Transformer
-    (nested: the inner linear model has bond-pair terms); ``overrelax``: [slmc] overrelax."""
-    cfg = small_config(effective_model={"shells": 5}, slmc={"overrelax": overrelax},
+    (nested: the inner linear model has bond-pair terms); ``overrelax``, ``move``: [slmc] overrelax, move."""
+    cfg = small_config(effective_model={"shells": 5}, slmc={"overrelax": overrelax, "move": move},
                        run={"sampler": sampler, "thermalize": 1000, "measure": n_measure, "step_size": 0.8,
                             "progress_every": None})
     if transformer_scheme:
@@ -159,11 +170,12 @@ def error_with_long_bins(x):
     return binned_error(x, n_bins)
 
 
-@pytest.mark.parametrize("overrelax", [0.0, 0.5])
-def test_slmc_agrees_with_exact_sampler_on_4x4(overrelax):
+@pytest.mark.parametrize("overrelax,move", [(0.0, "metropolis"), (0.5, "metropolis"), (0.0, "heatbath")])
+def test_slmc_agrees_with_exact_sampler_on_4x4(overrelax, move):
     """⟨F⟩/N and ⟨|m|⟩ within 3 combined binned standard errors (false alarm ≈ 0.5% for two
-    observables if the error bars are right), also with half the inner updates reflections."""
-    F_s, m_s = run_replica("slmc", 10000, seed=11, overrelax=overrelax)
+    observables if the error bars are right), also with half the inner updates reflections,
+    and with heat-bath updates."""
+    F_s, m_s = run_replica("slmc", 10000, seed=11, overrelax=overrelax, move=move)
     F_e, m_e = run_replica("exact", 5000, seed=12)
     for name, a, b in (("F/N", F_s, F_e), ("|m|", m_s, m_e)):
         err = np.hypot(error_with_long_bins(a), error_with_long_bins(b))

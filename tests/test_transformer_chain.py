@@ -87,8 +87,10 @@ def test_slmc_inner_chain_runs_the_compiled_form_on_the_same_random_numbers(rng)
     model.local_form.chain(spins, 2.0, sites, noise, np.log(u), 0.5, record=record)
     _, expected, _ = replay(model, spins, 2.0, sites, noise, np.log(u), 0.5, record)
     np.testing.assert_allclose(end, expected, rtol=0, atol=1e-12)
-    with pytest.raises(ValueError, match="over-relaxation needs a model with a local field"):
+    with pytest.raises(ValueError, match="need a model with a local field"):
         effective_chain(model, spins, 2.0, 10, 0.5, rng, overrelax=0.5)
+    with pytest.raises(ValueError, match="need a model with a local field"):
+        effective_chain(model, spins, 2.0, 10, 0.5, rng, move="heatbath")
 
 
 def test_a_stale_attention_output_is_caught(monkeypatch, rng):

@@ -138,7 +138,11 @@ def test_measurement_runs_each_slots_chosen_path_and_the_choice_is_in_the_file(t
     assert len(set(tuning)) > 3  # while tuning, several candidates ran
 
 
-@pytest.mark.parametrize("model", [{}, DEFAULT_MODEL], ids=["linear", "bond-pairs-pair-loss"])
+HEAT_BATH_MODEL = {**DEFAULT_MODEL, "slmc": {"inner_bond_shells": 2, "move": "heatbath"}}
+
+
+@pytest.mark.parametrize("model", [{}, DEFAULT_MODEL, HEAT_BATH_MODEL],
+                         ids=["linear", "bond-pairs-pair-loss", "heat-bath"])
 def test_a_run_stopped_while_tuning_resumes_bit_for_bit(tmp_path, monkeypatch, steady_clock, model):
     cfg = tuned_config(40, (0.1, 0.2), model)
     driver.run(cfg, output=tmp_path / "whole.h5", log=lambda *a: None)

@@ -13,8 +13,12 @@ O(z²) per proposal with h kept up to date: O(u z) per accepted update, u the bo
 couples to the bonds at a site (all P of G's bonds at any range; a fixed number, independent
 of N, for a model of finite bond-pair range).
 
-Two kinds of move, mixed at random (samplers/moves.py):
+Kinds of move, reflections mixed at random with one of the others (samplers/moves.py):
   Metropolis   S_i -> normalize(S_i + δ g), accepted with min(1, exp(-β ΔE));
+  heat bath    S_i' drawn from exp(β S_i'·H) on the sphere ([slmc] move = "heatbath"),
+               accepted with min(1, exp(-β [ΔE + (S_i' - S_i)·H])) (Metropolis-Hastings: the
+               second term is the proposal ratio; with G = 0 it cancels ΔE and every move is
+               accepted, with G the four-spin terms at i, quadratic in S_i, decide);
   reflection   S_i -> 2 (S_i·H) H / |H|² - S_i about the local field (over-relaxation)
                H = Σ_{a at i} (w_a + h'_a) S_j, h'_a = Σ_{r not at i} G_ar b_r,
                accepted with min(1, exp(-β ΔE)).
@@ -127,19 +131,27 @@ class BondForm:
         return float(e0 - self.w @ b - pairs)
 
     def chain(self, spins: np.ndarray, beta: float, sites, noise, log_u,
-              step_size: float, reflect=None) -> tuple[np.ndarray, float]:
+              step_size: float, reflect=None, heat_bath: bool = False) -> tuple[np.ndarray, float]:
         """The end of the Metropolis chain on exp(-β E_eff) from ``spins`` (not modified),
         with proposals S_i -> normalize(S_i + step_size g) at sites[m], noise g = noise[m],
         or where ``reflect[m]`` the reflection of S_i about its local field, accepted when
         log_u[m] < -β ΔE (see samplers.moves); and E_eff[end] - E_eff[start], the sum of the
-        accepted ΔE."""
+        accepted ΔE.
+
+        ``heat_bath``: the proposals other than reflections are drawn from exp(β S_i·H), H the
+        local field (E_eff's part linear in S_i is -S_i·H), from the uniforms noise[m, :2]
+        (step_size unused), and accepted when log_u[m] < -β [ΔE + (S_i' - S_i)·H]: the
+        Metropolis-Hastings test, whose proposal ratio exp(β (S_i - S_i')·H) cancels the
+        linear part of ΔE. For the linear model (G = 0) every such proposal is accepted; the
+        four-spin terms' part of ΔE (quadratic in S_i) decides otherwise."""
         spins = np.array(spins, dtype=np.float64)
         b = self.bond_values(spins)
         h = self.bond_field(b)
         reflect = np.zeros(0, dtype=np.bool_) if reflect is None else np.asarray(reflect, dtype=np.bool_)
         total = _chain(spins, b, h, self.site_bonds, self.partner, self.w, self.local, self.reach, self.coupling,
                        np.asarray(sites, dtype=np.int64), np.asarray(noise, dtype=np.float64),
-                       np.asarray(log_u, dtype=np.float64), float(beta), float(step_size), reflect)
+                       np.asarray(log_u, dtype=np.float64), float(beta), float(step_size), reflect,
+                       bool(heat_bath))
         return spins, total
 
 
@@ -199,8 +211,64 @@ def _quadratic(local, delta):  # pragma: no cover
 
 
 @numba.njit(cache=True)
+def _local_field(i, spins, b, h, site_bonds, partner, w, local, field):  # pragma: no cover
+    """field = H at site i: E_eff's part linear in S_i is -S_i·H, H = Σ_{a at i} (w_a + h'_a) S_j
+    with h'_a = h_a - Σ_{a' at i} G_aa' b_a' (the bond-pair field of the bonds not at i), so H
+    does not depend on S_i."""
+    z = site_bonds.shape[1]
+    zp = local.shape[1]
+    for k in range(3):
+        field[k] = 0.0
+    for c in range(z):
+        a = site_bonds[i, c]
+        coef = w[a]
+        if c < zp:
+            coef += h[a]
+            for c2 in range(zp):
+                coef -= local[c, c2] * b[site_bonds[i, c2]]
+        j = partner[i, c]
+        for k in range(3):
+            field[k] += coef * spins[j, k]
+
+
+@numba.njit(cache=True)
+def _heat_bath_spin(field, beta, u_cos, u_phi, new):  # pragma: no cover
+    """new drawn from exp(β S·H) on the unit sphere (H = field), from two uniforms in [0, 1):
+    1 - cos θ = -log(v + (1 - v) e^{-2x}) / x with x = β|H|, v = 1 - u_cos in (0, 1] (the
+    inverse of the truncated exponential's distribution function; no log(0)), φ = 2π u_phi
+    about H, in a basis perpendicular to H (any such basis: φ is uniform)."""
+    norm = math.sqrt(field[0] * field[0] + field[1] * field[1] + field[2] * field[2])
+    x = beta * norm
+    v = 1.0 - u_cos
+    if x > 1e-8:
+        t = -math.log(v + (1.0 - v) * math.exp(-2.0 * x)) / x
+        ax, ay, az = field[0] / norm, field[1] / norm, field[2] / norm
+    else:  # no field: uniform on the sphere (the limit x -> 0 of the above is t = 2 v)
+        t = 2.0 * v
+        ax, ay, az = 0.0, 0.0, 1.0
+    t = min(max(t, 0.0), 2.0)
+    c = 1.0 - t
+    s = math.sqrt(t * (2.0 - t))
+    # e1: the unit axis least aligned with a, made perpendicular to it; e2 = a x e1
+    if abs(ax) <= abs(ay) and abs(ax) <= abs(az):
+        e1x, e1y, e1z = 1.0 - ax * ax, -ax * ay, -ax * az
+    elif abs(ay) <= abs(az):
+        e1x, e1y, e1z = -ay * ax, 1.0 - ay * ay, -ay * az
+    else:
+        e1x, e1y, e1z = -az * ax, -az * ay, 1.0 - az * az
+    n1 = math.sqrt(e1x * e1x + e1y * e1y + e1z * e1z)
+    e1x, e1y, e1z = e1x / n1, e1y / n1, e1z / n1
+    e2x, e2y, e2z = ay * e1z - az * e1y, az * e1x - ax * e1z, ax * e1y - ay * e1x
+    phi = 2.0 * math.pi * u_phi
+    cp, sp = s * math.cos(phi), s * math.sin(phi)
+    new[0] = c * ax + cp * e1x + sp * e2x
+    new[1] = c * ay + cp * e1y + sp * e2y
+    new[2] = c * az + cp * e1z + sp * e2z
+
+
+@numba.njit(cache=True)
 def _chain(spins, b, h, site_bonds, partner, w, local, reach, coupling, sites, noise,
-           log_u, beta, step_size, reflect):  # pragma: no cover
+           log_u, beta, step_size, reflect, heat_bath):  # pragma: no cover
     z = site_bonds.shape[1]
     zp = local.shape[1]  # the first zp bonds at each site are G's, in the order of local
     delta = np.empty(z)
@@ -209,31 +277,29 @@ def _chain(spins, b, h, site_bonds, partner, w, local, reach, coupling, sites, n
     total = 0.0
     for m in range(len(sites)):
         i = sites[m]
+        # the proposal's log-density ratio q(S_i | S_i') / q(S_i' | S_i) over -β: 0 for the
+        # symmetric moves, (S_i' - S_i)·H for the heat bath's (see BondForm.chain)
+        linear_part = 0.0
         if len(reflect) and reflect[m]:
-            for k in range(3):
-                field[k] = 0.0
-            for c in range(z):
-                a = site_bonds[i, c]
-                coef = w[a]
-                if c < zp:  # the bond-pair field of the bonds not at i (h' = h - G b over bonds at i)
-                    coef += h[a]
-                    for c2 in range(zp):
-                        coef -= local[c, c2] * b[site_bonds[i, c2]]
-                j = partner[i, c]
-                for k in range(3):
-                    field[k] += coef * spins[j, k]
+            _local_field(i, spins, b, h, site_bonds, partner, w, local, field)
             ff = field[0] * field[0] + field[1] * field[1] + field[2] * field[2]
             if ff == 0.0:  # no field: the reflection is undefined; no move
                 continue
             sh = (spins[i, 0] * field[0] + spins[i, 1] * field[1] + spins[i, 2] * field[2]) / ff
             for k in range(3):
                 new[k] = 2.0 * sh * field[k] - spins[i, k]
+        elif heat_bath:
+            _local_field(i, spins, b, h, site_bonds, partner, w, local, field)
+            _heat_bath_spin(field, beta, noise[m, 0], noise[m, 1], new)
         else:
             for k in range(3):
                 new[k] = spins[i, k] + step_size * noise[m, k]
         norm = math.sqrt(new[0] * new[0] + new[1] * new[1] + new[2] * new[2])  # a reflection: 1 up to round-off
         for k in range(3):
             new[k] /= norm
+        if heat_bath and not (len(reflect) and reflect[m]):
+            for k in range(3):
+                linear_part += (new[k] - spins[i, k]) * field[k]
         de = 0.0
         for c in range(z):
             j = partner[i, c]
@@ -244,7 +310,7 @@ def _chain(spins, b, h, site_bonds, partner, w, local, reach, coupling, sites, n
             a = site_bonds[i, c]
             de -= d * (w[a] + (h[a] if c < zp else 0.0))
         de -= 0.5 * _quadratic(local, delta)
-        if log_u[m] < -beta * de:
+        if log_u[m] < -beta * (de + linear_part):
             total += de
             for k in range(3):
                 spins[i, k] = new[k]

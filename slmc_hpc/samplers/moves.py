@@ -17,13 +17,17 @@ def perturb(spin: np.ndarray, noise: np.ndarray, step_size: float) -> np.ndarray
     return v / math.sqrt(v @ v)  # not np.linalg.norm: this runs ~10^5 times per second
 
 
-def draw_moves(rng: np.random.Generator, n_sites: int, n_moves: int):
-    """Random sites, Gaussian noise and uniforms for n_moves local updates, drawn in one go.
+def draw_moves(rng: np.random.Generator, n_sites: int, n_moves: int, heat_bath: bool = False):
+    """Random sites, noise and uniforms for n_moves local updates, drawn in one go. The
+    noise is Gaussian (n_moves, 3) for S_i + δ g; for heat-bath moves (local_chain.py) it is
+    two uniforms per move (n_moves, 2), cos θ and φ about the local field.
 
     Random site choice (not a fixed sweep order) keeps the local chain reversible, which the
     SLMC acceptance formula requires.
     """
-    return rng.integers(n_sites, size=n_moves), rng.standard_normal((n_moves, 3)), rng.random(n_moves)
+    sites = rng.integers(n_sites, size=n_moves)
+    noise = rng.random((n_moves, 2)) if heat_bath else rng.standard_normal((n_moves, 3))
+    return sites, noise, rng.random(n_moves)
 
 
 def draw_reflections(rng: np.random.Generator, n_moves: int, fraction: float) -> np.ndarray:

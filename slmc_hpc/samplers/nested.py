@@ -35,6 +35,7 @@ class NestedSLMCSampler:
     step_size: float
     middle_steps: int = 1
     overrelax: float = 0.0  # fraction of inner-chain updates that are reflections (local_chain.py)
+    move: str = "metropolis"  # the inner chain's other updates: "metropolis" or "heatbath" (effective_chain)
 
     def init_state(self, spins: np.ndarray) -> ChainState:
         return exact_state(self.physics, spins, float(self.model.energy(spins)))
@@ -52,7 +53,7 @@ class NestedSLMCSampler:
         for _ in range(self.middle_steps):
             # the inner chain reports ΔE_in itself: two fewer model evaluations per step
             proposal, d_in = effective_chain(self.inner, spins, self.beta, self.n_local, self.step_size, rng,
-                                            self.overrelax)
+                                            self.overrelax, self.move)
             p_mid = float(self.model.energy(proposal))
             if np.log(rng.random()) < -self.beta * ((p_mid - e_mid) - d_in):
                 spins, e_mid, n_mid = proposal, p_mid, n_mid + 1

@@ -22,7 +22,7 @@ from .state import ChainState, StepInfo
 
 
 def effective_chain(model, spins: np.ndarray, beta: float, n_local: int, step_size: float,
-                    rng: np.random.Generator, overrelax: float = 0.0) -> tuple[np.ndarray, float]:
+                    rng: np.random.Generator, overrelax: float = 0.0, move: str = "metropolis") -> tuple[np.ndarray, float]:
     """Run n_local Metropolis updates on exp(-β E_eff) starting from spins; return the end
     and E_eff[end] - E_eff[start] (the sum of the accepted updates' ΔE; equal to the
     difference of the two energies up to round-off, without evaluating them).
@@ -30,16 +30,19 @@ def effective_chain(model, spins: np.ndarray, beta: float, n_local: int, step_si
     samplers/local_chain.py on the same random numbers, one with a ``local_form`` (the
     Transformer) that of samplers/transformer_chain.py; others call delta_energy per update.
     ``overrelax``: the fraction of updates that reflect the spin about its local field
-    (bond forms only)."""
-    sites, noise, u = draw_moves(rng, len(spins), n_local)
+    (bond forms only). ``move``: "metropolis" (S_i + δ g, symmetric) or "heatbath" (drawn from
+    exp(β S_i·H) about the local field H, step_size unused; bond forms only)."""
+    heat_bath = move == "heatbath"
+    sites, noise, u = draw_moves(rng, len(spins), n_local, heat_bath)
     log_u = np.log(u)
     reflect = draw_reflections(rng, n_local, overrelax) if overrelax > 0 else None
     if hasattr(type(model), "bond_form"):  # not getattr: an error building it must not hide
-        return model.bond_form.chain(spins, beta, sites, noise, log_u, step_size, reflect)
+        return model.bond_form.chain(spins, beta, sites, noise, log_u, step_size, reflect, heat_bath)
+    if reflect is not None or heat_bath:
+        raise ValueError(f"over-relaxation and heat-bath moves need a model with a local field (a bond form), "
+                         f"not {type(model).__name__}")
     if hasattr(type(model), "local_form"):
         return model.local_form.chain(spins, beta, sites, noise, log_u, step_size, reflect)
-    if reflect is not None:
-        raise ValueError(f"over-relaxation needs a model with a local field (a bond form), not {type(model).__name__}")
     spins = spins.copy()
     total = 0.0
     for i, g, lu in zip(sites, noise, log_u):
@@ -59,6 +62,7 @@ class SLMCSampler:
     n_local: int
     step_size: float
     overrelax: float = 0.0  # fraction of inner-chain updates that are reflections (local_chain.py)
+    move: str = "metropolis"  # the inner chain's other updates: "metropolis" or "heatbath" (effective_chain)
 
     def init_state(self, spins: np.ndarray) -> ChainState:
         return exact_state(self.physics, spins, float(self.model.energy(spins)))
@@ -72,7 +76,7 @@ class SLMCSampler:
 
     def step(self, state: ChainState, rng: np.random.Generator) -> tuple[ChainState, StepInfo]:
         proposal, delta = effective_chain(self.model, state.spins, self.beta, self.n_local, self.step_size, rng,
-                                          self.overrelax)
+                                          self.overrelax, self.move)
         # E_eff of the proposal from the chain's own ΔE: no second model evaluation. Round-off
         # (~1e-15 per step) random-walks until the model next changes and E_eff is re-evaluated:
         # ~1e-12 after 10^5 frozen-model steps, far below anything the acceptance resolves.
