@@ -5,10 +5,11 @@ Where the inner path is long enough that a proposal forgets where it started, SL
 independence sampler: proposals drawn from exp(-β E_eff), accepted with
 min(1, w(S') / w(S)), w = exp(-β (F - E_eff)). If log w is Gaussian with standard deviation
 s over the proposals, the log-ratio of two independent proposals, which the chain's σ
-measures (benchmark_sampler.py), has σ = √2 s. This script runs that chain on synthetic
-Gaussian log-weights and prints the acceptance and τ_int of an observable whose correlation
-with log w is ρ (F's residual after a least-squares fit is correlated with F: ρ > 0). It
-says how far τ_int can fall by a longer path alone, and what σ a target τ_int needs.
+measures (benchmark_sampler.py), has σ = √2 s. This script prints the closed form for an
+observable uncorrelated with w (slmc_hpc.stats.independence_sampler, which the report uses),
+and runs that chain on synthetic Gaussian log-weights for observables whose correlation with
+log w is ρ (F's residual after a least-squares fit is correlated with F: ρ > 0). It says how
+far τ_int can fall by a longer path alone, and what σ a target τ_int needs.
 
     python analysis/independence_floor.py --sigma 0.4 0.6 0.8 1.0 1.2 1.6 --rho 0 0.3 0.6
 """
@@ -19,7 +20,7 @@ import argparse
 
 import numpy as np
 
-from slmc_hpc.stats import tau_int
+from slmc_hpc.stats import independence_sampler, tau_int
 
 
 def independence_chain(log_w: np.ndarray, obs: np.ndarray, log_u: np.ndarray) -> tuple[np.ndarray, float]:
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
     rng = np.random.default_rng(args.seed)
-    print("sigma  acceptance  " + "  ".join(f"tau(rho={r:g})" for r in args.rho))
+    print("sigma  acceptance  tau (closed form, rho=0)  simulated: acceptance  " + "  ".join(f"tau(rho={r:g})" for r in args.rho))
     for sigma in args.sigma:
         s = sigma / np.sqrt(2)
         log_w, noise, log_u = s * rng.standard_normal(args.steps), rng.standard_normal(args.steps), np.log(rng.random(args.steps))
@@ -53,7 +54,8 @@ def main(argv=None) -> int:
         for rho in args.rho:
             chain, moved = independence_chain(log_w, rho * log_w / s + np.sqrt(1 - rho**2) * noise, log_u)
             taus.append(tau_int(chain[1000:]))
-        print(f"{sigma:5.2f}  {moved:10.3f}  " + "  ".join(f"{t:11.2f}" for t in taus))
+        acceptance, tau = independence_sampler(sigma)
+        print(f"{sigma:5.2f}  {acceptance:10.3f}  {tau:24.2f}  {moved:21.3f}  " + "  ".join(f"{t:11.2f}" for t in taus))
     return 0
 
 

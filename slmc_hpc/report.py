@@ -28,6 +28,9 @@ from .tables import RunTables, exchange_rounds, load  # noqa: E402
 # an electron-number spread above this marks levels at the Fermi level (a closed shell reads
 # about 0: 1e-7 at L = 6, T = 0.02 on the reference problem; open ones 0.4-0.7)
 OPEN_SHELL_SD = 0.1
+# τ_int(F) above this many times the independent-proposal floor: the path is short (at L = 8 and
+# 12 the tuned chains read 0.8-1.8x, analysis/BENCHMARKS.md)
+FLOOR_RATIO = 2.0
 
 # (column, axis label) of the thermodynamics figure, in panel order
 PANELS = [("F_per_site", "F/N"), ("E_per_site", "E/N"), ("C_per_site", "C/N (fixed μ)"),
@@ -244,6 +247,30 @@ def _attention_figure(run: RunTables, path: Path, site: int = 0) -> str | None:
     return ""
 
 
+def _floor_line(run: RunTables) -> str:
+    """τ_int(F) beside the floor that the model's accuracy sets (accuracy's tau_floor), and what
+    that says: well above it the inner path does not decorrelate the proposal (more local
+    updates may pay); near it only a more accurate model lowers the cost."""
+    if "tau_floor" not in run.accuracy or "F_per_site_tau" not in run.thermodynamics:
+        return ""
+    both = run.thermodynamics.merge(run.accuracy, on="T")
+    both = both[np.isfinite(both["tau_floor"]) & np.isfinite(both["F_per_site_tau"])]
+    if not len(both):
+        return ""
+    ratio = both["F_per_site_tau"] / both["tau_floor"]
+    pairs = ", ".join(f"T = {T:.4g}: {tau:.1f} against {fl:.1f}" + (" (rough)" if rough else "")
+                      for T, tau, fl, rough in zip(both["T"], both["F_per_site_tau"], both["tau_floor"],
+                                                   both.get("rough", [False] * len(both))))
+    line = (f"τ_int(F) against the least τ_int that the model's accuracy allows (tau_floor: independent proposals "
+            f"at the measured log-ratio spread): {pairs}.")
+    long_ = both["T"][ratio > FLOOR_RATIO]
+    if len(long_):
+        return line + (" Where τ_int(F) is more than " + f"{FLOOR_RATIO:g}x the floor (T = "
+                       + ", ".join(f"{T:.4g}" for T in long_) + ") the inner path does not decorrelate the "
+                       "proposal: more [slmc] local_updates may pay. Near it, only a more accurate model lowers the cost.")
+    return line + f" All within {FLOOR_RATIO:g}x: a longer inner path would not lower τ_int, only a more accurate model."
+
+
 def _summary_lines(run: RunTables) -> list[str]:
     lines = [f"Run file: `{run.path}`; lattice {run.config.lattice.kind} L = {run.config.lattice.L}; "
              f"sampler {run.config.run.sampler}; effective model {run.config.effective_model.kind} "
@@ -264,6 +291,9 @@ def _summary_lines(run: RunTables) -> list[str]:
                      "occupation is a non-local part of the weight that no effective model follows (on the reference "
                      "problem at T = 0.02 it made the model's error per site 1.5-1.9x that where μ lies in a gap "
                      "between levels, at other L; analysis/BENCHMARKS.md).")
+    floor = _floor_line(run)
+    if floor:
+        lines.append(floor)
     if np.isfinite(run.barrier):
         lines.append(f"Communication barrier Λ ≈ {run.barrier:.2f} (sum of the pair rejection rates); about "
                      f"{run.suggested_replicas} replicas suggested (≈ 2Λ, Syed et al. 2022); this run has "

@@ -1,4 +1,5 @@
-"""Error bars for correlated Monte Carlo series."""
+"""Error bars for correlated Monte Carlo series, and the τ_int that an SLMC chain's model
+accuracy allows (independence_sampler)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from emcee.autocorr import integrated_time
+from scipy.special import ndtr
 
 
 MIN_SERIES = 32  # shorter series get no τ estimate (emcee returns 0 for a handful of points)
@@ -77,3 +79,30 @@ def estimate(x: np.ndarray, bins: int | None = None) -> Estimate:
     x = np.asarray(x, dtype=np.float64)
     tau = tau_int(x)
     return Estimate(float(x.mean()), binned_error(x, n_bins(len(x), tau) if bins is None else bins), tau)
+
+
+def independence_sampler(sigma: float, nodes: int = 80) -> tuple[float, float]:
+    """Acceptance and τ_int (steps, τ = 1 + 2 Σ ρ as tau_int) of an observable uncorrelated
+    with the weights, for an independence sampler whose exact test's log-ratio between two
+    independent proposals has spread ``sigma`` (Gaussian log-weights).
+
+    SLMC whose inner path has forgotten its start is such a sampler: proposals y from
+    q ∝ exp(-β E_eff), accepted with min(1, w(y)/w(x)), w = exp(-β (F - E_eff)). With
+    log w ~ N(0, s²) under q (s = sigma / √2; a Gaussian log w is also N(s², s²) under the
+    target π ∝ q w), the chance to leave x with log w(x) = a is
+        α(a) = P(Y ≥ a) + E[e^{Y - a}; Y < a] = 1 - Φ(a/s) + e^{s²/2 - a} Φ((a - s²)/s),
+    Y ~ N(0, s²). The observable then keeps its value until the chain moves, so its
+    autocorrelation at lag k is E_π[(1 - α)^k] and τ_int = 1 + 2 E_π[(1 - α)/α] = 2 E_π[1/α] - 1,
+    the acceptance E_π[α]; both by Gauss-Hermite quadrature over a ~ N(s², s²). An observable
+    correlated with w (F is, through its residual) has a longer τ_int: this is a floor, which
+    no longer path or other inner move goes below (analysis/BENCHMARKS.md)."""
+    if not np.isfinite(sigma) or sigma < 0:
+        return float("nan"), float("nan")
+    s = sigma / np.sqrt(2.0)
+    if s == 0.0:
+        return 1.0, 1.0
+    x, weights = np.polynomial.hermite_e.hermegauss(nodes)  # weight exp(-x²/2)
+    weights = weights / weights.sum()
+    a = s * s + s * x
+    alpha = 1.0 - ndtr(a / s) + np.exp(s * s / 2.0 - a) * ndtr((a - s * s) / s)
+    return float(weights @ alpha), float(weights @ (2.0 / alpha) - 1.0)

@@ -35,7 +35,7 @@ from .lattice import Lattice
 from .observables import structure_factor
 from .output import FORMAT
 from .perturbation import rkky_couplings
-from .stats import MAX_BINS, is_rough, n_bins, slowest, tau_int
+from .stats import MAX_BINS, independence_sampler, is_rough, n_bins, slowest, tau_int
 from .tempering import RoundTrips
 from .thermodynamics import binder_ratio, energy, jackknife, specific_heat, susceptibility
 
@@ -163,17 +163,21 @@ def model_errors(f, r: int, n: int, beta: float) -> tuple[np.ndarray, np.ndarray
 def _accuracy(f, temperatures, measured) -> pd.DataFrame:
     """Per slot: the spread (std) of F - E_eff over the measured configurations (per site), and
     of the exact test's log-ratio, whose spread sets the acceptance; with every proposal's
-    ratio also the acceptance it implies, ⟨min(1, e^ratio)⟩ (the Metropolis average)."""
+    ratio also the acceptance it implies, ⟨min(1, e^ratio)⟩ (the Metropolis average), and
+    tau_floor, the τ_int (steps) of a chain whose proposals were independent at that spread
+    (stats.independence_sampler): what no longer inner path goes below."""
     rows = []
     N = int(f.attrs["N"])
     for r, T in enumerate(temperatures):
         offset, log_ratio, over = model_errors(f, r, int(measured[r]), 1.0 / T)
         if len(offset):
+            spread = float(np.std(log_ratio)) if len(log_ratio) > 1 else np.nan
+            every = over == "every proposal" and len(log_ratio) > 0  # accepted steps only: a biased spread
             rows.append({"T": float(T), "std_F_minus_E_per_site": float(np.std(offset) / N),
-                         "std_log_ratio": float(np.std(log_ratio)) if len(log_ratio) > 1 else np.nan,
-                         "log_ratio_over": over, "tests": len(log_ratio),
+                         "std_log_ratio": spread, "log_ratio_over": over, "tests": len(log_ratio),
                          "implied_acceptance": (float(np.mean(np.minimum(1.0, np.exp(np.minimum(log_ratio, 0)))))
-                                                if over == "every proposal" and len(log_ratio) else np.nan)})
+                                                if every else np.nan),
+                         "tau_floor": independence_sampler(spread)[1] if every else np.nan})
     return pd.DataFrame(rows)
 
 

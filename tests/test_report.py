@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from slmc_hpc.cli import main
-from slmc_hpc.stats import tau_int
+from slmc_hpc.stats import independence_sampler, tau_int
 from slmc_hpc.tables import load, replay_round_trips
 from slmc_hpc.thermodynamics import binder_ratio, jackknife, susceptibility
 
@@ -115,6 +115,22 @@ def test_tables_are_the_files_numbers(run_file):
     # within 3 binomial errors (400 steps per slot)
     moved = accepted.mean(axis=1)
     assert np.all(np.abs(a["implied_acceptance"] - moved) < 3 * np.sqrt(moved * (1 - moved) / 400) + 1e-9)
+    # the floor an independence sampler would have at that spread
+    np.testing.assert_allclose(a["tau_floor"], [independence_sampler(x)[1] for x in a["std_log_ratio"]])
+
+
+def test_the_report_sets_tau_int_beside_its_floor(run_file):
+    from slmc_hpc.report import FLOOR_RATIO, _summary_lines
+
+    run = load(run_file)  # T = 0.05, 0.08, 0.12
+    said = lambda: [line for line in _summary_lines(run) if "least τ_int that the model's accuracy allows" in line]
+    floor = run.accuracy["tau_floor"].to_numpy()
+    run.thermodynamics["F_per_site_tau"] = floor * [1.1, 0.9, 1.5]
+    assert len(said()) == 1 and "a longer inner path would not lower" in said()[0]
+    run.thermodynamics["F_per_site_tau"] = floor * [1.1, 3 * FLOOR_RATIO, 1.5]
+    assert "T = 0.08) the inner path does not decorrelate" in said()[0]
+    run.accuracy["tau_floor"] = np.nan  # a file without every proposal's log-ratio: no line
+    assert not said()
 
 
 def test_the_report_says_when_levels_lie_at_the_fermi_level_at_the_lowest_temperature(run_file):
@@ -142,6 +158,7 @@ def test_accuracy_of_a_file_without_log_ratios_uses_accepted_steps(run_file, tmp
     expected = [np.std(np.diff(F[r] - E[r])[moved[r] & ~after_exchange] / T) for r, T in enumerate([0.05, 0.08, 0.12])]
     np.testing.assert_allclose(a["std_log_ratio"], expected, rtol=1e-10)
     assert set(a["log_ratio_over"]) == {"accepted steps"} and a["implied_acceptance"].isna().all()
+    assert a["tau_floor"].isna().all()  # a spread over accepted steps only is biased: no floor from it
 
 
 def test_report_writes_every_file_and_figure(run_file, tmp_path):
