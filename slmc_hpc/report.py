@@ -262,7 +262,7 @@ def _floor_line(run: RunTables) -> str:
                       for T, tau, fl, rough in zip(both["T"], both["F_per_site_tau"], both["tau_floor"],
                                                    both.get("rough", [False] * len(both))))
     line = (f"τ_int(F) against the least τ_int that the model's accuracy allows (tau_floor: independent proposals "
-            f"at the measured log-ratio spread): {pairs}.")
+            f"at the measured log-ratio spread; with replica exchanges a guide, not a bound): {pairs}.")
     long_ = both["T"][ratio > FLOOR_RATIO]
     if len(long_):
         return line + (" Where τ_int(F) is more than " + f"{FLOOR_RATIO:g}x the floor (T = "

@@ -1,5 +1,6 @@
 """The end-of-run summary: per temperature slot, acceptance, F/N and |m| with binned errors
-(bins as the report's, stats.n_bins) and τ_int(F), read back from the rows just written, with
+(bins as the report's, stats.n_bins) and τ_int(F) beside the floor its model accuracy sets
+(stats.independence_sampler, from the exact test's log-ratios), read back from the rows just written, with
 a mark where the run is too short to trust them (stats.is_rough); per slot pair, the exchange acceptance;
 the round trips and the up-moving fraction of the tempering ladder. Goes to /summary and to
 the log."""
@@ -10,7 +11,7 @@ import numpy as np
 
 from .ladder import barrier, replica_warning, suggested_replicas
 from .samplers import AcceptanceCounts
-from .stats import ROUGH_TAUS, estimate, is_rough, n_bins, slowest, tau_int
+from .stats import ROUGH_TAUS, estimate, independence_sampler, is_rough, n_bins, slowest, tau_int
 
 
 def summarize(out, n_sites: int, temperatures, counts: list[AcceptanceCounts], seconds_per_step: float,
@@ -24,7 +25,7 @@ def summarize(out, n_sites: int, temperatures, counts: list[AcceptanceCounts], s
         return
     summary = {k: [] for k in ("acceptance", "middle_acceptance", "moved", "free_energy_per_site",
                                "free_energy_per_site_error", "abs_magnetization", "abs_magnetization_error",
-                               "tau_free_energy", "seconds_per_step")}
+                               "tau_free_energy", "tau_floor", "seconds_per_step")}
     for slot, T in enumerate(temperatures):
         F = out.file["measure/free_energy"][slot] / n_sites
         m = np.linalg.norm(out.file["measure/magnetization"][slot], axis=-1)
@@ -39,11 +40,16 @@ def summarize(out, n_sites: int, temperatures, counts: list[AcceptanceCounts], s
             rough = f"  (rough: {measured}, want {ROUGH_TAUS})"  # τ_int and the errors read low
         c = counts[slot]
         moved = float(np.mean(out.file["measure/accepted"][slot]))
+        # the τ_int that independent proposals at this model accuracy would have (NaN without SLMC tests)
+        ratio = out.file["measure/exact_log_ratio"][slot]
+        ratio = ratio[np.isfinite(ratio)]
+        floor = independence_sampler(float(np.std(ratio)))[1] if len(ratio) > 1 else float("nan")
         for key, v in zip(summary, (c.acceptance, c.middle_acceptance, moved, eF.mean, eF.error, em.mean, em.error,
-                                    eF.tau, seconds_per_step)):
+                                    eF.tau, floor, seconds_per_step)):
             summary[key].append(v)
         log(f"T={T:<8.4g} acceptance {c.acceptance:.3f}  F/N = {eF.mean:.6f} ± {eF.error:.6f}  "
-            f"|m| = {em.mean:.4f} ± {em.error:.4f}  tau_int(F) = {eF.tau:.1f} steps" + rough)
+            f"|m| = {em.mean:.4f} ± {em.error:.4f}  tau_int(F) = {eF.tau:.1f} steps"
+            + (f" (floor {floor:.1f})" if np.isfinite(floor) else "") + rough)
     if out.file["tempering/accepted"].shape[0]:
         acc = out.file["tempering/accepted"][:]
         pair = [float(np.mean(acc[acc[:, p] >= 0, p])) if np.any(acc[:, p] >= 0) else float("nan")

@@ -7,6 +7,7 @@ import pytest
 from slmc_hpc.cli import main
 from slmc_hpc.config import parse
 from slmc_hpc.assemble import build_physics
+from slmc_hpc.stats import independence_sampler
 
 from configs import small_config, small_toml
 
@@ -59,6 +60,11 @@ def test_layout_is_complete(run_file):
             assert list(f["training/step"][0]) == [20, 40]
             assert np.all(f["training/train_loss"][:] >= 0) and np.all(f["training/n_train"][:] > 0)
         assert f["summary/acceptance"].shape == (R,)
+        # the floor of τ_int that each slot's log-ratio spread sets; none for the exact sampler
+        spread = [np.std(r[np.isfinite(r)]) if np.isfinite(r).any() else np.nan for r in f["measure/exact_log_ratio"][:]]
+        expected = [independence_sampler(x)[1] for x in spread]
+        np.testing.assert_allclose(f["summary/tau_floor"][:], expected, rtol=1e-12)
+        assert np.all(np.isfinite(expected)) == (sampler == "slmc")
     assert "steps/s" in printed and "ETA" in printed and "acceptance" in printed
 
 
