@@ -120,10 +120,11 @@ def build_network_trainer(cfg: Config, lattice: Lattice, beta_ref: float, seed: 
 def build_tuner(cfg: Config, n_sites: int) -> PathTuner | None:
     """The tuner of a slot's inner-chain length and δ, over the second half of thermalization,
     where [slmc] local_updates or [run] step_size is "auto" (SLMC only)."""
-    if cfg.run.sampler != "slmc" or "auto" not in (cfg.slmc.local_updates, cfg.run.step_size):
+    heat_bath = cfg.slmc.move == "heatbath"  # no δ: only the length is tuned (δ recorded as the placeholder 0.5)
+    tuned = cfg.slmc.local_updates == "auto" or (cfg.run.step_size == "auto" and not heat_bath)
+    if cfg.run.sampler != "slmc" or not tuned:
         return None
-    # heat-bath moves have no δ: only the length is tuned (δ is recorded as the placeholder 0.5)
-    step_size = 0.5 if cfg.slmc.move == "heatbath" and cfg.run.step_size == "auto" else cfg.run.step_size
+    step_size = 0.5 if heat_bath and cfg.run.step_size == "auto" else cfg.run.step_size
     candidates = path_candidates(n_sites, cfg.slmc.local_updates, step_size)
     return PathTuner(candidates, cfg.run.thermalize // 2, cfg.run.thermalize)
 

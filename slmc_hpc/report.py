@@ -28,8 +28,8 @@ from .tables import RunTables, exchange_rounds, load  # noqa: E402
 # an electron-number spread above this marks levels at the Fermi level (a closed shell reads
 # about 0: 1e-7 at L = 6, T = 0.02 on the reference problem; open ones 0.4-0.7)
 OPEN_SHELL_SD = 0.1
-# τ_int(F) above this many times the independent-proposal floor: the path is short (at L = 8 and
-# 12 the tuned chains read 0.8-1.8x, analysis/BENCHMARKS.md)
+# τ_int(F) above this many times the independent-proposal reference: the path is short (the
+# tuned chains at L = 8-12 read 0.7-2.0x, analysis/BENCHMARKS.md)
 FLOOR_RATIO = 2.0
 
 # (column, axis label) of the thermodynamics figure, in panel order
@@ -248,9 +248,9 @@ def _attention_figure(run: RunTables, path: Path, site: int = 0) -> str | None:
 
 
 def _floor_line(run: RunTables) -> str:
-    """τ_int(F) beside the floor that the model's accuracy sets (accuracy's tau_floor), and what
-    that says: well above it the inner path does not decorrelate the proposal (more local
-    updates may pay); near it only a more accurate model lowers the cost."""
+    """τ_int(F) beside the reference that the model's accuracy sets (accuracy's tau_floor), and
+    what that says: well above it the inner path does not decorrelate the proposal (more local
+    updates may pay); near it a longer path buys little, a more accurate model would."""
     if "tau_floor" not in run.accuracy or "F_per_site_tau" not in run.thermodynamics:
         return ""
     both = run.thermodynamics.merge(run.accuracy, on="T")
@@ -261,14 +261,15 @@ def _floor_line(run: RunTables) -> str:
     pairs = ", ".join(f"T = {T:.4g}: {tau:.1f} against {fl:.1f}" + (" (rough)" if rough else "")
                       for T, tau, fl, rough in zip(both["T"], both["F_per_site_tau"], both["tau_floor"],
                                                    both.get("rough", [False] * len(both))))
-    line = (f"τ_int(F) against the least τ_int that the model's accuracy allows (tau_floor: independent proposals "
-            f"at the measured log-ratio spread; with replica exchanges a guide, not a bound): {pairs}.")
+    line = (f"τ_int(F) against the τ_int of independent proposals at the model's accuracy (tau_floor, from the "
+            f"measured log-ratio spread; a reference, not a strict bound): {pairs}.")
     long_ = both["T"][ratio > FLOOR_RATIO]
     if len(long_):
         return line + (" Where τ_int(F) is more than " + f"{FLOOR_RATIO:g}x the floor (T = "
                        + ", ".join(f"{T:.4g}" for T in long_) + ") the inner path does not decorrelate the "
-                       "proposal: more [slmc] local_updates may pay. Near it, only a more accurate model lowers the cost.")
-    return line + f" All within {FLOOR_RATIO:g}x: a longer inner path would not lower τ_int, only a more accurate model."
+                       "proposal: more [slmc] local_updates may pay. Near it, a longer path buys little.")
+    return line + (f" All within {FLOOR_RATIO:g}x: a longer inner path would probably buy little; a more accurate "
+                   "model would.")
 
 
 def _summary_lines(run: RunTables) -> list[str]:

@@ -93,9 +93,12 @@ def independence_sampler(sigma: float, nodes: int = 80) -> tuple[float, float]:
         α(a) = P(Y ≥ a) + E[e^{Y - a}; Y < a] = 1 - Φ(a/s) + e^{s²/2 - a} Φ((a - s²)/s),
     Y ~ N(0, s²). The observable then keeps its value until the chain moves, so its
     autocorrelation at lag k is E_π[(1 - α)^k] and τ_int = 1 + 2 E_π[(1 - α)/α] = 2 E_π[1/α] - 1,
-    the acceptance E_π[α]; both by Gauss-Hermite quadrature over a ~ N(s², s²). An observable
-    correlated with w (F is, through its residual) has a longer τ_int: this is a floor, which
-    no longer path or other inner move goes below (analysis/BENCHMARKS.md)."""
+    the acceptance E_π[α]; both by Gauss-Hermite quadrature over a ~ N(s², s²). A reference
+    value, not a strict bound: an observable correlated with w can have a longer τ_int (F
+    through its least-squares residual, typically) or a shorter one, and proposals that are
+    anti-correlated with the current state can do better than independent ones. The tuned
+    SLMC chains measured sit near it (analysis/BENCHMARKS.md). Above σ ≈ 2.5 it grows fast
+    (189 at σ = 3), set by rare long stays at high w."""
     if not np.isfinite(sigma) or sigma < 0:
         return float("nan"), float("nan")
     s = sigma / np.sqrt(2.0)

@@ -77,23 +77,27 @@ def test_compiled_heat_bath_makes_the_reference_decisions(kind, L, shells, bond_
 
 def test_heat_bath_draw_follows_the_field(rng):
     """One site in a fixed field: cos θ about H from 20000 draws against exp(β|H| c) on [-1, 1]
-    (χ²), and φ uniform (the component along a fixed axis perpendicular to H averages to 0)."""
+    (χ²; a uniform cos θ fails it), and φ about H, in a basis built here, uniform (χ²)."""
     model = LinearModel(Lattice.from_kind("chain", 2), couplings=np.array([1.3]))
     spins = np.array([[0.0, 0.0, 1.0], [0.6, 0.0, 0.8]])
     n, beta = 20000, 1.5
     sites = np.zeros(n, dtype=np.int64)
     noise, log_u = rng.random((n, 2)), np.full(n, -np.inf)  # every proposal forced: each draw is kept
     H = 1.3 * spins[1]
-    cos = np.empty(n)
-    for k in range(n):  # one move per call, from the same start: independent draws
-        end, _ = model.bond_form.chain(spins, beta, sites[k:k + 1], noise[k:k + 1], log_u[k:k + 1], 0.5,
-                                       None, heat_bath=True)
-        cos[k] = end[0] @ spins[1]
-    x = beta * np.linalg.norm(H)
+    drawn = np.array([model.bond_form.chain(spins, beta, sites[k:k + 1], noise[k:k + 1], log_u[k:k + 1], 0.5,
+                                            None, heat_bath=True)[0][0] for k in range(n)])  # independent draws
+    axis = H / np.linalg.norm(H)
+    cos = drawn @ axis
     edges = np.linspace(-1, 1, 11)
-    mass = np.diff(np.exp(x * edges))
+    mass = np.diff(np.exp(beta * np.linalg.norm(H) * edges))
     assert stats.chisquare(np.histogram(cos, edges)[0], mass / mass.sum() * n).pvalue > P_VALUE_THRESHOLD
     assert stats.chisquare(np.histogram(cos, edges)[0], np.full(10, n / 10)).pvalue < P_VALUE_THRESHOLD
+    e1 = np.array([0.0, 1.0, 0.0]) - axis[1] * axis
+    e1 /= np.linalg.norm(e1)
+    phi = np.arctan2(drawn @ np.cross(axis, e1), drawn @ e1)
+    assert stats.chisquare(np.histogram(phi, np.linspace(-np.pi, np.pi, 13))[0]).pvalue > P_VALUE_THRESHOLD
+    about_z = np.arctan2(drawn[:, 1], drawn[:, 0])  # the azimuth about another axis is not uniform
+    assert stats.chisquare(np.histogram(about_z, np.linspace(-np.pi, np.pi, 13))[0]).pvalue < P_VALUE_THRESHOLD
 
 
 # two sites, one bond b = S_0·S_1 and its four-spin term: E = -J b - K b² (with K < 0 the
@@ -171,3 +175,7 @@ def test_heat_bath_tunes_the_length_only():
     metropolis = build_tuner(cfg.replace("slmc", move="metropolis"), cfg.n_sites)
     assert len({d for _, d in tuner.candidates}) == 1
     assert len(tuner.candidates) * 2 == len(metropolis.candidates)
+    # a fixed length leaves nothing to tune (δ unused), where Metropolis still tunes δ
+    fixed = cfg.replace("slmc", local_updates=8)
+    assert build_tuner(fixed, cfg.n_sites) is None
+    assert len(build_tuner(fixed.replace("slmc", move="metropolis"), cfg.n_sites).candidates) == 2

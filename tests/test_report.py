@@ -123,10 +123,10 @@ def test_the_report_sets_tau_int_beside_its_floor(run_file):
     from slmc_hpc.report import FLOOR_RATIO, _summary_lines
 
     run = load(run_file)  # T = 0.05, 0.08, 0.12
-    said = lambda: [line for line in _summary_lines(run) if "least τ_int that the model's accuracy allows" in line]
+    said = lambda: [line for line in _summary_lines(run) if "τ_int of independent proposals" in line]
     floor = run.accuracy["tau_floor"].to_numpy()
     run.thermodynamics["F_per_site_tau"] = floor * [1.1, 0.9, 1.5]
-    assert len(said()) == 1 and "a longer inner path would not lower" in said()[0]
+    assert len(said()) == 1 and "a longer inner path would probably buy little" in said()[0]
     run.thermodynamics["F_per_site_tau"] = floor * [1.1, 3 * FLOOR_RATIO, 1.5]
     assert "T = 0.08) the inner path does not decorrelate" in said()[0]
     run.accuracy["tau_floor"] = np.nan  # a file without every proposal's log-ratio: no line

@@ -234,17 +234,17 @@ def _local_field(i, spins, b, h, site_bonds, partner, w, local, field):  # pragm
 @numba.njit(cache=True)
 def _heat_bath_spin(field, beta, u_cos, u_phi, new):  # pragma: no cover
     """new drawn from exp(β S·H) on the unit sphere (H = field), from two uniforms in [0, 1):
-    1 - cos θ = -log(v + (1 - v) e^{-2x}) / x with x = β|H|, v = 1 - u_cos in (0, 1] (the
-    inverse of the truncated exponential's distribution function; no log(0)), φ = 2π u_phi
-    about H, in a basis perpendicular to H (any such basis: φ is uniform)."""
+    1 - cos θ = t = -log(1 - u_cos + u_cos e^{-2x}) / x with x = β|H| (the inverse of the
+    truncated exponential's distribution function; its argument lies in (0, 1], so no log(0);
+    written with log1p and expm1 so that t keeps its digits at small x), φ = 2π u_phi about H,
+    in a basis perpendicular to H (any such basis: φ is uniform)."""
     norm = math.sqrt(field[0] * field[0] + field[1] * field[1] + field[2] * field[2])
     x = beta * norm
-    v = 1.0 - u_cos
-    if x > 1e-8:
-        t = -math.log(v + (1.0 - v) * math.exp(-2.0 * x)) / x
+    if x > 1e-12:
+        t = -math.log1p(u_cos * math.expm1(-2.0 * x)) / x
         ax, ay, az = field[0] / norm, field[1] / norm, field[2] / norm
-    else:  # no field: uniform on the sphere (the limit x -> 0 of the above is t = 2 v)
-        t = 2.0 * v
+    else:  # no field: uniform on the sphere (the limit x -> 0 of the above, t = 2 u_cos)
+        t = 2.0 * u_cos
         ax, ay, az = 0.0, 0.0, 1.0
     t = min(max(t, 0.0), 2.0)
     c = 1.0 - t
