@@ -148,7 +148,7 @@ def main() -> None:
         chains[name] = {"rep": rep, "block": max(1, steps // args.rounds), "F": [], "m": [], "spins_msd": [],
                         "seconds": [], "tests": 0, "accepted": 0, "log_ratio": [], "N": rep.physics.lattice.N}
     for _ in range(args.rounds):
-        for c in chains.values():
+        for name, c in chains.items():
             rep = c["rep"]
             start = time.perf_counter()
             for _ in range(c["block"]):

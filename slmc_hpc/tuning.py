@@ -5,7 +5,10 @@ kernel.
 What is minimised is the cost per independent sample, τ_int(F) × seconds per step, and
 τ_int is set by how far an accepted step moves F. The proxy maximised: the mean squared
 change of F/N per step per second of wall time (the expected squared jump distance per
-second), compared with τ_int in analysis/BENCHMARKS.md. A candidate whose steps move less
+second), compared with τ_int in analysis/BENCHMARKS.md. Each step adds the jump its proposal
+would make times the chance the exact test takes it, min(1, e^ratio), rather than the jump
+it made (Rao-Blackwellized; Pasarica & Gelman, Statistica Sinica 20, 343 (2010)): the same
+mean without the coin flip's noise, which at acceptance a leaves about a times the variance. A candidate whose steps move less
 often than ACCEPTANCE_FLOOR is never chosen when another is allowed: a chain whose exact test
 rarely accepts sticks where F is low, and a short trial of it reads falsely well (at L = 8,
 1024 linear updates per step at acceptance 0.03 read τ_int 3-4x too small).
@@ -130,15 +133,16 @@ class PathTuner:
         offset = (step - self.round_start) // self._layout()[0]
         return self.active[offset % len(self.active)]
 
-    def record(self, step: int, seconds: float, moved: bool, jump: float) -> None:
-        """What ``step`` did (``jump``: the change of F/N), and the round's end when it is."""
+    def record(self, step: int, seconds: float, moved: bool, square_jump: float) -> None:
+        """What ``step`` did (``square_jump``: the expected squared change of F/N), and the
+        round's end when it is."""
         if self.chosen_index is not None or step < self.start:
             return
         t = self.trials[self._trial_at(step)]
         t.steps += 1
         t.seconds += seconds
         t.moved += int(moved)
-        t.square_jump += jump * jump
+        t.square_jump += square_jump
         if step + 1 - self.round_start == self._round_length() or step + 1 >= self.stop:
             self._end_round(step + 1)
 
@@ -167,13 +171,18 @@ class PathTuner:
 def tuned_step(replica, tuner: PathTuner, step: int, take_step):
     """Step ``step`` of a slot being tuned: set the (length, δ) the tuner asks for, take the
     step (``take_step()``, which returns its StepInfo; training rounds stay outside it), and
-    tell the tuner the step's wall time, whether it moved, and the change of F/N."""
+    tell the tuner the step's wall time, whether it moved, and the expected squared change of
+    F/N: the proposal's, times the chance the exact test takes it (0 where no exact test ran,
+    as after a nested step's middle rejection)."""
     path = tuner.candidate(step)
     if path is not None:
         replica.set_path(*path)
     f_before, begin = replica.sampler.free_energy(replica.state), tuner.clock()
     info = take_step()
     seconds = tuner.clock() - begin
-    jump = (replica.sampler.free_energy(replica.state) - f_before) / len(replica.state.spins)
-    tuner.record(step, seconds, info.accepted, jump)
+    square_jump = 0.0
+    if np.isfinite(info.log_ratio) and np.isfinite(info.proposal_free_energy):
+        jump = (info.proposal_free_energy - f_before) / len(replica.state.spins)
+        square_jump = math.exp(min(info.log_ratio, 0.0)) * jump * jump
+    tuner.record(step, seconds, info.accepted, square_jump)
     return info
