@@ -8,7 +8,7 @@ change of F/N per step per second of wall time (the expected squared jump distan
 second), compared with τ_int in analysis/BENCHMARKS.md. Each step adds the jump its proposal
 would make times the chance the exact test takes it, min(1, e^ratio), rather than the jump
 it made (Rao-Blackwellized; Pasarica & Gelman, Statistica Sinica 20, 343 (2010)): the same
-mean without the coin flip's noise, which at acceptance a leaves about a times the variance. A candidate whose steps move less
+mean, and a per-step variance of about a times that of the changes made, at acceptance a. A candidate whose steps move less
 often than ACCEPTANCE_FLOOR is never chosen when another is allowed: a chain whose exact test
 rarely accepts sticks where F is low, and a short trial of it reads falsely well (at L = 8,
 1024 linear updates per step at acceptance 0.03 read τ_int 3-4x too small).
@@ -51,7 +51,7 @@ def path_candidates(n_sites: int, local_updates, step_size) -> list[tuple[int, f
 @dataclass
 class Trial:
     """What the steps of one candidate did: steps, wall seconds, steps that moved, and the
-    sum of the squared changes of F/N (F at the slot's β)."""
+    sum of the expected squared changes of F/N (F at the slot's β; see tuned_step)."""
 
     steps: int = 0
     seconds: float = 0.0

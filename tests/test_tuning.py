@@ -210,3 +210,25 @@ def test_the_proxy_counts_each_proposal_by_its_chance_to_be_taken():
     difference = expected - made
     assert abs(difference.mean()) < 4 * difference.std() / np.sqrt(n)
     assert np.count_nonzero(made) < n and expected.std() < 0.8 * made.std()
+
+
+def test_a_step_without_an_exact_test_adds_no_jump():
+    """A nested step whose middle test turned the proposal away ran no exact test (NaN
+    log-ratio and proposal F): it counts as a step that moved nothing, not as NaN."""
+    from slmc_hpc.samplers.state import StepInfo
+    from slmc_hpc.tuning import tuned_step
+
+    class Still:  # a replica whose state never changes
+        class sampler:
+            free_energy = staticmethod(lambda state: -3.0)
+        state = type("S", (), {"spins": np.zeros((16, 3))})()
+
+        def set_path(self, n, d):
+            pass
+
+    tuner = PathTuner([(16, 0.5), (16, 0.5)], 0, 100)
+    tuned_step(Still(), tuner, 0, lambda: StepInfo(accepted=False, n_tests=0, n_accepted=0))
+    tuned_step(Still(), tuner, 1, lambda: StepInfo(accepted=False, n_tests=1, n_accepted=0,
+                                                   proposal_free_energy=-2.0, log_ratio=np.log(0.25)))
+    assert sum(t.steps for t in tuner.trials) == 2
+    assert sum(t.square_jump for t in tuner.trials) == pytest.approx(0.25 * (1.0 / 16) ** 2)
