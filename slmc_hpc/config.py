@@ -150,17 +150,39 @@ def _n_sites(lattice: dict) -> int:
 DEPENDENT_DEFAULTS = {
     ("effective_model", "shells"): lambda v: min(8, _n_distances(v["lattice"])),
     ("effective_model", "bond_range"): lambda v: 2.0 if _four_shell_default(v) else 0.0,
+    # 3x with a self-tuning ladder, whose rounds take the first half: at 4000 SLMC steps the
+    # rounds saw a ferromagnet's cold chains still ordering and the ladder failed; at 12000 it
+    # gave 3.6x the round trips (analysis/BENCHMARKS.md#self-tuning-ladder)
+    ("run", "thermalize"): lambda v: _default_thermalize(v) * (3 if v["temperatures"]["adapt"] == "barrier" else 1),
+    ("training", "buffer_size"): lambda v: _default_buffer_size(v),
     ("effective_model", "bond_shells"): lambda v: _default_bond_shells(v),
     ("slmc", "inner_bond_shells"): lambda v: v["effective_model"]["bond_shells"],
     ("slmc", "local_updates"): lambda v: "auto" if v["run"]["sampler"] == "slmc" else 0,
     ("run", "step_size"): lambda v: "auto" if v["run"]["sampler"] == "slmc" else 0.5,
-    # 3x with a self-tuning ladder, whose rounds take the first half: at 4000 SLMC steps the
-    # rounds saw a ferromagnet's cold chains still ordering and the ladder failed; at 12000 it
-    # gave 3.6x the round trips (analysis/BENCHMARKS.md#self-tuning-ladder)
-    ("run", "thermalize"): lambda v: (4000 if v["run"]["sampler"] == "slmc" else 500) * (
-        3 if v["temperatures"]["adapt"] == "barrier" else 1),
     ("training", "every"): lambda v: max(1, min(500, v["run"]["thermalize"] // 8)),
 }
+
+# Since 0.5 the linear model learns from 8000 proposals over 12000 thermalization steps: at
+# L = 8 and 12 its exact-test spread σ fell 3-19% against 2000 over 4000 (every seed), and a
+# longer thermalization with the old buffer did not lower it (analysis/BENCHMARKS.md#more-
+# training-data-online-l--8-reference-problem). The Transformer keeps 2000 over 4000: a round's
+# pass over 4x the data would break its training budget.
+LINEAR_THERMALIZE, LINEAR_BUFFER = 12000, 8000
+
+
+def _default_thermalize(values: dict) -> int:
+    if values["run"]["sampler"] != "slmc":
+        return 500
+    return LINEAR_THERMALIZE if values["effective_model"]["kind"] == "linear" else 4000
+
+
+def _default_buffer_size(values: dict) -> int:
+    """The linear model's buffer holds the last two thirds of thermalization (the first third
+    is the chain settling, whose proposals would only blur the fit), at least 2000 (the
+    default before 0.5) and at most LINEAR_BUFFER; 2000 for the Transformer."""
+    if values["effective_model"]["kind"] != "linear":
+        return 2000
+    return min(LINEAR_BUFFER, max(2000, 2 * values["run"]["thermalize"] // 3))
 
 
 def _four_shell_default(values: dict) -> bool:

@@ -130,7 +130,9 @@ SCHEMA: dict[str, list[Key]] = {
     "training": [
         Key("every", "int", DEPENDS, "a training round every this many thermalization steps; default "
             "thermalize / 8, at most 500", _at_least(1)),
-        Key("buffer_size", "int", 2000, "most recent proposals kept as training data", _at_least(2)),
+        Key("buffer_size", "int", DEPENDS, "most recent proposals kept as training data; default for the "
+            "linear model two thirds of thermalize, within 2000 ... 8000 (8000 at the default thermalize), "
+            "2000 for the transformer", _at_least(2)),
         Key("loss", "str", "pair", "energy: MSE of E_eff - F on proposals; pair: MSE of the difference "
             "(E_eff - F)[proposal] - (E_eff - F)[current], which is what the acceptance depends on",
             choices=("energy", "pair")),
@@ -146,8 +148,9 @@ SCHEMA: dict[str, list[Key]] = {
         Key("sampler", "str", "slmc", "slmc, or exact for plain local-update Metropolis on W_β",
             choices=("slmc", "exact")),
         Key("thermalize", "int", DEPENDS, "steps before measuring; the model is trained only during these "
-            "(and a tuned path chosen in their second half); default 4000 for SLMC, 500 for the exact sampler, "
-            "three times that with [temperatures] adapt = \"barrier\"",
+            "(and a tuned path chosen in their second half); default 12000 for SLMC with the linear model, "
+            "4000 with the transformer, 500 for the exact sampler, three times that with [temperatures] "
+            "adapt = \"barrier\"",
             _non_negative),
         Key("measure", "int", 1000, "measured steps (model frozen)", _at_least(1)),
         Key("snapshot_every", "int", 50, "store the spins every this many measured steps", _at_least(1)),

@@ -540,3 +540,18 @@ def test_keys_only_a_transformer_reads_may_differ_where_neither_run_has_one():
         check_same_run(small_config(net), small_config(net, old), "run")
     with pytest.raises(ConfigError, match=r"\[effective_model\] kind"):
         check_same_run(small_config(net), small_config(old), "run")
+
+
+def test_a_linear_run_of_0_4_names_the_defaults_that_changed_in_0_5():
+    """A linear run stored before 0.5 holds thermalize = 4000 and buffer_size = 2000 (the
+    defaults then); resumed with its configuration file that omits them, the refusal names
+    both with the run's values, and writing them in resumes it."""
+    from slmc_hpc.config import parse, to_toml
+    from slmc_hpc.resume import check_same_run
+
+    text = {"lattice": {"L": 4}, "temperatures": {"values": [0.1]}}
+    saved = parse(to_toml({**text, "run": {"thermalize": 4000}, "training": {"buffer_size": 2000}}))
+    with pytest.raises(ConfigError, match=r"\[training\] buffer_size, \[run\] thermalize differ: "
+                                          r"buffer_size = 2000 there, 8000 here; thermalize = 4000 there, 12000 here"):
+        check_same_run(parse(to_toml(text)), saved, "run")
+    check_same_run(parse(to_toml({**text, "run": {"thermalize": 4000}, "training": {"buffer_size": 2000}})), saved, "run")

@@ -219,7 +219,10 @@ def test_defaults_are_the_benchmarks_sampler_sized_to_the_lattice():
     cfg = parse(_minimal())
     em, tr = cfg.effective_model, cfg.training
     assert (em.kind, em.shells, em.bond_shells, em.bond_range, tr.loss) == ("linear", 8, 4, 2.0, "pair")
-    assert (cfg.slmc.local_updates, cfg.run.step_size, cfg.run.thermalize, tr.every) == ("auto", "auto", 4000, 500)
+    assert (cfg.slmc.local_updates, cfg.run.step_size, cfg.run.thermalize, tr.every) == ("auto", "auto", 12000, 500)
+    # since 0.5: the linear model learns from the last two thirds of thermalization, 2000 ... 8000
+    assert tr.buffer_size == 8000
+    assert [parse(_minimal(run={"thermalize": n})).training.buffer_size for n in (400, 6000, 30000)] == [2000, 4000, 8000]
     assert cfg.slmc.inner_bond_shells == 4
     assert parse(_minimal(lattice={"L": 4})).effective_model.shells == 5  # all 5 distances of 4x4
     chain = parse(_minimal(lattice={"kind": "chain", "L": 2}))
@@ -234,7 +237,7 @@ def test_defaults_are_the_benchmarks_sampler_sized_to_the_lattice():
     assert (exact.slmc.local_updates, exact.run.step_size, exact.run.thermalize) == (0, 0.5, 500)
     # a self-tuning ladder takes the first half of thermalization: three times as long
     adapted = {"temperatures": {"values": [0.02, 0.04], "adapt": "barrier"}}
-    assert parse(_minimal(**adapted)).run.thermalize == 12000 and parse(_minimal(**adapted)).training.every == 500
+    assert parse(_minimal(**adapted)).run.thermalize == 36000 and parse(_minimal(**adapted)).training.every == 500
     assert parse(_minimal(**adapted, run={"sampler": "exact"})).run.thermalize == 1500
     nested = parse(_minimal(effective_model={"kind": "transformer", "bond_shells": 1}))
     assert nested.slmc.inner_bond_shells == 1  # follows the Transformer's head
@@ -242,6 +245,8 @@ def test_defaults_are_the_benchmarks_sampler_sized_to_the_lattice():
     head = parse(_minimal(effective_model={"kind": "transformer"}))
     assert (head.effective_model.bond_shells, head.effective_model.bond_range, head.slmc.inner_bond_shells) == (4, 2.0, 4)
     assert head.training.epochs == 1  # since 0.4.2: one pass per round cost what 30 did, thermalized 8-10x faster
+    # a round's pass over 4x the data would break the Transformer's training budget: 2000 over 4000
+    assert (head.run.thermalize, head.training.buffer_size) == (4000, 2000)
     cubic = parse(_minimal(lattice={"kind": "cubic", "L": 4}, effective_model={"kind": "transformer"}))
     assert (cubic.effective_model.bond_shells, cubic.effective_model.bond_range) == (2, 0.0)  # not measured there
     # what is given wins, and a dependent default follows what is given
@@ -279,7 +284,7 @@ def test_a_model_that_could_never_be_trained_is_refused():
     of 2000 (1599 training samples) cannot fit; within 2 spacings (the default range) 23."""
     every = {"bond_shells": 2, "bond_range": 0.0}
     with pytest.raises(ConfigError, match=r"\[training\] buffer_size = 2000 .* 1062 parameters .* at least 2657"):
-        parse(_minimal(lattice={"L": 28}, effective_model=every))
+        parse(_minimal(lattice={"L": 28}, effective_model=every, run={"thermalize": 3000}))  # buffer 2000
     assert parse(_minimal(lattice={"L": 28}, effective_model=every, training={"buffer_size": 2657}))
     assert parse(_minimal(lattice={"L": 28}, effective_model=every, run={"sampler": "exact"}))
     assert parse(_minimal(lattice={"L": 28}, effective_model={"bond_shells": 2}))
