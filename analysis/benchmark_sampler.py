@@ -36,7 +36,11 @@ POINTS = {
 }
 
 # what each variant changes in the configuration; "default" changes nothing but the problem
+# (and --thermalize, which since 0.5 also sets the linear model's buffer: 2/3 of it, 2000 ... 8000;
+# give --thermalize 12000 for the 0.5 default itself)
 VARIANTS = {
+    # the default of 0.4 (buffer 2000 whatever the thermalization; run it with --thermalize 4000)
+    "v0.4-default": {"training": {"buffer_size": 2000}},
     "exact": {"run": {"sampler": "exact"}},
     # the exact sampler's own step size (its default is δ = 0.5): for a fair exact row
     "exact-d0.25": {"run": {"sampler": "exact", "step_size": 0.25}},

@@ -168,6 +168,7 @@ DEPENDENT_DEFAULTS = {
 # training-data-online-l--8-reference-problem). The Transformer keeps 2000 over 4000: a round's
 # pass over 4x the data would break its training budget.
 LINEAR_THERMALIZE, LINEAR_BUFFER = 12000, 8000
+DEFAULT_BUFFER_BYTES = 2**29  # 0.5 GiB: 8000 proposals up to 1398 sites (L = 37 square)
 
 
 def _default_thermalize(values: dict) -> int:
@@ -178,11 +179,14 @@ def _default_thermalize(values: dict) -> int:
 
 def _default_buffer_size(values: dict) -> int:
     """The linear model's buffer holds the last two thirds of thermalization (the first third
-    is the chain settling, whose proposals would only blur the fit), at least 2000 (the
-    default before 0.5) and at most LINEAR_BUFFER; 2000 for the Transformer."""
+    is the chain settling, whose proposals would only blur the fit), at most LINEAR_BUFFER and
+    at most DEFAULT_BUFFER_BYTES of spins per slot (a serial run holds every slot's buffer,
+    and checkpoints carry them), but never below 2000, the default before 0.5; 2000 for the
+    Transformer."""
     if values["effective_model"]["kind"] != "linear":
         return 2000
-    return min(LINEAR_BUFFER, max(2000, 2 * values["run"]["thermalize"] // 3))
+    per_sample = _n_sites(values["lattice"]) * 3 * 8 * 2  # spins of a proposal and its current configuration
+    return max(2000, min(LINEAR_BUFFER, DEFAULT_BUFFER_BYTES // per_sample, 2 * values["run"]["thermalize"] // 3))
 
 
 def _four_shell_default(values: dict) -> bool:

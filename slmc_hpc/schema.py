@@ -131,8 +131,8 @@ SCHEMA: dict[str, list[Key]] = {
         Key("every", "int", DEPENDS, "a training round every this many thermalization steps; default "
             "thermalize / 8, at most 500", _at_least(1)),
         Key("buffer_size", "int", DEPENDS, "most recent proposals kept as training data; default for the "
-            "linear model two thirds of thermalize, within 2000 ... 8000 (8000 at the default thermalize), "
-            "2000 for the transformer", _at_least(2)),
+            "linear model two thirds of thermalize, within 2000 ... 8000 (8000 at the default thermalize) "
+            "and at most 0.5 GiB of spins above 2000; 2000 for the transformer", _at_least(2)),
         Key("loss", "str", "pair", "energy: MSE of E_eff - F on proposals; pair: MSE of the difference "
             "(E_eff - F)[proposal] - (E_eff - F)[current], which is what the acceptance depends on",
             choices=("energy", "pair")),

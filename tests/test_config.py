@@ -223,6 +223,8 @@ def test_defaults_are_the_benchmarks_sampler_sized_to_the_lattice():
     # since 0.5: the linear model learns from the last two thirds of thermalization, 2000 ... 8000
     assert tr.buffer_size == 8000
     assert [parse(_minimal(run={"thermalize": n})).training.buffer_size for n in (400, 6000, 30000)] == [2000, 4000, 8000]
+    # at most 0.5 GiB of spins per slot, never below the 2000 of 0.4: L = 60 (3600 sites) 3106, L = 90 2000
+    assert [parse(_minimal(lattice={"L": L})).training.buffer_size for L in (37, 60, 90)] == [8000, 3106, 2000]
     assert cfg.slmc.inner_bond_shells == 4
     assert parse(_minimal(lattice={"L": 4})).effective_model.shells == 5  # all 5 distances of 4x4
     chain = parse(_minimal(lattice={"kind": "chain", "L": 2}))

@@ -81,7 +81,7 @@ def _base(ladder: bool = False) -> dict:
     for (s, name), value in REQUIRED_VALUES.items():
         doc[s][name] = value
     # keys whose default depends on others are left to parse, but for a short thermalization
-    # (the default 4000 steps would make every run of these tests slow)
+    # (the default 12000 steps would make every run of these tests slow)
     doc["run"]["thermalize"] = 200
     if ladder:
         del doc["temperatures"]["values"]
