@@ -165,7 +165,8 @@ def _accuracy(f, temperatures, measured) -> pd.DataFrame:
     of the exact test's log-ratio, whose spread sets the acceptance; with every proposal's
     ratio also the acceptance it implies, ⟨min(1, e^ratio)⟩ (the Metropolis average), and
     tau_floor, the τ_int (steps) of a chain whose proposals were independent at that spread
-    (stats.independence_sampler): what no longer inner path goes below."""
+    (stats.independence_sampler): a reference for how far a longer inner path could still
+    lower τ_int, not a strict bound."""
     rows = []
     N = int(f.attrs["N"])
     for r, T in enumerate(temperatures):

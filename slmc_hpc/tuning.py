@@ -8,10 +8,12 @@ change of F/N per step per second of wall time (the expected squared jump distan
 second), compared with τ_int in analysis/BENCHMARKS.md. Each step adds the jump its proposal
 would make times the chance the exact test takes it, min(1, e^ratio), rather than the jump
 it made (Rao-Blackwellized; Pasarica & Gelman, Statistica Sinica 20, 343 (2010)): the same
-mean, and a per-step variance of about a times that of the changes made, at acceptance a. A candidate whose steps move less
-often than ACCEPTANCE_FLOOR is never chosen when another is allowed: a chain whose exact test
-rarely accepts sticks where F is low, and a short trial of it reads falsely well (at L = 8,
-1024 linear updates per step at acceptance 0.03 read τ_int 3-4x too small).
+mean, and a per-step variance of about a times that of the changes made, at acceptance a.
+
+A candidate whose steps move less often than ACCEPTANCE_FLOOR is never chosen when another
+is allowed: a chain whose exact test rarely accepts sticks where F is low, and a short trial
+of it reads falsely well (at L = 8, 1024 linear updates per step at acceptance 0.03 read
+τ_int 3-4x too small).
 
 Schedule (pure, in steps): the second half of thermalization (the model has had the first
 half to learn), in rounds of successive halving. Every candidate runs in round 0; each later

@@ -280,6 +280,7 @@ def _chain(spins, b, h, site_bonds, partner, w, local, reach, coupling, sites, n
         # the proposal's log-density ratio q(S_i | S_i') / q(S_i' | S_i) over -β: 0 for the
         # symmetric moves, (S_i' - S_i)·H for the heat bath's (see BondForm.chain)
         linear_part = 0.0
+        drew_heat_bath = False
         if len(reflect) and reflect[m]:
             _local_field(i, spins, b, h, site_bonds, partner, w, local, field)
             ff = field[0] * field[0] + field[1] * field[1] + field[2] * field[2]
@@ -291,13 +292,14 @@ def _chain(spins, b, h, site_bonds, partner, w, local, reach, coupling, sites, n
         elif heat_bath:
             _local_field(i, spins, b, h, site_bonds, partner, w, local, field)
             _heat_bath_spin(field, beta, noise[m, 0], noise[m, 1], new)
+            drew_heat_bath = True
         else:
             for k in range(3):
                 new[k] = spins[i, k] + step_size * noise[m, k]
         norm = math.sqrt(new[0] * new[0] + new[1] * new[1] + new[2] * new[2])  # a reflection: 1 up to round-off
         for k in range(3):
             new[k] /= norm
-        if heat_bath and not (len(reflect) and reflect[m]):
+        if drew_heat_bath:
             for k in range(3):
                 linear_part += (new[k] - spins[i, k]) * field[k]
         de = 0.0
