@@ -71,6 +71,8 @@ VARIANTS = {
                                                 "gate_channels": 4},
                             "slmc": {"scheme": "plain"},
                             "training": {"loss": "pair", "every": 1000, "buffer_size": 3000}},
+    # three-level SLMC: the downfolded model (models/downfolded.py) in the middle tests, 4 per exact test
+    "downfolded": {"effective_model": {"kind": "downfolded"}},
     "linear": {"effective_model": {"shells": 8}, "training": {"loss": "pair", "every": 500, "buffer_size": 2000}},
     "linear-or": {"effective_model": {"shells": 8}, "slmc": {"overrelax": 0.5},
                   "training": {"loss": "pair", "every": 500, "buffer_size": 2000}},

@@ -12,6 +12,8 @@ Which sampler and model a run uses is decided here alone:
   kind = "transformer", [slmc] scheme = "plain"   SLMC with the shared Transformer
   kind = "transformer", scheme = "nested"      nested SLMC: each slot's inner linear model,
                                                the shared Transformer in the middle test
+  kind = "downfolded"                          three-level SLMC: each slot's inner linear model,
+                                               its downfolded model in the middle tests
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .hamiltonian import DoubleExchange
 from .ladder import MIN_ROUND_STEPS, adaptation_ends
 from .lattice import Lattice
 from .models import LinearModel
+from .models.downfolded import DownfoldedModel
 from .models.transformer import EquivariantTransformer, TransformerModel
 from .observables import random_spins
 from .output import Layout
@@ -69,7 +72,8 @@ def uses_shared_network(cfg: Config) -> bool:
 
 def has_inner_model(cfg: Config) -> bool:
     """Whether the run's sampler is nested SLMC, with an inner linear model per slot."""
-    return uses_shared_network(cfg) and cfg.slmc.scheme == "nested"
+    return (uses_shared_network(cfg) and cfg.slmc.scheme == "nested"
+            or cfg.run.sampler == "slmc" and cfg.effective_model.kind == "downfolded")
 
 
 def geometric_mean_beta(temperatures) -> float:
@@ -144,6 +148,13 @@ def build_slot(cfg: Config, physics: DoubleExchange, beta: float, rng: np.random
     elif cfg.effective_model.kind == "linear":
         linear = LinearTrainer(build_linear(cfg, lattice), tr.loss)
         sampler = SLMCSampler(physics, linear.model, beta, n_local, step_size, cfg.slmc.overrelax, cfg.slmc.move)
+    elif cfg.effective_model.kind == "downfolded":
+        linear = LinearTrainer(DownfoldedModel(physics, beta, build_linear(cfg, lattice)), tr.loss)
+        # the buffer keeps the downfolded model's rows, (F_low, the correction's); the inner
+        # model is of the correction's class (config.py checks): its rows are the rest
+        inner = LinearTrainer(build_linear(cfg, lattice, inner=True), tr.loss, columns=slice(1, None))
+        sampler = NestedSLMCSampler(physics, inner.model, linear.model, beta, n_local, step_size,
+                                    cfg.slmc.middle_steps, cfg.slmc.overrelax, cfg.slmc.move)
     else:
         if network is None:
             network = build_network_trainer(cfg, lattice, beta if beta_ref is None else beta_ref,

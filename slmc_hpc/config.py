@@ -157,6 +157,9 @@ DEPENDENT_DEFAULTS = {
     ("training", "buffer_size"): lambda v: _default_buffer_size(v),
     ("effective_model", "bond_shells"): lambda v: _default_bond_shells(v),
     ("slmc", "inner_bond_shells"): lambda v: v["effective_model"]["bond_shells"],
+    # four middle tests per exact test: at L = 10, 0.32x the cost of the linear default where one
+    # middle test cost 1.25x and eight 0.39x (analysis/BENCHMARKS.md#three-level-slmc)
+    ("slmc", "middle_steps"): lambda v: 4 if v["effective_model"]["kind"] == "downfolded" else 1,
     ("slmc", "local_updates"): lambda v: "auto" if v["run"]["sampler"] == "slmc" else 0,
     ("run", "step_size"): lambda v: "auto" if v["run"]["sampler"] == "slmc" else 0.5,
     ("training", "every"): lambda v: max(1, min(500, v["run"]["thermalize"] // 8)),
@@ -168,13 +171,14 @@ DEPENDENT_DEFAULTS = {
 # training-data-online-l--8-reference-problem). The Transformer keeps 2000 over 4000: a round's
 # pass over 4x the data would break its training budget.
 LINEAR_THERMALIZE, LINEAR_BUFFER = 12000, 8000
+LEAST_SQUARES_KINDS = ("linear", "downfolded")  # models fitted by least squares: the linear model's schedule
 DEFAULT_BUFFER_BYTES = 2**29  # 0.5 GiB: 8000 proposals up to 1398 sites (L = 37 square)
 
 
 def _default_thermalize(values: dict) -> int:
     if values["run"]["sampler"] != "slmc":
         return 500
-    return LINEAR_THERMALIZE if values["effective_model"]["kind"] == "linear" else 4000
+    return LINEAR_THERMALIZE if values["effective_model"]["kind"] in LEAST_SQUARES_KINDS else 4000
 
 
 def _default_buffer_size(values: dict) -> int:
@@ -183,7 +187,7 @@ def _default_buffer_size(values: dict) -> int:
     at most DEFAULT_BUFFER_BYTES of spins per slot (a serial run holds every slot's buffer,
     and checkpoints carry them), but never below 2000, the default before 0.5; 2000 for the
     Transformer."""
-    if values["effective_model"]["kind"] != "linear":
+    if values["effective_model"]["kind"] not in LEAST_SQUARES_KINDS:
         return 2000
     per_sample = _n_sites(values["lattice"]) * 3 * 8 * 2  # spins of a proposal and its current configuration
     return max(2000, min(LINEAR_BUFFER, DEFAULT_BUFFER_BYTES // per_sample, 2 * values["run"]["thermalize"] // 3))
@@ -309,6 +313,10 @@ def _check_consistency(cfg: Config) -> None:
     if cfg.slmc.move == "heatbath" and (cfg.run.sampler != "slmc" or em.kind == "transformer" and not nested):
         raise ConfigError("[slmc] move = \"heatbath\" needs an SLMC inner chain on a linear model "
                           "([effective_model] kind = \"linear\", or [slmc] scheme = \"nested\")")
+    if em.kind == "downfolded" and cfg.slmc.inner_bond_shells != em.bond_shells:
+        raise ConfigError(f"[slmc] inner_bond_shells = {cfg.slmc.inner_bond_shells} differs from [effective_model] "
+                          f"bond_shells = {em.bond_shells}: with kind = \"downfolded\" the inner model and the "
+                          f"middle model's correction are one model class (they share their training rows)")
     if cfg.temperatures.adapt != "none" and cfg.temperatures.exchange_every == 0:
         raise ConfigError(f"[temperatures] adapt = \"{cfg.temperatures.adapt}\" tunes the ladder for replica "
                           f"exchanges, but exchange_every = 0 turns them off")
@@ -345,7 +353,8 @@ def _check_consistency(cfg: Config) -> None:
     if cfg.run.sampler == "slmc" and cfg.run.thermalize > 0 and shells_fit:  # after the memory check: it needs the classes
         head = _head_size(cfg)
         _check_trainable(cfg, head)
-        buffer_bytes += cfg.training.buffer_size * (head - 1) * 8 * pairs  # the kept design rows (training/data.py)
+        rows = head if em.kind == "downfolded" else head - 1  # the downfolded model's rows add F_low
+        buffer_bytes += cfg.training.buffer_size * rows * 8 * pairs  # the kept design rows (training/data.py)
     if buffer_bytes > MAX_BUFFER_BYTES:
         raise ConfigError(f"[training] buffer_size = {cfg.training.buffer_size} would hold "
                           f"{buffer_bytes / 2**30:.1f} GiB of spins (and design rows) per replica; at most "

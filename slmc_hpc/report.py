@@ -267,7 +267,8 @@ def _floor_line(run: RunTables) -> str:
     if len(long_):
         return line + (" Where τ_int(F) is more than " + f"{FLOOR_RATIO:g}x the floor (T = "
                        + ", ".join(f"{T:.4g}" for T in long_) + ") the inner path does not decorrelate the "
-                       "proposal: more [slmc] local_updates may pay. Near it, a longer path buys little.")
+                       "proposal: more [slmc] local_updates (nested SLMC and kind = \"downfolded\": middle_steps) "
+                       "may pay. Near it, a longer path buys little.")
     return line + (f" All within {FLOOR_RATIO:g}x: a longer inner path would probably buy little; a more accurate "
                    "model would.")
 

@@ -11,13 +11,15 @@ import torch
 from .assemble import build_linear, build_network, build_physics
 from .config import ConfigError, parse
 from .models import LinearModel
+from .models.downfolded import DownfoldedModel
 from .models.transformer import TransformerModel
 from .output import FORMAT
 
 
 def read_model(path: str | Path, slot: int = 0, inner: bool = False):
     """The frozen effective model of a slot from a run file, rebuilt from the stored
-    configuration and parameter vector: a LinearModel, or a TransformerModel at that slot's β.
+    configuration and parameter vector: a LinearModel, a DownfoldedModel or a TransformerModel at
+    that slot's β.
     ``inner``: nested SLMC's inner linear model of that slot instead."""
     with h5py.File(path, "r", locking=False) as f:  # also while the run still writes it
         if f.attrs.get("format") != FORMAT:
@@ -37,6 +39,8 @@ def read_model(path: str | Path, slot: int = 0, inner: bool = False):
         if len(params) != shape.n_parameters:
             shape = LinearModel.zeros(lattice, shape.n_shells)
         return shape.with_parameters(params)
+    if kind == "downfolded":
+        return DownfoldedModel(build_physics(cfg), 1.0 / T, build_linear(cfg, lattice).with_parameters(params))
     if kind == "transformer":
         net = build_network(cfg, lattice, float(beta_ref))
         with torch.no_grad():

@@ -83,8 +83,10 @@ SCHEMA: dict[str, list[Key]] = {
             "see ladder.py); none: keep the ladder as given", choices=("none", "barrier")),
     ],
     "effective_model": [
-        Key("kind", "str", "linear", "effective model for SLMC proposals: linear or transformer",
-            choices=("linear", "transformer")),
+        Key("kind", "str", "linear", "effective model for SLMC proposals: linear, transformer, or downfolded "
+            "(three-level SLMC: the inner chain on a linear model, middle tests on the free energy of the lower "
+            "band's N x N Hamiltonian plus a fitted linear correction, the exact test last; models/downfolded.py)",
+            choices=("linear", "transformer", "downfolded")),
         Key("shells", "int", DEPENDS, "distance shells n_max of the couplings J_n (the energy head); default 8, "
             "or every distance of a smaller lattice", _at_least(1)),
         Key("layers", "int", 1, "transformer: attention layers", _non_negative),
@@ -115,7 +117,8 @@ SCHEMA: dict[str, list[Key]] = {
         Key("scheme", "str", "nested", "transformer only: nested (inner chain on a linear model, middle "
             "test on the transformer, outer exact test) or plain (transformer in the inner chain)",
             choices=("nested", "plain")),
-        Key("middle_steps", "int", 1, "nested: inner chains + transformer tests per exact test", _at_least(1)),
+        Key("middle_steps", "int", DEPENDS, "nested and downfolded: inner chains + middle tests per exact test; "
+            "default 4 for downfolded, else 1", _at_least(1)),
         Key("inner_bond_shells", "int", DEPENDS, "nested: the inner linear model's four-spin bond-pair terms "
             "(as [effective_model] bond_shells, within bond_range, on the raw spins); 0: none; default: bond_shells",
             _non_negative),

@@ -22,8 +22,8 @@ from configs import small_config, small_toml
 
 def config_text(kind="transformer", temps=(0.1, 0.15), measure=40, every=0, thermalize=30):
     """``kind``: linear, linear-bonds (bond pairs of 1 shell within 1 spacing: the compiled
-    chain's coupling table), transformer (nested SLMC), or transformer-plain (the Transformer
-    in the inner chain, windowed: samplers/transformer_chain.py)."""
+    chain's coupling table), transformer (nested SLMC), transformer-plain (the Transformer
+    in the inner chain, windowed: samplers/transformer_chain.py), or downfolded (three-level SLMC)."""
     bonds = {"bond_shells": 1, "bond_range": 1.0} if kind == "linear-bonds" else {}
     kind, _, scheme = kind.replace("linear-bonds", "linear").partition("-")
     slmc = {"scheme": scheme, "local_updates": 8} if scheme else {}
@@ -72,6 +72,8 @@ def run_stopped_at(monkeypatch, cfg, output, phase, step, **kwargs):
     ("transformer-plain", (0.1, 0.15), "measure", 17),
     ("linear", (0.1, 0.15, 0.2), "measure", 9),
     ("linear-bonds", (0.1, 0.15), "measure", 17),  # a model of finite bond-pair range, trained
+    ("downfolded", (0.1, 0.15), "thermalize", 20),  # three-level SLMC, right after a training round
+    ("downfolded", (0.1, 0.15), "measure", 17),
 ])
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, kind, temps, phase, step):
     cfg = config(kind, temps)

@@ -33,9 +33,9 @@ def n_refits(thermalize: int, every: int) -> int:
 
 
 class Learner:
-    """The learning of one temperature slot. ``linear``: the slot's own linear model's trainer;
-    ``network``: the Transformer's (shared by all slots, or private to this one), with
-    ``inner`` the trainer of nested SLMC's inner linear model. ``buffer`` is None when there is
+    """The learning of one temperature slot. ``linear``: the slot's own linear (or downfolded)
+    model's trainer; ``network``: the Transformer's (shared by all slots, or private to this
+    one); ``inner``: the trainer of nested SLMC's inner linear model. ``buffer`` is None when there is
     nothing to collect (no thermalization)."""
 
     def __init__(self, buffer: ReplayBuffer | None, linear: LinearTrainer | None = None,
@@ -102,8 +102,8 @@ class Learner:
             result = self.linear.train(train, validation, beta)
         else:
             result = self.network.local_losses(train, validation)
-            if self.inner is not None:
-                self.inner.train(train, validation, beta)
+        if self.inner is not None:
+            self.inner.train(train, validation, beta)
         c = self.counts
         self.rounds.append({"step": step, "n_train": len(train), "train_loss": result.train_loss,
                             "validation_loss": result.validation_loss, "acceptance": c.acceptance,

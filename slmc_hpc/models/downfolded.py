@@ -1,0 +1,142 @@
+"""The downfolded effective model: the free energy of the electrons' lower band alone, from an
+N x N Hamiltonian, plus a fitted linear correction. It is the middle model of three-level
+SLMC (samplers/nested.py with kind = "downfolded"): too dear for the inner chain, about a
+quarter of the exact weight's cost, and accurate where the linear model is not (levels
+crossing the Fermi level).
+
+In each site's spinor basis, a_i with (J/2) S_i·σ a_i = -(|J|/2) a_i and b_i with +|J|/2,
+H[S] (μ included; hopping T = -t on nearest-neighbour bonds) splits into
+
+    A_ij = T_ij ⟨a_i|a_j⟩ - (|J|/2 + μ) δ_ij,   B_ij = T_ij ⟨a_i|b_j⟩,   C_ij = T_ij ⟨b_i|b_j⟩ + (|J|/2 - μ) δ_ij.
+
+Löwdin downfolding at the Fermi level (energy 0, μ included) gives
+
+    H_eff = A - B C⁻¹ B†,
+
+the Schur complement: det H = det C det H_eff, and where C is positive definite (the upper
+band lies above μ) H_eff has exactly as many negative eigenvalues as H (Haynsworth inertia
+additivity): the occupation of the levels at T = 0 is exact, and levels near μ are nearly
+exact. Far from μ they are not; that error is smooth in the spins and the correction
+(a LinearModel, fitted by least squares to F_β - F_low) absorbs most of it. So
+
+    E_eff[S] = F_low[S] + E_corr[S],   F_low = -(1/β) Σ_n log(1 + e^{-β ε_n(H_eff)}) + J_direct Σ_<ij> S_i·S_j,
+
+whole lattice, in F_β's units, at the slot's β (F_low depends on β: ``with_beta``). Offline
+(analysis/BENCHMARKS.md, "Three-level SLMC") the spread σ of the exact test's log-ratio was
+0.16 / 0.25 / 0.23 at L = 8 / 10 / 12 against the linear default's 1.10 / 1.67 / 1.53.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import cached_property
+
+import numpy as np
+from scipy import sparse
+
+from ..hamiltonian import DoubleExchange, hopping_matrix, log_fermion_weight
+from .linear import LinearModel
+
+
+def site_spinors(spins: np.ndarray, J: float) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b), each (N, 2) complex: per site the spinor of energy -|J|/2 and that of +|J|/2
+    under (J/2) S_i·σ (a: anti-parallel to S_i for J > 0). The phase is a choice (a gauge):
+    the spectrum does not depend on it."""
+    z = np.clip(spins[:, 2], -1.0, 1.0)
+    c, s = np.sqrt(0.5 * (1.0 + z)), np.sqrt(0.5 * (1.0 - z))
+    r = np.hypot(spins[:, 0], spins[:, 1])
+    phase = np.where(r > 0, (spins[:, 0] + 1j * spins[:, 1]) / np.where(r > 0, r, 1.0), 1.0)
+    up = np.stack([c, phase * s], axis=1)  # S_i·σ up = +up
+    down = np.stack([-np.conj(phase) * s, c + 0j], axis=1)  # S_i·σ down = -down
+    return (down, up) if J >= 0 else (up, down)
+
+
+@dataclass(frozen=True, eq=False)
+class DownfoldedModel:
+    physics: DoubleExchange
+    beta: float
+    correction: LinearModel  # fitted to F_β - F_low; its parameters are this model's
+
+    @property
+    def lattice(self):
+        return self.physics.lattice
+
+    @cached_property
+    def _bonds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows, columns and values of the hopping matrix's non-zero entries (both directions)."""
+        t = hopping_matrix(self.physics.lattice, self.physics.t, 0.0)
+        rows, cols = np.nonzero(t)
+        return rows, cols, t[rows, cols]
+
+    def blocks(self, spins: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(A, B, C) of the module docstring for one configuration (N, 3)."""
+        n, half, mu = len(spins), 0.5 * abs(self.physics.J), self.physics.mu
+        a, b = site_spinors(np.asarray(spins, dtype=np.float64), self.physics.J)
+        rows, cols, t = self._bonds
+        blocks = []
+        for left, right, diagonal in ((a, a, -half - mu), (a, b, None), (b, b, half - mu)):
+            m = np.zeros((n, n), dtype=np.complex128)
+            m[rows, cols] = t * np.einsum("bk,bk->b", left[rows].conj(), right[cols])
+            if diagonal is not None:
+                m[np.diag_indices(n)] = diagonal
+            blocks.append(m)
+        return tuple(blocks)
+
+    def effective_hamiltonian(self, spins: np.ndarray) -> np.ndarray:
+        """H_eff = A - B C⁻¹ B†, (N, N) Hermitian."""
+        a, b, c = self.blocks(spins)
+        rows, cols, _ = self._bonds
+        # B has a bond's entries only: as a sparse matrix its product costs O(N² z), not O(N³)
+        b_sparse = sparse.csr_matrix((b[rows, cols], (rows, cols)), shape=b.shape)
+        h = a - b_sparse @ np.linalg.solve(c, b.conj().T)
+        return 0.5 * (h + h.conj().T)  # Hermitian to round-off; eigvalsh reads one triangle
+
+    def low_band_free_energy(self, spins: np.ndarray) -> np.ndarray:
+        """F_low[S] (whole lattice) for spins (N, 3) or (C, N, 3)."""
+        spins = np.asarray(spins, dtype=np.float64)
+        if spins.ndim == 3:
+            return np.array([self.low_band_free_energy(s) for s in spins])
+        eps = np.linalg.eigvalsh(self.effective_hamiltonian(spins))
+        return float(-log_fermion_weight(eps, self.beta) / self.beta + self.physics.classical_energy(spins))
+
+    def energy(self, spins: np.ndarray):
+        return self.low_band_free_energy(spins) + self.correction.energy(spins)
+
+    def delta_energy(self, spins: np.ndarray, i: int, new_spin: np.ndarray) -> float:
+        moved = np.array(spins)
+        moved[i] = new_spin
+        return float(self.energy(moved) - self.energy(spins))
+
+    def with_beta(self, beta: float) -> "DownfoldedModel":
+        """The model at another β: F_low at that β, the same correction."""
+        return self if beta == self.beta else replace(self, beta=float(beta))
+
+    @property
+    def n_parameters(self) -> int:
+        return self.correction.n_parameters
+
+    def parameters(self) -> tuple[np.ndarray, list[str]]:
+        return self.correction.parameters()
+
+    def with_parameters(self, vector: np.ndarray) -> "DownfoldedModel":
+        return replace(self, correction=self.correction.with_parameters(vector))
+
+    # training (training/least_squares.py): design rows are (F_low, the correction's rows), so
+    # a replay buffer computes F_low once per sample; the buffer is emptied when β moves
+    def design(self, spins: np.ndarray) -> np.ndarray:
+        return np.column_stack([self.low_band_free_energy(spins), self.correction.design(spins)])
+
+    def energy_of_design(self, design: np.ndarray) -> np.ndarray:
+        return design[:, 0] + self.correction.energy_of_design(design[:, 1:])
+
+    def fit(self, spins, targets, design=None) -> "DownfoldedModel":
+        design = self.design(spins) if design is None else np.asarray(design)
+        return replace(self, correction=self.correction.fit(spins, np.asarray(targets) - design[:, 0], design[:, 1:]))
+
+    def fit_pairs(self, spins, targets, ref_spins, ref_targets, design=None, ref_design=None) -> "DownfoldedModel":
+        design = self.design(spins) if design is None else np.asarray(design)
+        ref_design = self.design(ref_spins) if ref_design is None else np.asarray(ref_design)
+        correction = self.correction.fit_pairs(spins, np.asarray(targets) - design[:, 0], ref_spins,
+                                               np.asarray(ref_targets) - ref_design[:, 0], design[:, 1:],
+                                               ref_design[:, 1:])
+        return replace(self, correction=correction)

@@ -1,0 +1,209 @@
+"""The downfolded model (models/downfolded.py) and three-level SLMC with it: closed forms of
+the downfolding (the unitary change of basis, the Schur complement and its inertia, the
+ferromagnet, the J → ∞ limit), its symmetries, and the exactness of the sampler."""
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from slmc_hpc.assemble import build_physics, build_slot
+from slmc_hpc.config import ConfigError
+from slmc_hpc.hamiltonian import DoubleExchange, hopping_matrix, log_fermion_weight
+from slmc_hpc.lattice import Lattice
+from slmc_hpc.models import LinearModel
+from slmc_hpc.models.downfolded import DownfoldedModel, site_spinors
+from slmc_hpc.observables import random_spins
+from slmc_hpc.samplers.nested import NestedSLMCSampler
+from slmc_hpc.samplers.slmc import effective_chain
+from slmc_hpc.training.learner import solo_step
+
+from configs import small_config
+from test_samplers import (BETA, P_VALUE_THRESHOLD, POOR_MODEL, TWO_SITE, chi_square_p_value, error_with_long_bins,
+                           run_replica, sample_cos)
+
+
+def model_on(kind, L, J=4.0, mu=-2.5, beta=10.0, J_direct=0.0):
+    physics = DoubleExchange(Lattice.from_kind(kind, L), t=1.0, J=J, mu=mu, J_direct=J_direct)
+    return DownfoldedModel(physics, beta, LinearModel.zeros(physics.lattice, 1))
+
+
+@pytest.mark.parametrize("J", [4.0, -3.0])
+def test_site_spinors_are_the_local_eigenvectors(J):
+    spins = random_spins(50, np.random.default_rng(1))
+    spins[0] = [0.0, 0.0, -1.0]  # the poles, where the azimuth is undefined
+    spins[1] = [0.0, 0.0, 1.0]
+    a, b = site_spinors(spins, J)
+    sigma = np.array([[[0, 1], [1, 0]], [[0, -1j], [1j, 0]], [[1, 0], [0, -1]]])
+    for s, ai, bi in zip(spins, a, b):
+        h = 0.5 * J * np.einsum("k,kab->ab", s, sigma)
+        np.testing.assert_allclose(h @ ai, -0.5 * abs(J) * ai, atol=1e-14)
+        np.testing.assert_allclose(h @ bi, 0.5 * abs(J) * bi, atol=1e-14)
+        assert abs(np.vdot(ai, bi)) < 1e-14 and abs(np.vdot(ai, ai) - 1) < 1e-14
+
+
+@pytest.mark.parametrize("kind,L,J", [("square", 4, 4.0), ("chain", 6, -3.0), ("cubic", 2, 4.0)])
+def test_the_blocks_are_h_in_the_spinor_basis(kind, L, J):
+    """[[A, B], [B†, C]] is H[S] after a unitary change of basis: the same spectrum."""
+    m = model_on(kind, L, J=J)
+    spins = random_spins(m.lattice.N, np.random.default_rng(2))
+    a, b, c = m.blocks(spins)
+    full = np.block([[a, b], [b.conj().T, c]])
+    np.testing.assert_allclose(np.linalg.eigvalsh(full), m.physics.eigenvalues(spins), atol=1e-12)
+
+
+def test_the_schur_complement_keeps_the_determinant_and_the_count_of_occupied_levels():
+    """det H = det C det H_eff, and where C > 0 H_eff has as many negative eigenvalues as H
+    (at T = 0 the same levels are occupied). Negative control: the projected A alone."""
+    m = model_on("square", 4)
+    rng = np.random.default_rng(3)
+    checked = 0
+    for _ in range(20):
+        spins = random_spins(16, rng)
+        _, _, c = m.blocks(spins)
+        h_eff, eps = m.effective_hamiltonian(spins), m.physics.eigenvalues(spins)
+        sign_h, log_h = np.linalg.slogdet(np.diag(eps))
+        _, log_c = np.linalg.slogdet(c)
+        _, log_eff = np.linalg.slogdet(h_eff)
+        assert abs(log_h - (log_c + log_eff)) < 1e-9
+        if np.linalg.eigvalsh(c).min() > 0:
+            checked += 1
+            assert (np.linalg.eigvalsh(h_eff) < 0).sum() == (eps < 0).sum()
+    assert checked >= 10
+    a, _, _ = m.blocks(spins)
+    assert abs(np.linalg.slogdet(a)[1] + log_c - log_h) > 1e-3  # without the downfolding it is not exact
+
+
+def test_a_ferromagnet_is_exactly_its_lower_band():
+    """Parallel spins: B = 0 and F_low is the free energy of the lower band, ε_k - |J|/2 - μ."""
+    m = model_on("square", 4, beta=7.0)
+    spins = np.tile(Rotation.from_rotvec([0.3, -1.1, 0.4]).apply([0.0, 0.0, 1.0]), (16, 1))
+    _, b, _ = m.blocks(spins)
+    assert np.abs(b).max() < 1e-14
+    eps = np.linalg.eigvalsh(hopping_matrix(m.lattice, 1.0, 0.0)) - 2.0 + 2.5
+    assert abs(m.low_band_free_energy(spins) - (-log_fermion_weight(eps, 7.0) / 7.0)) < 1e-12
+
+
+def test_the_downfolding_term_falls_as_t_squared_over_j():
+    spins = random_spins(16, np.random.default_rng(4))
+    gaps = []
+    for J in (100.0, 200.0):
+        m = model_on("square", 4, J=J, mu=-J / 2)  # μ in the lower band at any J
+        a, _, _ = m.blocks(spins)
+        gaps.append(np.abs(m.effective_hamiltonian(spins) - a).max())
+    assert 1.9 < gaps[0] / gaps[1] < 2.1
+
+
+def test_f_low_is_invariant_under_rotations_inversion_and_translations():
+    m = model_on("square", 4, J_direct=0.3)
+    spins = random_spins(16, np.random.default_rng(5))
+    f = m.low_band_free_energy(spins)
+    rotated = Rotation.from_rotvec([0.7, 0.2, -1.3]).apply(spins)
+    for other in (rotated, -spins, spins[m.lattice.translations()[5]]):
+        assert abs(m.low_band_free_energy(other) - f) < 1e-10
+
+
+def test_energy_of_design_rows_and_the_fit_of_the_correction():
+    """E_eff from a design row equals E_eff from spins; a correction fitted to F - F_low on
+    (proposal, current) pairs fits better than the linear model alone on the same pairs."""
+    physics = DoubleExchange(Lattice.from_kind("square", 4), t=1.0, J=4.0, mu=-2.5)
+    rng = np.random.default_rng(6)
+    spins = random_spins(16, rng)
+    xs, xr = [], []
+    for _ in range(150):  # pairs of nearby configurations, as a chain proposes them
+        ref = spins + 0.2 * rng.normal(size=spins.shape)
+        ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+        new = ref + 0.2 * rng.normal(size=spins.shape)
+        xs.append(new / np.linalg.norm(new, axis=1, keepdims=True))
+        xr.append(ref)
+    xs, xr = np.array(xs), np.array(xr)
+    beta = 10.0
+    y, yr = physics.free_energy_of(xs, beta), physics.free_energy_of(xr, beta)
+    base = LinearModel.zeros(physics.lattice, 3)
+    model = DownfoldedModel(physics, beta, base).fit_pairs(xs, y, xr, yr)
+    np.testing.assert_allclose(model.energy_of_design(model.design(xs)), model.energy(xs), atol=1e-10)
+    linear = base.fit_pairs(xs, y, xr, yr)
+    spread = lambda mod: np.std((y - yr) - (mod.energy(xs) - mod.energy(xr)))
+    assert spread(model) < 0.5 * spread(linear)
+
+
+DOWNFOLDED_TWO_SITE = NestedSLMCSampler(
+    TWO_SITE, POOR_MODEL,
+    DownfoldedModel(TWO_SITE, BETA, LinearModel(TWO_SITE.lattice, couplings=np.array([-0.5]))),
+    BETA, n_local=3, step_size=1.0, middle_steps=2)
+
+
+def test_two_site_distribution_with_the_downfolded_middle_model():
+    p = chi_square_p_value(sample_cos(DOWNFOLDED_TWO_SITE, 30000, seed=9), BETA)
+    assert p > P_VALUE_THRESHOLD, f"χ² p-value {p:.2e}"
+
+
+def test_an_outer_test_corrected_with_f_low_alone_is_caught():
+    """Negative control: the exact test corrected with the middle model's F_low but without
+    its correction term (which the middle tests used) samples the wrong distribution."""
+
+    class OuterWithoutCorrection(NestedSLMCSampler):
+        def step(self, state, rng):
+            spins, e_mid = state.spins, state.e_eff
+            for _ in range(self.middle_steps):
+                proposal, d_in = effective_chain(self.inner, spins, self.beta, self.n_local, self.step_size, rng)
+                p_mid = float(self.model.energy(proposal))
+                if np.log(rng.random()) < -self.beta * ((p_mid - e_mid) - d_in):
+                    spins, e_mid = proposal, p_mid
+            if spins is state.spins:
+                return state, None
+            new = self.init_state(spins)
+            d_f = self.free_energy(new) - self.free_energy(state)
+            d_low = self.model.low_band_free_energy(spins) - self.model.low_band_free_energy(state.spins)
+            return (new if np.log(rng.random()) < -self.beta * (d_f - d_low) else state), None
+
+    n = DOWNFOLDED_TWO_SITE
+    wrong = OuterWithoutCorrection(n.physics, n.inner, n.model, n.beta, n.n_local, n.step_size, n.middle_steps)
+    assert chi_square_p_value(sample_cos(wrong, 30000, seed=9), BETA) < P_VALUE_THRESHOLD
+
+
+def test_three_level_slmc_agrees_with_exact_sampler_on_4x4():
+    """⟨F⟩/N and ⟨|m|⟩ within 3 combined binned standard errors (false alarm ≈ 0.5% for two
+    observables if the error bars are right); the models trained online, as in a run."""
+    cfg = small_config(effective_model={"kind": "downfolded", "shells": 5},
+                       run={"thermalize": 1000, "measure": 4000, "step_size": 0.8, "progress_every": None})
+    assert cfg.slmc.middle_steps == 4
+    rep, learner = build_slot(cfg, build_physics(cfg), 10.0, np.random.default_rng(14))
+    for _ in range(cfg.run.thermalize):
+        solo_step(rep, learner)
+    # the first round waits for enough exact tests (a step whose middle tests all reject has none)
+    assert len(learner.rounds) >= cfg.run.thermalize // cfg.training.every - 2
+    assert np.any(rep.sampler.model.correction.couplings) and np.any(rep.sampler.inner.couplings)
+    records = [rep.record(rep.step()) for _ in range(cfg.run.measure)]
+    F_d = np.array([r["free_energy"] for r in records]) / 16
+    m_d = np.linalg.norm([r["magnetization"] for r in records], axis=1)
+    F_e, m_e = run_replica("exact", 5000, seed=12)
+    for name, a, b in (("F/N", F_d, F_e), ("|m|", m_d, m_e)):
+        err = np.hypot(error_with_long_bins(a), error_with_long_bins(b))
+        assert abs(a.mean() - b.mean()) < 3 * err, f"{name}: {a.mean():.5f} vs {b.mean():.5f} ± {err:.5f}"
+
+
+def test_the_inner_model_must_be_the_corrections_class():
+    with pytest.raises(ConfigError, match="inner_bond_shells = 2 differs"):
+        small_config(effective_model={"kind": "downfolded"}, slmc={"inner_bond_shells": 2})
+
+
+def test_a_run_file_gives_back_its_downfolded_models(tmp_path):
+    """The slot's middle model (its correction fitted, F_low at the slot's β) and inner model
+    from the file, as they sampled; and the report reads the file."""
+    import h5py
+
+    from slmc_hpc.driver import run
+    from slmc_hpc.report import write_report
+    from slmc_hpc.results import read_model
+
+    cfg = small_config(effective_model={"kind": "downfolded"}, temperatures={"values": [0.1, 0.15]},
+                       run={"thermalize": 100, "measure": 30, "seed": 3})
+    path = run(cfg, output=tmp_path / "d.h5", log=lambda *a: None)
+    model, inner = read_model(path, slot=1), read_model(path, slot=1, inner=True)
+    assert isinstance(model, DownfoldedModel) and model.beta == pytest.approx(1 / 0.15)
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["model/parameters"][1], model.parameters()[0])
+        np.testing.assert_array_equal(f["model/inner_parameters"][1], inner.parameters()[0])
+        assert f["model"].attrs["kind"] == "downfolded"
+    assert np.any(model.correction.couplings) and np.any(inner.couplings)
+    write_report(path, tmp_path / "report")
