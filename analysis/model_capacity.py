@@ -17,7 +17,8 @@ class of pairs of bonds within shells 1..k ≤ 4, any separation: the Transforme
 ``bond_shells = k`` on the raw spins, 0 layers), and with the config's bond_shells within its
 bond_range where that is finite (the linear default's model class), and the same classes on
 the double-exchange hopping factors √((1 + S_i·S_j)/2) instead of S_i·S_j, alone and beside
-them; and the config's Transformer trained for
+them; the downfolded model (models/downfolded.py: F_low alone, and with the config's class
+fitted to F - F_low); and the config's Transformer trained for
 ``--epochs`` passes. ``--fit-sizes n ...`` refits the config's bond-pair model on only the
 last n fit pairs (how much data a round needs).
 
@@ -35,7 +36,9 @@ import torch
 
 from slmc_hpc.assemble import build_network, build_physics, build_slot
 from slmc_hpc.config import load
+from slmc_hpc.models import LinearModel
 from slmc_hpc.models.bond_pairs import bond_pair_sums, bond_pair_tables, bond_values
+from slmc_hpc.models.downfolded import DownfoldedModel
 from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
 from slmc_hpc.training.data import Samples
 from slmc_hpc.training.learner import solo_step
@@ -145,6 +148,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-transformer", action="store_true", help="the least-squares models only")
     p.add_argument("--no-least-squares", action="store_true", help="the Transformer(s) only")
+    p.add_argument("--no-downfolded", action="store_true", help="leave out the downfolded model's rows")
     p.add_argument("--fit-sizes", type=int, nargs="*", default=[],
                    help="also fit the config's bond-pair model on only the last n of the fit pairs, for each n "
                         "(how much data the online rounds need)")
@@ -190,6 +194,17 @@ def main(argv=None) -> int:
             coef, *_ = np.linalg.lstsq(design[last], target[last], rcond=None)
             report(f"bond pairs 1..{em.bond_shells} within {em.bond_range:g}, last {n} fit pairs",
                    design.shape[1], target[held] - design[held] @ coef, N, beta)
+    if own in designs and not args.no_downfolded:  # the downfolded middle model: F_low + this class
+        physics = build_physics(cfg)
+        model = DownfoldedModel(physics, beta, LinearModel.zeros(lattice, 1))
+        t0 = time.perf_counter()
+        d_low = model.low_band_free_energy(d["X"]) - model.low_band_free_energy(d["XR"])
+        seconds = (time.perf_counter() - t0) / (2 * len(d_low))
+        report("F_low alone (downfolded, no correction)", 0, target[held] - d_low[held], N, beta)
+        residual = target - d_low
+        coef, *_ = np.linalg.lstsq(designs[own][fit], residual[fit], rcond=None)
+        report(f"F_low + {own} (kind = downfolded; {1e3 * seconds:.2f} ms per F_low)", designs[own].shape[1],
+               residual[held] - designs[own][held] @ coef, N, beta)
     if args.no_transformer:
         return 0
     for layers in args.layers or [em.layers]:

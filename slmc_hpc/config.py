@@ -157,8 +157,9 @@ DEPENDENT_DEFAULTS = {
     ("training", "buffer_size"): lambda v: _default_buffer_size(v),
     ("effective_model", "bond_shells"): lambda v: _default_bond_shells(v),
     ("slmc", "inner_bond_shells"): lambda v: v["effective_model"]["bond_shells"],
-    # four middle tests per exact test: at L = 10, 0.32x the cost of the linear default where one
-    # middle test cost 1.25x and eight 0.39x (analysis/BENCHMARKS.md#three-level-slmc)
+    # four middle tests per exact test: in a prototype at L = 10 (one seed, rough) 2, 4 and 8 cost
+    # 1.25x, 0.32x and 0.39x a two-level chain on the same linear model (analysis/BENCHMARKS.md,
+    # "Three-level SLMC")
     ("slmc", "middle_steps"): lambda v: 4 if v["effective_model"]["kind"] == "downfolded" else 1,
     ("slmc", "local_updates"): lambda v: "auto" if v["run"]["sampler"] == "slmc" else 0,
     ("run", "step_size"): lambda v: "auto" if v["run"]["sampler"] == "slmc" else 0.5,
