@@ -170,10 +170,11 @@ def build_slot(cfg: Config, physics: DoubleExchange, beta: float, rng: np.random
     if run.sampler == "exact":
         return replica, None
     # training data exist only while an SLMC slot thermalizes; a slot's linear model (or inner
-    # one) keeps its design rows with them
+    # one) keeps its design rows with them. The rows come from the trainer's current model (the
+    # downfolded model's depend on its β, which moves with a self-tuning ladder: Learner.move_to)
     fitted = linear or inner
     buffer = (ReplayBuffer(tr.buffer_size, lattice.N, pairs=tr.loss == "pair",
-                           featurize=fitted.model.design if fitted is not None else None)
+                           featurize=(lambda spins: fitted.model.design(spins)) if fitted is not None else None)
               if run.thermalize > 0 else None)
     return replica, Learner(buffer, linear, network, inner, every=tr.every, thermalize=run.thermalize,
                             validation_fraction=tr.validation_fraction)

@@ -314,7 +314,9 @@ def _check_consistency(cfg: Config) -> None:
     if cfg.slmc.move == "heatbath" and (cfg.run.sampler != "slmc" or em.kind == "transformer" and not nested):
         raise ConfigError("[slmc] move = \"heatbath\" needs an SLMC inner chain on a linear model "
                           "([effective_model] kind = \"linear\", or [slmc] scheme = \"nested\")")
-    if em.kind == "downfolded" and cfg.slmc.inner_bond_shells != em.bond_shells:
+    if cfg.run.sampler == "slmc" and em.kind == "downfolded":
+        _check_downfolding(cfg, lattice)
+    if cfg.run.sampler == "slmc" and em.kind == "downfolded" and cfg.slmc.inner_bond_shells != em.bond_shells:
         raise ConfigError(f"[slmc] inner_bond_shells = {cfg.slmc.inner_bond_shells} differs from [effective_model] "
                           f"bond_shells = {em.bond_shells}: with kind = \"downfolded\" the inner model and the "
                           f"middle model's correction are one model class (they share their training rows)")
@@ -366,6 +368,19 @@ def _check_consistency(cfg: Config) -> None:
     if snap_bytes > 8 * 2**30:
         raise ConfigError(f"[run] snapshot_every = {cfg.run.snapshot_every} would store "
                           f"{snap_bytes / 2**30:.1f} GiB of snapshots; raise it")
+
+
+def _check_downfolding(cfg: Config, lattice: Lattice) -> None:
+    """The downfolded model inverts the upper band's block C = (|J|/2 - μ) + V, V its hopping
+    (models/downfolded.py); |V| ≤ 2 d |t| (Gershgorin: 2d neighbours), so |J|/2 - μ above that
+    keeps C positive definite for every configuration. Below it, C is singular on surfaces of
+    configurations where F_low has poles: the chain would stay exact, the model be useless."""
+    m = cfg.model
+    gap, width = 0.5 * abs(m.J) - m.mu, 2 * lattice.dim * abs(m.t)
+    if gap <= width:
+        raise ConfigError(f"[effective_model] kind = \"downfolded\" needs the upper band above μ for every "
+                          f"configuration: |J|/2 - mu = {gap:g} must exceed its hopping width 2 d |t| = {width:g} "
+                          f"([model] J = {m.J:g}, mu = {m.mu:g}, t = {m.t:g}); use kind = \"linear\" here")
 
 
 def _head_size(cfg: Config) -> int:

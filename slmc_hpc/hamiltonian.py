@@ -16,7 +16,7 @@ Only eigenvalues are ever computed (eigvalsh), never eigenvectors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 
 import numpy as np
@@ -72,6 +72,11 @@ class DoubleExchange:
     mu: float = 0.0
     J_direct: float = 0.0
     backend: str = field(default="numpy")
+
+    def __getstate__(self):
+        # the parameters only: the cached H0, work matrix and array module are rebuilt on demand
+        # (models that hold the physics travel between MPI ranks: models/downfolded.py)
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @cached_property
     def _xp(self):

@@ -185,19 +185,20 @@ def restore(run, tree: dict) -> None:
     if run.network is not None:
         run.network.load_state_dict(mine["trainer"])
     run.measured = [AcceptanceCounts.from_array(a) for a in mine["counts"]]
+    if "temperatures" in tree:  # checkpoints before 0.3 have the configured ladder
+        run.temperatures = [float(t) for t in tree["temperatures"]]
+        run.betas = 1.0 / np.asarray(run.temperatures)
     for r, rep in run.replicas.items():
         saved, learner = mine["replicas"][str(r)], run.learners[r]
         models = ()
         if learner is not None:
             learner.load_state_dict(saved)
+            learner.move_to(float(run.betas[r]))  # slot r's learner, at slot r's β (a ladder may have moved it)
             models = learner.models(float(saved["beta"]))
         rep.load_state_dict(saved, *models)
         if run.tuners[r] is not None:  # the path of the next step is the tuner's to say
             run.tuners[r].load_state_dict(saved["tuner"])
     run.resumed_chains = {r: mine["replicas"][str(r)]["chain"] for r in run.replicas}
-    if "temperatures" in tree:  # checkpoints before 0.3 have the configured ladder
-        run.temperatures = [float(t) for t in tree["temperatures"]]
-        run.betas = 1.0 / np.asarray(run.temperatures)
     run.differences = {r: [tuple(row) for row in mine["replicas"][str(r)].get("differences", np.zeros((0, 3)))]
                        for r in run.replicas}
     if run.controller_rng is not None:

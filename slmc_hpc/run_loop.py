@@ -219,7 +219,7 @@ class TemperingRun:
         for r, rep in self.replicas.items():
             rep.set_beta(self.betas[r])
             if self.learners[r] is not None:
-                self.learners[r].forget_samples()
+                self.learners[r].forget_samples(self.betas[r])
         self.differences = {r: [] for r in self.replicas}
         if index + 1 == len(self.adaptation_ends):
             if comm.rank == 0:

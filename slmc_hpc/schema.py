@@ -85,7 +85,8 @@ SCHEMA: dict[str, list[Key]] = {
     "effective_model": [
         Key("kind", "str", "linear", "effective model for SLMC proposals: linear, transformer, or downfolded "
             "(three-level SLMC: the inner chain on a linear model, middle tests on the free energy of the lower "
-            "band's N x N Hamiltonian plus a fitted linear correction, the exact test last; models/downfolded.py)",
+            "band's N x N Hamiltonian plus a fitted linear correction, the exact test last; needs |J|/2 - mu > 2d|t|; "
+            "models/downfolded.py)",
             choices=("linear", "transformer", "downfolded")),
         Key("shells", "int", DEPENDS, "distance shells n_max of the couplings J_n (the energy head); default 8, "
             "or every distance of a smaller lattice", _at_least(1)),

@@ -80,6 +80,8 @@ def test_the_ladder_moves_in_thermalization_and_is_frozen_for_measurement(tmp_pa
     ("linear", 13),        # right after the first move
     ("linear", 30),        # in the second round's recorded half
     ("transformer", 20),   # after a shared training round, mid adaptation
+    ("downfolded", 20),    # a β-dependent model, retrained after the first move
+    ("downfolded", 30),
 ])
 def test_a_stop_during_adaptation_resumes_bit_for_bit(tmp_path, monkeypatch, kind, step):
     cfg = config(kind)

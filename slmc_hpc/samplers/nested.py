@@ -2,7 +2,8 @@
 
   inner:  n_local single-spin Metropolis updates on a cheap model E_in (the linear model,
           optionally with bond-pair terms; local, compiled: samplers/local_chain.py),
-  middle: accept the inner chain's end with min(1, exp(-β[ΔE_mid - ΔE_in]))  (Transformer),
+  middle: accept the inner chain's end with min(1, exp(-β[ΔE_mid - ΔE_in]))  (Transformer, or
+          the downfolded model: models/downfolded.py),
           repeated middle_steps times,
   outer:  accept the middle chain's end with min(1, exp(-β[ΔF - ΔE_mid]))     (exact).
 
@@ -29,7 +30,7 @@ from .state import ChainState, StepInfo
 class NestedSLMCSampler:
     physics: DoubleExchange
     inner: object  # cheap effective model (LinearModel, with or without bond-pair terms)
-    model: object  # the middle model (Transformer); state.e_eff is its energy
+    model: object  # the middle model (Transformer, or the downfolded model); state.e_eff is its energy
     beta: float
     n_local: int
     step_size: float

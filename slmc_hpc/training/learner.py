@@ -66,11 +66,20 @@ class Learner:
                 self.inner.model if self.inner is not None else None)
 
     def models(self, beta: float) -> tuple:
-        """(model, inner model) to sample with at β: the frozen network or the linear model."""
+        """(model, inner model) to sample with at β: the frozen network, or the slot's model
+        taken at β (the downfolded model depends on β; the linear model does not)."""
         model, inner = self.slot_models
         if self.network is not None:
             model = TransformerModel.frozen(self.network.net, beta)
+        elif model is not None:
+            model = model.with_beta(beta)
         return model, inner
+
+    def move_to(self, beta: float) -> None:
+        """Take the slot's own model to the slot's (new) β: a model that depends on β (the
+        downfolded model's F_low) computes its training rows at the β of its samples."""
+        if self.linear is not None:
+            self.linear.model = self.linear.model.with_beta(beta)
 
     def observe(self, before: ChainState, free_energy_before: float, info: StepInfo, beta: float) -> None:
         """Count a thermalization step and keep its exactly evaluated proposal (with the state
@@ -83,11 +92,13 @@ class Learner:
         """Whether a training round follows 0-based thermalization step ``step``."""
         return self.buffer is not None and is_refit_step(step, self.thermalize, self.every)
 
-    def forget_samples(self) -> None:
-        """Drop the training data (the slot's β moved: no sample is trained at a β it was not
-        made at); the models keep their parameters and are refitted from the new samples."""
+    def forget_samples(self, beta: float) -> None:
+        """The slot's β moved to ``beta``: drop the training data (no sample is trained at a β
+        it was not made at); the models keep their parameters, are taken at the new β
+        (move_to) and are refitted from the new samples."""
         if self.buffer is not None:
             self.buffer = self.buffer.emptied()
+        self.move_to(beta)
 
     def freeze(self) -> None:
         """Stop collecting training data (the end of thermalization): the models stay as they are."""

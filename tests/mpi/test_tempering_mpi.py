@@ -62,6 +62,23 @@ def test_mpi_run_equals_single_process_run(tmp_path_factory, gather):
     on_rank0(comm, check)
 
 
+def test_a_downfolded_mpi_run_equals_the_single_process_run(tmp_path_factory):
+    """Three-level SLMC: its slot models (which hold the physics) travel between ranks."""
+    comm = MPIComm()
+    temps = [round(0.2 * 1.6**r, 4) for r in range(comm.size)]
+    cfg = config(temps).replace("model", mu=-2.5).replace("effective_model", kind="downfolded")
+    where = comm.bcast(str(tmp_path_factory.mktemp("down")) if comm.rank == 0 else None)
+    run(cfg, output=f"{where}/mpi.h5", comm=comm, log=lambda *a: None)
+
+    def check():
+        run(cfg, output=f"{where}/serial.h5", comm=SerialComm(), log=lambda *a: None)
+        with h5py.File(f"{where}/mpi.h5", "r") as a, h5py.File(f"{where}/serial.h5", "r") as b:
+            assert a["model"].attrs["kind"] == "downfolded"
+            compare(a, b)
+
+    on_rank0(comm, check)
+
+
 def exact(temps, every):
     return small_config(temperatures={"values": temps, "exchange_every": every}, effective_model={"shells": 4},
                         run={"thermalize": 400, "measure": 5000, "snapshot_every": 500, "seed": 5, "step_size": 0.8})
