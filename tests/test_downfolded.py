@@ -203,11 +203,28 @@ def test_the_model_survives_pickling_after_use():
     cached matrices) pickles to the same energies."""
     import pickle
 
-    m = model_on("square", 4)
+    m = model_on("square", 4).with_parameters(np.r_[0.1, 0.02])
     spins = random_spins(16, np.random.default_rng(8))
     m.physics.eigenvalues(spins)
     e = m.energy(spins)
     assert pickle.loads(pickle.dumps(m)).energy(spins) == e
+
+
+def test_before_its_first_fit_the_model_is_zero_and_the_middle_tests_pass():
+    """An unfitted model (all parameters zero) is E = 0, as the untrained inner model, so the
+    first steps reach the exact test and make training data; once fitted it is F_low + E_corr."""
+    m = model_on("square", 4)
+    spins = random_spins(16, np.random.default_rng(9))
+    assert not m.fitted and m.energy(spins) == 0.0
+    zero = LinearModel.zeros(m.lattice, 1)
+    sampler = NestedSLMCSampler(m.physics, zero, m, 10.0, n_local=16, step_size=0.5, middle_steps=3)
+    rng = np.random.default_rng(10)
+    state = sampler.init_state(spins)
+    for _ in range(20):
+        state, info = sampler.step(state, rng)
+        assert info.n_middle_accepted == 3 and info.n_tests == 1
+    fitted = m.with_parameters(np.r_[0.1, 0.0])
+    assert fitted.fitted and fitted.energy(spins) == pytest.approx(m.low_band_free_energy(spins) + 0.1)
 
 
 def test_a_moved_temperature_takes_the_model_and_its_training_rows_along():

@@ -21,7 +21,9 @@ exact. Far from μ they are not; that error is smooth in the spins and the corre
 
     E_eff[S] = F_low[S] + E_corr[S],   F_low = -(1/β) Σ_n log(1 + e^{-β ε_n(H_eff)}) + J_direct Σ_<ij> S_i·S_j,
 
-whole lattice, in F_β's units, at the slot's β (F_low depends on β: ``with_beta``). Offline
+whole lattice, in F_β's units, at the slot's β (F_low depends on β: ``with_beta``); until the
+correction is first fitted the model is zero (``fitted``), so that the chain starts as a
+linear model's does. Offline
 (analysis/BENCHMARKS.md, "Three-level SLMC") the spread σ of the exact test's log-ratio was
 0.16 / 0.25 / 0.23 at L = 8 / 10 / 12 against the linear default's 1.10 / 1.67 / 1.53.
 """
@@ -58,7 +60,7 @@ class DownfoldedModel:
     correction: LinearModel  # fitted to F_β - F_low; its parameters are this model's
 
     def __getstate__(self):
-        # without the cached bond lists (rebuilt on demand): slot models travel between MPI ranks
+        # without the cached bond lists and flags (rebuilt on demand): slot models travel between MPI ranks
         return {"physics": self.physics, "beta": self.beta, "correction": self.correction}
 
     @property
@@ -103,7 +105,18 @@ class DownfoldedModel:
         eps = np.linalg.eigvalsh(self.effective_hamiltonian(spins))
         return float(-log_fermion_weight(eps, self.beta) / self.beta + self.physics.classical_energy(spins))
 
+    @cached_property
+    def fitted(self) -> bool:
+        """Whether the correction has been fitted (any parameter non-zero; a least-squares fit
+        gives E_0 ≠ 0). Before that the model is zero, like an untrained linear model: F_low
+        alone, against an untrained inner chain's random walk, would reject nearly every
+        proposal in the middle tests, so no exact test would make the data of the first fit
+        (at L = 16 a chain stuck that way through all of thermalization)."""
+        return bool(np.any(self.correction.parameters()[0]))
+
     def energy(self, spins: np.ndarray):
+        if not self.fitted:
+            return self.correction.energy(spins)  # zero
         return self.low_band_free_energy(spins) + self.correction.energy(spins)
 
     def delta_energy(self, spins: np.ndarray, i: int, new_spin: np.ndarray) -> float:
@@ -131,7 +144,8 @@ class DownfoldedModel:
         return np.column_stack([self.low_band_free_energy(spins), self.correction.design(spins)])
 
     def energy_of_design(self, design: np.ndarray) -> np.ndarray:
-        return design[:, 0] + self.correction.energy_of_design(design[:, 1:])
+        correction = self.correction.energy_of_design(design[:, 1:])
+        return design[:, 0] + correction if self.fitted else correction
 
     def fit(self, spins, targets, design=None) -> "DownfoldedModel":
         design = self.design(spins) if design is None else np.asarray(design)
