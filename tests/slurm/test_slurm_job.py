@@ -136,7 +136,7 @@ def test_time_limit_checkpoint_requeue_resume(slurm, slmc_venv, tmp_path):
 
     t_signal = _stamp(text, r"received SIGUSR1")
     t_exit75 = _stamp(text, r"exited with code 75")
-    t_requeue = _stamp(text, r"^requeued")
+    t_requeue = _stamp(text, r"requeueing job")
     t_restart = _stamp(text, r"restart 1:")
     t_done = _stamp(text, r"exited with code 0")
     print(f"job {job}: submit -> signal {t_signal - submitted:.0f} s, -> exit 75 {t_exit75 - submitted:.0f} s, "
@@ -148,7 +148,9 @@ def test_time_limit_checkpoint_requeue_resume(slurm, slmc_venv, tmp_path):
     assert info.get("Restarts") == "1", explain()
     assert text.count("received SIGUSR1") == 1, explain()
     assert text.count("exited with code 75") == 1, explain()
-    assert text.count("requeueing job") == 1 and re.search(r"^\[job [^]]*\] requeued", text, re.M), explain()
+    # "requeued" (logged after `scontrol requeue` returns) may never be written: Slurm kills the
+    # batch script as it requeues the job, sometimes before the script's next line (seen in CI)
+    assert text.count("requeueing job") == 1, explain()
     assert text.count("resuming from") == 1, explain()
     assert text.index("exited with code 75") < text.index("resuming from") < text.index("exited with code 0"), \
         explain()
