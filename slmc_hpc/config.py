@@ -316,10 +316,6 @@ def _check_consistency(cfg: Config) -> None:
                           "([effective_model] kind = \"linear\", or [slmc] scheme = \"nested\")")
     if cfg.run.sampler == "slmc" and em.kind == "downfolded":
         _check_downfolding(cfg, lattice)
-    if cfg.run.sampler == "slmc" and em.kind == "downfolded" and cfg.slmc.inner_bond_shells != em.bond_shells:
-        raise ConfigError(f"[slmc] inner_bond_shells = {cfg.slmc.inner_bond_shells} differs from [effective_model] "
-                          f"bond_shells = {em.bond_shells}: with kind = \"downfolded\" the inner model and the "
-                          f"middle model's correction are one model class (they share their training rows)")
     if cfg.temperatures.adapt != "none" and cfg.temperatures.exchange_every == 0:
         raise ConfigError(f"[temperatures] adapt = \"{cfg.temperatures.adapt}\" tunes the ladder for replica "
                           f"exchanges, but exchange_every = 0 turns them off")
@@ -371,10 +367,16 @@ def _check_consistency(cfg: Config) -> None:
 
 
 def _check_downfolding(cfg: Config, lattice: Lattice) -> None:
-    """The downfolded model inverts the upper band's block C = (|J|/2 - μ) + V, V its hopping
+    """kind = "downfolded": its inner model shares the correction's training rows, so it must
+    be of the same class; and the model inverts the upper band's block C = (|J|/2 - μ) + V, V its hopping
     (models/downfolded.py); |V| ≤ 2 d |t| (Gershgorin: 2d neighbours), so |J|/2 - μ above that
     keeps C positive definite for every configuration. Below it, C is singular on surfaces of
     configurations where F_low has poles: the chain would stay exact, the model be useless."""
+    em = cfg.effective_model
+    if cfg.slmc.inner_bond_shells != em.bond_shells:
+        raise ConfigError(f"[slmc] inner_bond_shells = {cfg.slmc.inner_bond_shells} differs from [effective_model] "
+                          f"bond_shells = {em.bond_shells}: with kind = \"downfolded\" the inner model and the "
+                          f"middle model's correction are one model class (they share their training rows)")
     m = cfg.model
     gap, width = 0.5 * abs(m.J) - m.mu, 2 * lattice.dim * abs(m.t)
     if gap <= width:
