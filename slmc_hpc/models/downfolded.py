@@ -35,6 +35,7 @@ from functools import cached_property
 
 import numpy as np
 from scipy import sparse
+from scipy.linalg import lapack
 
 from ..hamiltonian import DoubleExchange, hopping_matrix, log_fermion_weight
 from .linear import LinearModel
@@ -74,27 +75,48 @@ class DownfoldedModel:
         rows, cols = np.nonzero(t)
         return rows, cols, t[rows, cols]
 
-    def blocks(self, spins: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(A, B, C) of the module docstring for one configuration (N, 3)."""
-        n, half, mu = len(spins), 0.5 * abs(self.physics.J), self.physics.mu
+    def _block_entries(self, spins: np.ndarray):
+        """The bond entries of A, B and C (each in the order of ``_bonds``) and their diagonals."""
+        half, mu = 0.5 * abs(self.physics.J), self.physics.mu
         a, b = site_spinors(np.asarray(spins, dtype=np.float64), self.physics.J)
         rows, cols, t = self._bonds
-        blocks = []
-        for left, right, diagonal in ((a, a, -half - mu), (a, b, None), (b, b, half - mu)):
-            m = np.zeros((n, n), dtype=np.complex128)
-            m[rows, cols] = t * np.einsum("bk,bk->b", left[rows].conj(), right[cols])
-            if diagonal is not None:
-                m[np.diag_indices(n)] = diagonal
-            blocks.append(m)
-        return tuple(blocks)
+        def overlap(left, right):
+            return t * np.einsum("bk,bk->b", left[rows].conj(), right[cols])
+        return (overlap(a, a), -half - mu), (overlap(a, b), None), (overlap(b, b), half - mu)
+
+    def _dense(self, entries, diagonal) -> np.ndarray:
+        n = self.physics.lattice.N
+        rows, cols, _ = self._bonds
+        m = np.zeros((n, n), dtype=np.complex128)
+        m[rows, cols] = entries
+        if diagonal is not None:
+            m[np.diag_indices(n)] = diagonal
+        return m
+
+    def blocks(self, spins: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(A, B, C) of the module docstring for one configuration (N, 3), dense."""
+        return tuple(self._dense(*block) for block in self._block_entries(spins))
 
     def effective_hamiltonian(self, spins: np.ndarray) -> np.ndarray:
-        """H_eff = A - B C⁻¹ B†, (N, N) Hermitian."""
-        a, b, c = self.blocks(spins)
+        """H_eff = A - B C⁻¹ B†, (N, N) Hermitian.
+
+        C⁻¹ from its Cholesky factor (C > 0: config.py), then B C⁻¹ B† with B sparse (a
+        bond's entries only, O(N² z)): at L = 12 0.9 ms, against 1.6 ms for a dense solve
+        C X = B† and a dense product."""
+        (a, a_diag), (b, _), (c, c_diag) = self._block_entries(spins)
         rows, cols, _ = self._bonds
-        # B has a bond's entries only: as a sparse matrix its product costs O(N² z), not O(N³)
-        b_sparse = sparse.csr_matrix((b[rows, cols], (rows, cols)), shape=b.shape)
-        h = a - b_sparse @ np.linalg.solve(c, b.conj().T)
+        n = self.physics.lattice.N
+        factor, info = lapack.zpotrf(self._dense(c, c_diag), lower=1)
+        if info == 0:
+            c_inv, info = lapack.zpotri(factor, lower=1)  # the lower triangle of C⁻¹
+        if info != 0:
+            raise np.linalg.LinAlgError(f"the upper-band block C is not positive definite (LAPACK info {info}): "
+                                        "the downfolded model needs |J|/2 - mu > 2 d |t|")
+        c_inv = np.tril(c_inv)
+        c_inv += np.tril(c_inv, -1).conj().T
+        b_sparse = sparse.csr_matrix((b, (rows, cols)), shape=(n, n))
+        x = b_sparse @ c_inv  # B C⁻¹
+        h = self._dense(a, a_diag) - (b_sparse.conj() @ x.T).T  # A - (B C⁻¹) B†
         return 0.5 * (h + h.conj().T)  # Hermitian to round-off; eigvalsh reads one triangle
 
     def low_band_free_energy(self, spins: np.ndarray) -> np.ndarray:
