@@ -71,7 +71,7 @@ def uses_shared_network(cfg: Config) -> bool:
 
 
 def has_inner_model(cfg: Config) -> bool:
-    """Whether the run's sampler is nested SLMC, with an inner linear model per slot."""
+    """Whether the run's sampler is nested SLMC (a middle level), with an inner linear model per slot."""
     return (uses_shared_network(cfg) and cfg.slmc.scheme == "nested"
             or cfg.run.sampler == "slmc" and cfg.effective_model.kind == "downfolded")
 
@@ -122,14 +122,16 @@ def build_network_trainer(cfg: Config, lattice: Lattice, beta_ref: float, seed: 
 
 
 def build_tuner(cfg: Config, n_sites: int) -> PathTuner | None:
-    """The tuner of a slot's inner-chain length and δ, over the second half of thermalization,
-    where [slmc] local_updates or [run] step_size is "auto" (SLMC only)."""
+    """The tuner of a slot's inner-chain length, δ and middle tests, over the second half of
+    thermalization, where [slmc] local_updates, [run] step_size or [slmc] middle_steps is
+    "auto" (SLMC only)."""
     heat_bath = cfg.slmc.move == "heatbath"  # no δ: only the length is tuned (δ recorded as the placeholder 0.5)
-    tuned = cfg.slmc.local_updates == "auto" or (cfg.run.step_size == "auto" and not heat_bath)
+    tuned = "auto" in (cfg.slmc.local_updates, cfg.slmc.middle_steps) or (cfg.run.step_size == "auto" and not heat_bath)
     if cfg.run.sampler != "slmc" or not tuned:
         return None
     step_size = 0.5 if heat_bath and cfg.run.step_size == "auto" else cfg.run.step_size
-    candidates = path_candidates(n_sites, cfg.slmc.local_updates, step_size)
+    middle_steps = cfg.slmc.middle_steps if has_inner_model(cfg) else 1  # a middle level: see has_inner_model
+    candidates = path_candidates(n_sites, cfg.slmc.local_updates, step_size, middle_steps)
     return PathTuner(candidates, cfg.run.thermalize // 2, cfg.run.thermalize)
 
 
@@ -142,6 +144,7 @@ def build_slot(cfg: Config, physics: DoubleExchange, beta: float, rng: np.random
     # "auto": N updates of δ = 0.5 until the slot's tuner chooses (run_loop, tuning.py)
     n_local = lattice.N if cfg.slmc.local_updates in ("auto", 0) else cfg.slmc.local_updates
     step_size = 0.5 if run.step_size == "auto" else run.step_size
+    middle_steps = 4 if cfg.slmc.middle_steps == "auto" else cfg.slmc.middle_steps  # "auto": 4 until chosen
     linear = inner = None
     if run.sampler == "exact":
         sampler = ExactLocalSampler(physics, beta, n_local, step_size)
@@ -154,7 +157,7 @@ def build_slot(cfg: Config, physics: DoubleExchange, beta: float, rng: np.random
         # model is of the correction's class (config.py checks): its rows are the rest
         inner = LinearTrainer(build_linear(cfg, lattice, inner=True), tr.loss, columns=slice(1, None))
         sampler = NestedSLMCSampler(physics, inner.model, linear.model, beta, n_local, step_size,
-                                    cfg.slmc.middle_steps, cfg.slmc.overrelax, cfg.slmc.move)
+                                    middle_steps, cfg.slmc.overrelax, cfg.slmc.move)
     else:
         if network is None:
             network = build_network_trainer(cfg, lattice, beta if beta_ref is None else beta_ref,
@@ -165,7 +168,7 @@ def build_slot(cfg: Config, physics: DoubleExchange, beta: float, rng: np.random
         else:
             inner = LinearTrainer(build_linear(cfg, lattice, inner=True), tr.loss)
             sampler = NestedSLMCSampler(physics, inner.model, model, beta, n_local, step_size,
-                                        cfg.slmc.middle_steps, cfg.slmc.overrelax, cfg.slmc.move)
+                                        middle_steps, cfg.slmc.overrelax, cfg.slmc.move)
     replica = Replica(physics, sampler, rng, initial_spins(run.initial, lattice.N, rng))
     if run.sampler == "exact":
         return replica, None

@@ -308,6 +308,10 @@ def _check_consistency(cfg: Config) -> None:
     if cfg.run.sampler != "slmc" and "auto" in (cfg.slmc.local_updates, cfg.run.step_size):
         raise ConfigError("[slmc] local_updates and [run] step_size can be \"auto\" only for sampler = \"slmc\" "
                           "(the exact sampler's moves are not tuned)")
+    middle_level = cfg.run.sampler == "slmc" and (em.kind == "downfolded" or nested)
+    if cfg.slmc.middle_steps == "auto" and not middle_level:
+        raise ConfigError("[slmc] middle_steps = \"auto\" needs a middle level (SLMC with [effective_model] kind = "
+                          "\"downfolded\", or kind = \"transformer\" with [slmc] scheme = \"nested\")")
     if cfg.slmc.overrelax and (cfg.run.sampler != "slmc" or em.kind == "transformer" and not nested):
         raise ConfigError(f"[slmc] overrelax = {cfg.slmc.overrelax} needs an SLMC inner chain on a linear model "
                           f"([effective_model] kind = \"linear\", or [slmc] scheme = \"nested\")")

@@ -62,7 +62,7 @@ class Layout:
     n_parameters: int
     beta_ref: float | None = None  # the Transformer's β-conditioning reference
     inner_parameter_names: list | None = None  # nested SLMC's inner linear model
-    path_candidates: list | None = None  # (local updates, δ) pairs a tuned run tries (tuning.py)
+    path_candidates: list | None = None  # (local updates, δ, middle tests) a tuned run tries (tuning.py)
     adaptation_rounds: int = 0  # rounds of the self-tuning ladder (ladder.py)
 
 
@@ -193,6 +193,7 @@ class RunOutput:
             f.create_dataset("tuning/candidates", data=np.array(layout.path_candidates, dtype=np.float64))
             f.create_dataset("tuning/local_updates", shape=(R,), dtype="i8", fillvalue=-1)
             f.create_dataset("tuning/step_size", shape=(R,), dtype="f8", fillvalue=np.nan)
+            f.create_dataset("tuning/middle_steps", shape=(R,), dtype="i8", fillvalue=-1)
             for name in ("steps", "moved_fraction", "proxy"):
                 f.create_dataset(f"tuning/{name}", shape=(R, C), dtype="f8", fillvalue=np.nan)
         f.flush()
@@ -284,11 +285,13 @@ class RunOutput:
         if inner is not None and "inner_parameters" in self.file["model"]:
             self.file["model/inner_parameters"][slot] = inner
 
-    def write_tuning(self, slot: int, chosen: tuple[int, float], trials: list) -> None:
-        """The (local updates, δ) a slot chose, and per candidate its trial steps, the fraction
-        of them that moved and the proxy (tuning.Trial)."""
+    def write_tuning(self, slot: int, chosen: tuple[int, float, int], trials: list) -> None:
+        """The (local updates, δ, middle tests) a slot chose, and per candidate its trial steps,
+        the fraction of them that moved and the proxy (tuning.Trial)."""
         g = self.file["tuning"]
-        g["local_updates"][slot], g["step_size"][slot] = chosen
+        g["local_updates"][slot], g["step_size"][slot] = chosen[:2]
+        if "middle_steps" in g:  # files created before 0.7 (resumed from an older checkpoint) lack it
+            g["middle_steps"][slot] = chosen[2]
         g["steps"][slot] = [t.steps for t in trials]
         g["moved_fraction"][slot] = [t.moved_fraction if t.steps else np.nan for t in trials]
         g["proxy"][slot] = [t.proxy if t.steps else np.nan for t in trials]

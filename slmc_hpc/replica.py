@@ -60,15 +60,22 @@ class Replica:
         if self.model is not None:
             self.use_models((model if model is not None else self.model).with_beta(beta), inner)
 
-    def set_path(self, n_local: int, step_size: float) -> None:
-        """Run ``n_local`` local updates of size δ = ``step_size`` per step from now on."""
-        if (n_local, step_size) != (self.sampler.n_local, self.sampler.step_size):
-            self.sampler = replace(self.sampler, n_local=n_local, step_size=step_size)
+    def set_path(self, n_local: int, step_size: float, middle_steps: int = 1) -> None:
+        """Run ``n_local`` local updates of size δ = ``step_size`` per step from now on, and a
+        sampler with a middle level ``middle_steps`` middle tests per exact test (others have
+        none, and take 1)."""
+        if (n_local, step_size, middle_steps) != self.path:
+            changes = {"n_local": n_local, "step_size": step_size}
+            if hasattr(self.sampler, "middle_steps"):
+                changes["middle_steps"] = middle_steps
+            elif middle_steps != 1:
+                raise ValueError(f"{middle_steps} middle tests asked of a sampler without a middle level")
+            self.sampler = replace(self.sampler, **changes)
 
     @property
-    def path(self) -> tuple[int, float]:
-        """(local updates per step, δ) of the sampler."""
-        return self.sampler.n_local, self.sampler.step_size
+    def path(self) -> tuple[int, float, int]:
+        """(local updates per step, δ, middle tests per exact test: 1 without a middle level)."""
+        return self.sampler.n_local, self.sampler.step_size, getattr(self.sampler, "middle_steps", 1)
 
     def use_models(self, model, inner=None) -> None:
         """Sample with ``model`` (and, nested SLMC, a new ``inner`` model); E_eff re-evaluated."""

@@ -247,8 +247,10 @@ class TemperingRun:
                 self.replicas[slot].set_path(*tuner.chosen)
                 self.out.write_tuning(slot, tuner.chosen, tuner.trials)
                 chosen[slot] = (tuner.chosen, tuner.trials[tuner.chosen_index], self.replicas[slot].sampler.move)
-        for slot, ((n, step_size), t, move) in sorted(kv for part in self.comm.allgather(chosen) for kv in part.items()):
+        for slot, ((n, step_size, middle), t, move) in sorted(kv for part in self.comm.allgather(chosen)
+                                                              for kv in part.items()):
             updates = f"{n} heat-bath updates" if move == "heatbath" else f"{n} local updates of size {step_size:g}"
+            updates += f" and {middle} middle tests" if middle > 1 else ""
             self.log(f"T={self.temperatures[slot]:<8.4g} chose {updates} per step "
                      f"(moved {t.moved_fraction:.2f} of {t.steps} trial steps)")
             if t.steps < MIN_TRIAL_STEPS:

@@ -1,6 +1,8 @@
 """Each temperature slot chooses its inner-chain length and step size δ during thermalization
-([slmc] local_updates = "auto", [run] step_size = "auto"); measurement then runs one fixed
-kernel.
+([slmc] local_updates = "auto", [run] step_size = "auto"), and with a middle level (nested
+SLMC, kind = "downfolded") its middle tests per exact test ([slmc] middle_steps = "auto");
+measurement then runs one fixed kernel. A path is (length, δ, middle tests), the last 1
+without a middle level.
 
 What is minimised is the cost per independent sample, τ_int(F) × seconds per step, and
 τ_int is set by how far an accepted step moves F. The proxy maximised: the mean squared
@@ -37,17 +39,22 @@ INTERLEAVE = 4  # blocks per candidate and round (1 when a round is shorter than
 # then offered (8N) in 8 of 14 choices: so N ... 16N
 LENGTH_FACTORS = (1, 2, 4, 8, 16)
 STEP_SIZES = (0.5, 1.0)  # "auto" δ; 0.25 was never the best in analysis/BENCHMARKS.md
+# "auto" middle tests per exact test: more of them spread the exact test's cost over a longer
+# move, and pay where a middle step is cheap against an exact one (large N; analysis/BENCHMARKS.md,
+# "Three-level SLMC")
+MIDDLE_STEPS = (2, 4, 8, 16)
 
 
-def path_candidates(n_sites: int, local_updates, step_size) -> list[tuple[int, float]]:
-    """(inner-chain length, δ) pairs to try: the "auto" ones from LENGTH_FACTORS × N and
-    STEP_SIZES, the others as given (0 updates meaning N)."""
+def path_candidates(n_sites: int, local_updates, step_size, middle_steps=1) -> list[tuple[int, float, int]]:
+    """(inner-chain length, δ, middle tests) to try: the "auto" ones from LENGTH_FACTORS × N,
+    STEP_SIZES and MIDDLE_STEPS, the others as given (0 updates meaning N)."""
     if local_updates == "auto":
         lengths = sorted({max(1, round(f * n_sites)) for f in LENGTH_FACTORS})
     else:
         lengths = [local_updates or n_sites]
     sizes = list(STEP_SIZES) if step_size == "auto" else [float(step_size)]
-    return [(n, d) for n in lengths for d in sizes]
+    middle = list(MIDDLE_STEPS) if middle_steps == "auto" else [int(middle_steps)]
+    return [(n, d, m) for n in lengths for d in sizes for m in middle]
 
 
 @dataclass
@@ -89,7 +96,7 @@ def round_sizes(n_candidates: int) -> list[int]:
 
 class PathTuner:
     """One slot's tuning over thermalization steps [start, stop) (0-based). ``candidate(step)``
-    says which (length, δ) to run at a step, ``record`` takes what it did, and from ``stop``
+    says which path to run at a step, ``record`` takes what it did, and from ``stop``
     on ``chosen`` is fixed. Decisions depend only on the recorded trials, so a checkpoint of
     the tuner (state_dict) resumes it exactly; the wall clock is ``clock`` (tests replace it)."""
 
@@ -105,7 +112,7 @@ class PathTuner:
         self.chosen_index: int | None = None if len(self.candidates) > 1 else 0
 
     @property
-    def chosen(self) -> tuple[int, float] | None:
+    def chosen(self) -> tuple[int, float, int] | None:
         return None if self.chosen_index is None else self.candidates[self.chosen_index]
 
     def _layout(self) -> tuple[int, int]:
@@ -121,8 +128,8 @@ class PathTuner:
         block, blocks = self._layout()
         return block * len(self.active) * blocks
 
-    def candidate(self, step: int) -> tuple[int, float] | None:
-        """(length, δ) to run at ``step``: a trial's during tuning, then the chosen one; None
+    def candidate(self, step: int) -> tuple[int, float, int] | None:
+        """(length, δ, middle tests) to run at ``step``: a trial's during tuning, then the chosen one; None
         before tuning starts (the run keeps its initial path)."""
         if self.chosen_index is not None:
             return self.chosen
@@ -171,7 +178,7 @@ class PathTuner:
 
 
 def tuned_step(replica, tuner: PathTuner, step: int, take_step):
-    """Step ``step`` of a slot being tuned: set the (length, δ) the tuner asks for, take the
+    """Step ``step`` of a slot being tuned: set the path the tuner asks for, take the
     step (``take_step()``, which returns its StepInfo; training rounds stay outside it), and
     tell the tuner the step's wall time, whether it moved, and the expected squared change of
     F/N: the proposal's, times the chance the exact test takes it (0 where no exact test ran,

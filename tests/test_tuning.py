@@ -20,10 +20,12 @@ from configs import small_config
 
 
 def test_candidates():
-    assert path_candidates(16, "auto", 0.5) == [(n, 0.5) for n in (16, 32, 64, 128, 256)]
-    assert path_candidates(16, 0, "auto") == [(16, 0.5), (16, 1.0)]
-    assert path_candidates(16, 20, 0.7) == [(20, 0.7)]
+    assert path_candidates(16, "auto", 0.5) == [(n, 0.5, 1) for n in (16, 32, 64, 128, 256)]
+    assert path_candidates(16, 0, "auto") == [(16, 0.5, 1), (16, 1.0, 1)]
+    assert path_candidates(16, 20, 0.7) == [(20, 0.7, 1)]
     assert len(path_candidates(64, "auto", "auto")) == 10
+    assert path_candidates(16, 20, 0.7, "auto") == [(20, 0.7, m) for m in (2, 4, 8, 16)]
+    assert path_candidates(16, 20, 0.7, 3) == [(20, 0.7, 3)]
 
 
 def test_ranking_keeps_the_acceptance_floor():
@@ -59,7 +61,7 @@ def synthetic_tuning(candidates, start, stop, value):
 
 def test_the_schedule_tries_everyone_interleaved_and_then_keeps_the_best():
     candidates = path_candidates(16, "auto", "auto")
-    best = (32, 0.5)
+    best = (32, 0.5, 1)
     # proxy = jump² / seconds: largest for `best`
     value = lambda p: np.sqrt(p[0]) * (2.0 if p == best else 1.0)  # noqa: E731
     tuner, ran = synthetic_tuning(candidates, 100, 1100, value)
@@ -112,8 +114,14 @@ def steady_clock(monkeypatch):
     monkeypatch.setattr(PathTuner, "clock", staticmethod(lambda: float(next(ticks))))
 
 
-def test_measurement_runs_each_slots_chosen_path_and_the_choice_is_in_the_file(tmp_path, monkeypatch):
-    cfg = tuned_config(measure=60)
+# three-level SLMC with its middle tests tuned as well (a 4 x 4 lattice: N to 16 N updates)
+DOWNFOLDED_MODEL = {"effective_model": {"kind": "downfolded"}, "slmc": {"middle_steps": "auto"},
+                    "training": {"loss": "pair", "every": 50, "buffer_size": 120}}
+
+
+@pytest.mark.parametrize("model", [{}, DOWNFOLDED_MODEL], ids=["linear", "downfolded"])
+def test_measurement_runs_each_slots_chosen_path_and_the_choice_is_in_the_file(tmp_path, monkeypatch, model):
+    cfg = tuned_config(60, (0.1, 0.2), model)
     seen = []
     original = Replica.step
 
@@ -124,8 +132,9 @@ def test_measurement_runs_each_slots_chosen_path_and_the_choice_is_in_the_file(t
     monkeypatch.setattr(Replica, "step", step)
     out = driver.run(cfg, output=tmp_path / "t.h5", log=lambda *a: None)
     with h5py.File(out, "r") as f:
-        chosen = {1 / T: (int(n), float(d)) for T, n, d in
-                  zip(f["temperatures"][:], f["tuning/local_updates"][:], f["tuning/step_size"][:])}
+        chosen = {1 / T: (int(n), float(d), int(m)) for T, n, d, m in
+                  zip(f["temperatures"][:], f["tuning/local_updates"][:], f["tuning/step_size"][:],
+                      f["tuning/middle_steps"][:])}
         assert f.attrs["local_updates"] == "auto"
         assert np.all(f["tuning/steps"][:] > 0)
         moved = f["tempering/slot_of_replica"][:]
@@ -136,13 +145,15 @@ def test_measurement_runs_each_slots_chosen_path_and_the_choice_is_in_the_file(t
     assert moved[:, 0].min() != moved[:, 0].max()  # replicas did change temperature
     tuning = [path for beta, path, done in seen if 100 <= done < 200]
     assert len(set(tuning)) > 3  # while tuning, several candidates ran
+    middle = {m for _, _, m in tuning}
+    assert middle == ({1} if not model else {2, 4, 8, 16})  # middle tests tuned only where asked, all tried
 
 
 HEAT_BATH_MODEL = {**DEFAULT_MODEL, "slmc": {"inner_bond_shells": 2, "move": "heatbath"}}
 
 
-@pytest.mark.parametrize("model", [{}, DEFAULT_MODEL, HEAT_BATH_MODEL],
-                         ids=["linear", "bond-pairs-pair-loss", "heat-bath"])
+@pytest.mark.parametrize("model", [{}, DEFAULT_MODEL, HEAT_BATH_MODEL, DOWNFOLDED_MODEL],
+                         ids=["linear", "bond-pairs-pair-loss", "heat-bath", "downfolded-middle-steps"])
 def test_a_run_stopped_while_tuning_resumes_bit_for_bit(tmp_path, monkeypatch, steady_clock, model):
     cfg = tuned_config(40, (0.1, 0.2), model)
     driver.run(cfg, output=tmp_path / "whole.h5", log=lambda *a: None)
