@@ -157,11 +157,12 @@ DEPENDENT_DEFAULTS = {
     ("training", "buffer_size"): lambda v: _default_buffer_size(v),
     ("effective_model", "bond_shells"): lambda v: _default_bond_shells(v),
     ("slmc", "inner_bond_shells"): lambda v: v["effective_model"]["bond_shells"],
-    # four middle tests per exact test: in a prototype at L = 10 (one seed, rough) 2, 4 and 8 cost
-    # 1.25x, 0.32x and 0.39x a two-level chain on the same linear model (analysis/BENCHMARKS.md,
-    # "Three-level SLMC")
-    ("slmc", "middle_steps"): lambda v: 4 if v["effective_model"]["kind"] == "downfolded" else 1,
     ("slmc", "local_updates"): lambda v: "auto" if v["run"]["sampler"] == "slmc" else 0,
+    # (after local_updates) the downfolded model's middle tests chosen with a tuned path: 0.83x and
+    # 0.86x the cost of four at L = 12 (it chose 4 and 2), and 16 cost 0.41x and 0.76x four at L = 16;
+    # with a fixed path four (analysis/BENCHMARKS.md, "Three-level SLMC")
+    ("slmc", "middle_steps"): lambda v: (("auto" if v["slmc"]["local_updates"] == "auto" else 4)
+                                         if v["effective_model"]["kind"] == "downfolded" else 1),
     ("run", "step_size"): lambda v: "auto" if v["run"]["sampler"] == "slmc" else 0.5,
     ("training", "every"): lambda v: max(1, min(500, v["run"]["thermalize"] // 8)),
 }

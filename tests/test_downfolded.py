@@ -189,6 +189,15 @@ def test_the_inner_model_must_be_the_corrections_class():
         small_config(effective_model={"kind": "downfolded"}, slmc={"inner_bond_shells": 2})
 
 
+def test_middle_tests_are_tuned_with_a_tuned_path_and_four_with_a_fixed_one():
+    assert small_config(effective_model={"kind": "downfolded"}, slmc={"local_updates": "auto"}).slmc.middle_steps == "auto"
+    assert small_config(effective_model={"kind": "downfolded"}).slmc.middle_steps == 4  # the tests' fixed path
+    assert small_config(effective_model={"kind": "downfolded"}, slmc={"middle_steps": 8}).slmc.middle_steps == 8
+    assert small_config(slmc={"local_updates": "auto"}).slmc.middle_steps == 1  # no middle level
+    with pytest.raises(ConfigError, match="middle_steps = \"auto\" needs a middle level"):
+        small_config(slmc={"middle_steps": "auto"})
+
+
 def test_the_upper_band_must_lie_above_mu():
     """|J|/2 - μ above the hopping width 2d|t| keeps C positive definite (the reference
     problem: 4.5 > 4); at μ = 0 it is 2, and C is indefinite for most configurations."""

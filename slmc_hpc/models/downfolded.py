@@ -1,6 +1,6 @@
 """The downfolded effective model: the free energy of the electrons' lower band alone, from an
 N x N Hamiltonian, plus a fitted linear correction. It is the middle model of three-level
-SLMC (samplers/nested.py with kind = "downfolded"): too dear for the inner chain, about 0.4x
+SLMC (samplers/nested.py with kind = "downfolded"): too dear for the inner chain, about 0.3x
 the exact weight's cost at L = 12 (one N x N solve and eigvalsh against a 2N x 2N eigvalsh),
 and accurate where the linear model is not (levels crossing the Fermi level).
 
