@@ -74,6 +74,42 @@ def test_the_schur_complement_keeps_the_determinant_and_the_count_of_occupied_le
     assert abs(np.linalg.slogdet(a)[1] + log_c - log_h) > 1e-3  # without the downfolding it is not exact
 
 
+@pytest.mark.parametrize("kind,L", [("square", 4), ("cubic", 2), ("chain", 5)])
+def test_the_effective_hamiltonian_is_the_dense_schur_complement(kind, L):
+    """The Cholesky inverse of C and the sparse B give A - B C⁻¹ B† of a dense solve, Hermitian."""
+    m = model_on(kind, L)
+    rng = np.random.default_rng(12)
+    for _ in range(5):
+        spins = random_spins(m.lattice.N, rng)
+        a, b, c = m.blocks(spins)
+        h_eff = m.effective_hamiltonian(spins)
+        np.testing.assert_allclose(h_eff, a - b @ np.linalg.solve(c, b.conj().T), atol=1e-12)
+        np.testing.assert_array_equal(h_eff, h_eff.conj().T)
+
+
+def test_an_upper_band_reaching_below_mu_is_an_error():
+    """At μ = 0 (|J|/2 - μ = 2 < 2d|t| = 4) a ferromagnet's upper band dips below μ: C is not
+    positive definite, and F_low has no meaning there (config.py refuses such runs)."""
+    m = model_on("square", 4, mu=0.0)
+    spins = np.tile([0.0, 0.0, 1.0], (16, 1))
+    assert np.linalg.eigvalsh(m.blocks(spins)[2]).min() < 0
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        m.low_band_free_energy(spins)
+
+
+def test_a_replica_takes_its_middle_tests_with_its_path():
+    cfg = small_config(effective_model={"kind": "downfolded"})
+    rep, _ = build_slot(cfg, build_physics(cfg), 10.0, np.random.default_rng(0))
+    assert rep.path == (16, 0.5, 4)
+    rep.set_path(32, 1.0, 8)
+    assert rep.path == (32, 1.0, 8) and rep.sampler.middle_steps == 8
+    plain = small_config()
+    rep, _ = build_slot(plain, build_physics(plain), 10.0, np.random.default_rng(0))
+    assert rep.path == (16, 0.5, 1)
+    with pytest.raises(ValueError, match="8 middle tests asked of a sampler without a middle level"):
+        rep.set_path(16, 0.5, 8)
+
+
 def test_a_ferromagnet_is_exactly_its_lower_band():
     """Parallel spins: B = 0 and F_low is the free energy of the lower band, ε_k - |J|/2 - μ,
     plus J_direct on each of the 2N nearest-neighbour bonds."""

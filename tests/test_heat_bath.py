@@ -173,7 +173,7 @@ def test_heat_bath_tunes_the_length_only():
     cfg = small_config(slmc={"move": "heatbath", "local_updates": "auto"}, run={"step_size": "auto"})
     tuner = build_tuner(cfg, cfg.n_sites)
     metropolis = build_tuner(cfg.replace("slmc", move="metropolis"), cfg.n_sites)
-    assert len({d for _, d in tuner.candidates}) == 1
+    assert len({d for _, d, _ in tuner.candidates}) == 1
     assert len(tuner.candidates) * 2 == len(metropolis.candidates)
     # a fixed length leaves nothing to tune (δ unused), where Metropolis still tunes δ
     fixed = cfg.replace("slmc", local_updates=8)

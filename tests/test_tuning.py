@@ -234,10 +234,10 @@ def test_a_step_without_an_exact_test_adds_no_jump():
             free_energy = staticmethod(lambda state: -3.0)
         state = type("S", (), {"spins": np.zeros((16, 3))})()
 
-        def set_path(self, n, d):
+        def set_path(self, n, d, m):
             pass
 
-    tuner = PathTuner([(16, 0.5), (16, 0.5)], 0, 100)
+    tuner = PathTuner([(16, 0.5, 1), (16, 0.5, 1)], 0, 100)
     tuned_step(Still(), tuner, 0, lambda: StepInfo(accepted=False, n_tests=0, n_accepted=0))
     tuned_step(Still(), tuner, 1, lambda: StepInfo(accepted=False, n_tests=1, n_accepted=0,
                                                    proposal_free_energy=-2.0, log_ratio=np.log(0.25)))

@@ -1,7 +1,8 @@
 """The downfolded effective model: the free energy of the electrons' lower band alone, from an
 N x N Hamiltonian, plus a fitted linear correction. It is the middle model of three-level
 SLMC (samplers/nested.py with kind = "downfolded"): too dear for the inner chain, about 0.3x
-the exact weight's cost at L = 12 (one N x N solve and eigvalsh against a 2N x 2N eigvalsh),
+the exact weight's cost at L = 12 (a Cholesky inverse and an eigvalsh of N x N matrices
+against a 2N x 2N eigvalsh),
 and accurate where the linear model is not (levels crossing the Fermi level).
 
 In each site's spinor basis, a_i with (J/2) S_i·σ a_i = -(|J|/2) a_i and b_i with +|J|/2,
@@ -101,8 +102,8 @@ class DownfoldedModel:
         """H_eff = A - B C⁻¹ B†, (N, N) Hermitian.
 
         C⁻¹ from its Cholesky factor (C > 0: config.py), then B C⁻¹ B† with B sparse (a
-        bond's entries only, O(N² z)): at L = 12 0.9 ms, against 1.6 ms for a dense solve
-        C X = B† and a dense product."""
+        bond's entries only, O(N² z)): at L = 12 0.7-0.8x the time of a dense solve C X = B†
+        and a dense product."""
         (a, a_diag), (b, _), (c, c_diag) = self._block_entries(spins)
         rows, cols, _ = self._bonds
         n = self.physics.lattice.N
