@@ -38,7 +38,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from slmc_hpc.assemble import build_physics, build_slot, has_inner_model
+from slmc_hpc.assemble import build_physics, build_slot
 from slmc_hpc.config import load, parse
 from slmc_hpc.driver import run
 from slmc_hpc.replica import Replica
@@ -86,7 +86,7 @@ def frozen_replica(path: Path, seed: int) -> Replica:
         spins = f["snapshots/spins"][0, k]
     physics = build_physics(cfg)
     rep, _ = build_slot(cfg, physics, beta, np.random.default_rng(seed))  # no learner: it never trains
-    rep.set_beta(beta, model=read_model(path), inner=read_model(path, inner=True) if has_inner_model(cfg) else None)
+    rep.set_beta(beta, model=read_model(path), inner=read_model(path, inner=True) if cfg.has_middle_level else None)
     rep.restore_chain({"spins": spins, "eigenvalues": physics.eigenvalues(spins),
                        "classical_energy": physics.classical_energy(spins), "e_eff": rep.model.energy(spins)})
     return rep

@@ -70,12 +70,6 @@ def uses_shared_network(cfg: Config) -> bool:
     return cfg.run.sampler == "slmc" and cfg.effective_model.kind == "transformer"
 
 
-def has_inner_model(cfg: Config) -> bool:
-    """Whether the run's sampler is nested SLMC (a middle level), with an inner linear model per slot."""
-    return (uses_shared_network(cfg) and cfg.slmc.scheme == "nested"
-            or cfg.run.sampler == "slmc" and cfg.effective_model.kind == "downfolded")
-
-
 def geometric_mean_beta(temperatures) -> float:
     """β_ref of the Transformer's β-conditioning: the geometric mean of the run's β."""
     return float(np.exp(-np.mean(np.log(temperatures))))
@@ -130,7 +124,7 @@ def build_tuner(cfg: Config, n_sites: int) -> PathTuner | None:
     if cfg.run.sampler != "slmc" or not tuned:
         return None
     step_size = 0.5 if heat_bath and cfg.run.step_size == "auto" else cfg.run.step_size
-    middle_steps = cfg.slmc.middle_steps if has_inner_model(cfg) else 1  # a middle level: see has_inner_model
+    middle_steps = cfg.slmc.middle_steps if cfg.has_middle_level else 1
     candidates = path_candidates(n_sites, cfg.slmc.local_updates, step_size, middle_steps)
     return PathTuner(candidates, cfg.run.thermalize // 2, cfg.run.thermalize)
 
@@ -256,7 +250,7 @@ def output_layout(cfg: Config, lattice: Lattice, temperatures, model, schedule: 
     slot's, for the candidates every slot tries; ``adaptation_rounds``: of the self-tuning ladder)."""
     values, names = model.parameters() if model is not None else (np.zeros(0), [])
     beta_ref = getattr(getattr(model, "net", None), "beta_ref", None)
-    inner_names = build_linear(cfg, lattice, inner=True).parameters()[1] if has_inner_model(cfg) else None
+    inner_names = build_linear(cfg, lattice, inner=True).parameters()[1] if cfg.has_middle_level else None
     s = schedule
     return Layout(
         config_text=cfg.complete_text, sampler=cfg.run.sampler, seed=cfg.run.seed, local_updates=cfg.local_updates,

@@ -67,6 +67,14 @@ class Config:
         return self.slmc.local_updates or self.n_sites
 
     @property
+    def has_middle_level(self) -> bool:
+        """Whether the sampler is nested SLMC: an inner chain on a linear model, middle tests
+        (the Transformer, or kind = "downfolded"), then the exact test."""
+        em = self.effective_model
+        return self.run.sampler == "slmc" and (em.kind == "downfolded"
+                                               or em.kind == "transformer" and self.slmc.scheme == "nested")
+
+    @property
     def complete_text(self) -> str:
         """Every key written out, defaults included: what output files and checkpoints store,
         so that a later change of a default cannot change what a stored run was."""
@@ -309,8 +317,7 @@ def _check_consistency(cfg: Config) -> None:
     if cfg.run.sampler != "slmc" and "auto" in (cfg.slmc.local_updates, cfg.run.step_size):
         raise ConfigError("[slmc] local_updates and [run] step_size can be \"auto\" only for sampler = \"slmc\" "
                           "(the exact sampler's moves are not tuned)")
-    middle_level = cfg.run.sampler == "slmc" and (em.kind == "downfolded" or nested)
-    if cfg.slmc.middle_steps == "auto" and not middle_level:
+    if cfg.slmc.middle_steps == "auto" and not cfg.has_middle_level:
         raise ConfigError("[slmc] middle_steps = \"auto\" needs a middle level (SLMC with [effective_model] kind = "
                           "\"downfolded\", or kind = \"transformer\" with [slmc] scheme = \"nested\")")
     if cfg.slmc.overrelax and (cfg.run.sampler != "slmc" or em.kind == "transformer" and not nested):
