@@ -32,7 +32,9 @@ MODELS = {
 
 
 def config(L: int, changes: dict, thermalize: int) -> str:
+    # kind = "linear" by name: since 0.8 it is not the default at L >= 10 (config.DOWNFOLDED_MIN_L)
     sections = {"lattice": {"L": L}, "model": {"J": 4.0, "mu": -2.5}, "temperatures": {"values": [0.02]},
+                "effective_model": {"kind": "linear"},
                 "training": {"loss": "pair", "every": thermalize // 2, "buffer_size": thermalize},
                 "run": {"thermalize": thermalize, "measure": 1, "step_size": 0.5}, "slmc": {"local_updates": 0}}
     for name, values in changes.items():

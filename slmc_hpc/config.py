@@ -156,6 +156,7 @@ def _n_sites(lattice: dict) -> int:
 # in the order they are resolved: each rule may read keys resolved above it. Why these values:
 # analysis/BENCHMARKS.md (the cheapest sampler measured on the reference problem).
 DEPENDENT_DEFAULTS = {
+    ("effective_model", "kind"): lambda v: "downfolded" if _downfolded_by_default(v) else "linear",
     ("effective_model", "shells"): lambda v: min(8, _n_distances(v["lattice"])),
     ("effective_model", "bond_range"): lambda v: 2.0 if _four_shell_default(v) else 0.0,
     # 3x with a self-tuning ladder, whose rounds take the first half: at 4000 SLMC steps the
@@ -183,6 +184,31 @@ DEPENDENT_DEFAULTS = {
 LINEAR_THERMALIZE, LINEAR_BUFFER = 12000, 8000
 LEAST_SQUARES_KINDS = ("linear", "downfolded")  # models fitted by least squares: the linear model's schedule
 DEFAULT_BUFFER_BYTES = 2**29  # 0.5 GiB: 8000 proposals up to 1398 sites (L = 37 square)
+
+
+# The smallest L at which kind = "downfolded" is the default (square lattice): with its middle
+# tests tuned it cost 0.025-1.04x the linear default per independent sample at L = 10-12 (eight
+# runs, median 0.71; the linear chain stuck in one), 0.80x and 1.36x at L = 16, and 1.26-1.64x
+# at L = 8, where the exact diagonalization is too cheap for a middle level to save
+# (analysis/BENCHMARKS.md, "The default kind at L >= 10").
+DOWNFOLDED_MIN_L = 10
+
+
+def downfolding_gap(model, dim: int) -> tuple[float, float]:
+    """(|J|/2 - μ, 2d|t|): the upper band's lowest on-site energy above μ, and its hopping
+    width. The downfolded model needs the first above the second (models/downfolded.py)."""
+    return 0.5 * abs(model["J"]) - model["mu"], 2 * dim * abs(model["t"])
+
+
+def _downfolded_by_default(values: dict) -> bool:
+    """Whether a configuration that names no model kind gets kind = "downfolded": SLMC on the
+    CPU backend, a square lattice with L >= DOWNFOLDED_MIN_L (the only lattice measured), the
+    upper band above μ, and no inner model of another class asked for. Elsewhere "linear"."""
+    lattice, slmc = values["lattice"], values["slmc"]
+    gap, width = downfolding_gap(values["model"], 2)
+    return (values["run"]["sampler"] == "slmc" and values["run"]["backend"] == "numpy"
+            and lattice["kind"] == "square" and lattice["L"] >= DOWNFOLDED_MIN_L and gap > width
+            and slmc["inner_bond_shells"] in (DEPENDS, values["effective_model"]["bond_shells"]))
 
 
 def _default_thermalize(values: dict) -> int:
@@ -390,7 +416,7 @@ def _check_downfolding(cfg: Config, lattice: Lattice) -> None:
                           f"bond_shells = {em.bond_shells}: with kind = \"downfolded\" the inner model and the "
                           f"middle model's correction are one model class (they share their training rows)")
     m = cfg.model
-    gap, width = 0.5 * abs(m.J) - m.mu, 2 * lattice.dim * abs(m.t)
+    gap, width = downfolding_gap(m.as_dict(), lattice.dim)
     if gap <= width:
         raise ConfigError(f"[effective_model] kind = \"downfolded\" needs the upper band above μ for every "
                           f"configuration: |J|/2 - mu = {gap:g} must exceed its hopping width 2 d |t| = {width:g} "

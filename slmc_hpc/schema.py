@@ -83,10 +83,11 @@ SCHEMA: dict[str, list[Key]] = {
             "see ladder.py); none: keep the ladder as given", choices=("none", "barrier")),
     ],
     "effective_model": [
-        Key("kind", "str", "linear", "effective model for SLMC proposals: linear, transformer, or downfolded "
+        Key("kind", "str", DEPENDS, "effective model for SLMC proposals: linear, transformer, or downfolded "
             "(three-level SLMC: the inner chain on a linear model, middle tests on the free energy of the lower "
             "band's N x N Hamiltonian plus a fitted linear correction, the exact test last; needs |J|/2 - mu > 2d|t|; "
-            "models/downfolded.py)",
+            "models/downfolded.py); default downfolded for SLMC on a square lattice with L >= 10 where it applies "
+            "(numpy backend), else linear",
             choices=("linear", "transformer", "downfolded")),
         Key("shells", "int", DEPENDS, "distance shells n_max of the couplings J_n (the energy head); default 8, "
             "or every distance of a smaller lattice", _at_least(1)),
@@ -186,6 +187,7 @@ LEGACY_DEFAULTS = {
     ("slmc", "inner_bond_shells"): 0, ("training", "every"): 20, ("training", "buffer_size"): 5000,
     ("training", "loss"): "energy", ("run", "thermalize"): 200, ("run", "step_size"): 0.5,
     ("training", "epochs"): 30,
+    ("effective_model", "kind"): "linear",  # the default until 0.8
     # added in 0.4: every stored text before lacks it and meant any separation
     ("effective_model", "bond_range"): 0.0,
 }

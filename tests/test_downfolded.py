@@ -234,6 +234,32 @@ def test_middle_tests_are_tuned_with_a_tuned_path_and_four_with_a_fixed_one():
         small_config(slmc={"middle_steps": "auto"})
 
 
+def test_the_model_kind_defaults_to_downfolded_on_large_square_lattices_where_it_applies():
+    """No [effective_model] kind: "downfolded" for SLMC on a square lattice with L >= 10 (CPU),
+    where |J|/2 - μ > 4|t|; "linear" wherever one of those fails, and wherever an inner
+    model of another class is asked for (which the downfolded model would refuse)."""
+    from slmc_hpc.config import DOWNFOLDED_MIN_L, parse
+    base = '[model]\nJ = 4.0\nmu = -2.5\n[temperatures]\nvalues = [0.02]\n'
+
+    def kind(L, extra="", lattice="square"):
+        return parse(f'[lattice]\nkind = "{lattice}"\nL = {L}\n' + base + extra).effective_model.kind
+
+    assert DOWNFOLDED_MIN_L == 10
+    assert kind(10) == kind(12) == "downfolded"
+    assert parse('[lattice]\nL = 10\n' + base).slmc.middle_steps == "auto"  # with the tuned path
+    assert kind(8) == "linear"  # below the size where a middle level pays
+    assert kind(5, lattice="cubic") == kind(100, lattice="chain") == "linear"  # not measured there
+    assert kind(12, extra='[run]\nsampler = "exact"\n') == "linear"
+    assert kind(12, extra='[run]\nbackend = "cupy"\n') == "linear"
+    assert kind(12, extra="[slmc]\ninner_bond_shells = 2\n") == "linear"
+    assert kind(12, extra="[effective_model]\nbond_shells = 2\n[slmc]\ninner_bond_shells = 2\n") == "downfolded"
+    assert kind(12, extra='[effective_model]\nkind = "linear"\n') == "linear"
+    assert parse('[lattice]\nL = 12\n[model]\nJ = 4.0\nmu = 0.0\n[temperatures]\nvalues = [0.02]\n'
+                 ).effective_model.kind == "linear"  # |J|/2 - μ = 2 < 4: the upper band reaches μ
+    # a text stored before 0.2 (omitted keys took that version's defaults) stays linear
+    assert parse('[lattice]\nL = 12\n' + base, legacy=True).effective_model.kind == "linear"
+
+
 def test_the_upper_band_must_lie_above_mu():
     """|J|/2 - μ above the hopping width 2d|t| keeps C positive definite (the reference
     problem: 4.5 > 4); at μ = 0 it is 2, and C is indefinite for most configurations."""
