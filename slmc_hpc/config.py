@@ -187,8 +187,8 @@ DEFAULT_BUFFER_BYTES = 2**29  # 0.5 GiB: 8000 proposals up to 1398 sites (L = 37
 
 
 # The smallest L at which kind = "downfolded" is the default (square lattice): with its middle
-# tests tuned it cost 0.025-1.04x the linear default per independent sample at L = 10-12 (eight
-# runs, median 0.71; the linear chain stuck in one), 0.80x and 1.36x at L = 16, and 1.26-1.64x
+# tests tuned it cost 0.025-1.04x the linear default per independent sample at L = 10-12 (ten
+# runs, median 0.75; the linear chain stuck in one), 0.80x and 1.36x at L = 16, and 1.26-1.64x
 # at L = 8, where the exact diagonalization is too cheap for a middle level to save
 # (analysis/BENCHMARKS.md, "The default kind at L >= 10").
 DOWNFOLDED_MIN_L = 10
