@@ -202,13 +202,16 @@ def downfolding_gap(model, dim: int) -> tuple[float, float]:
 
 def _downfolded_by_default(values: dict) -> bool:
     """Whether a configuration that names no model kind gets kind = "downfolded": SLMC on the
-    CPU backend, a square lattice with L >= DOWNFOLDED_MIN_L (the only lattice measured), the
-    upper band above μ, and no inner model of another class asked for. Elsewhere "linear"."""
-    lattice, slmc = values["lattice"], values["slmc"]
+    CPU backend, a square lattice with L >= DOWNFOLDED_MIN_L and at most
+    MAX_DEFAULT_FOUR_BOND_SITES sites (where it was measured: L = 10-16, with the default
+    bond pairs of 4 shells), the upper band above μ, and no inner_bond_shells given (the
+    downfolded model's inner model must be of its correction's class). Elsewhere "linear"."""
+    lattice = values["lattice"]
     gap, width = downfolding_gap(values["model"], 2)
     return (values["run"]["sampler"] == "slmc" and values["run"]["backend"] == "numpy"
-            and lattice["kind"] == "square" and lattice["L"] >= DOWNFOLDED_MIN_L and gap > width
-            and slmc["inner_bond_shells"] in (DEPENDS, values["effective_model"]["bond_shells"]))
+            and lattice["kind"] == "square" and DOWNFOLDED_MIN_L <= lattice["L"]
+            and _n_sites(lattice) <= MAX_DEFAULT_FOUR_BOND_SITES and gap > width
+            and values["slmc"]["inner_bond_shells"] is DEPENDS)
 
 
 def _default_thermalize(values: dict) -> int:

@@ -244,20 +244,43 @@ def test_the_model_kind_defaults_to_downfolded_on_large_square_lattices_where_it
     def kind(L, extra="", lattice="square"):
         return parse(f'[lattice]\nkind = "{lattice}"\nL = {L}\n' + base + extra).effective_model.kind
 
+    def kind_at(model, L=12):
+        return parse(f'[lattice]\nL = {L}\n[model]\n{model}\n[temperatures]\nvalues = [0.02]\n').effective_model.kind
+
     assert DOWNFOLDED_MIN_L == 10
-    assert kind(10) == kind(12) == "downfolded"
+    assert kind(10) == kind(12) == kind(16) == "downfolded"
     assert parse('[lattice]\nL = 10\n' + base).slmc.middle_steps == "auto"  # with the tuned path
-    assert kind(8) == "linear"  # below the size where a middle level pays
+    assert kind(8) == kind(9) == "linear"  # below the size where a middle level pays
+    assert kind(17) == "linear"  # beyond the sizes measured (and the default bond pairs of 4 shells)
     assert kind(5, lattice="cubic") == kind(100, lattice="chain") == "linear"  # not measured there
     assert kind(12, extra='[run]\nsampler = "exact"\n') == "linear"
     assert kind(12, extra='[run]\nbackend = "cupy"\n') == "linear"
-    assert kind(12, extra="[slmc]\ninner_bond_shells = 2\n") == "linear"
-    assert kind(12, extra="[effective_model]\nbond_shells = 2\n[slmc]\ninner_bond_shells = 2\n") == "downfolded"
+    assert kind(12, extra="[slmc]\ninner_bond_shells = 2\n") == "linear"  # refused by downfolded
+    assert kind(12, extra="[slmc]\ninner_bond_shells = 4\n") == "linear"  # given: the user's inner model
     assert kind(12, extra='[effective_model]\nkind = "linear"\n') == "linear"
-    assert parse('[lattice]\nL = 12\n[model]\nJ = 4.0\nmu = 0.0\n[temperatures]\nvalues = [0.02]\n'
-                 ).effective_model.kind == "linear"  # |J|/2 - μ = 2 < 4: the upper band reaches μ
+    assert kind_at("J = 4.0\nmu = 0.0") == "linear"  # |J|/2 - μ = 2 < 4: the upper band reaches μ
+    assert kind_at("J = 4.0\nmu = -2.0") == "linear"  # 4 = 4: C may be singular (the check is strict)
+    assert kind_at("J = -4.0\nmu = -2.5") == "downfolded"  # |J|
+    assert kind_at("t = -1.0\nJ = 4.0\nmu = -2.5") == "downfolded"  # |t|
+    assert kind_at("t = 1.2\nJ = 4.0\nmu = -2.5") == "linear"  # 4.5 < 4.8
+    cfg = parse('[lattice]\nL = 12\n' + base)
+    assert parse(cfg.complete_text).effective_model.kind == "downfolded"  # as stored in files
     # a text stored before 0.2 (omitted keys took that version's defaults) stays linear
     assert parse('[lattice]\nL = 12\n' + base, legacy=True).effective_model.kind == "linear"
+
+
+def test_a_run_that_took_the_linear_default_before_0_8_resumes_once_kind_is_named():
+    """A run of 0.7 at L = 12 stored kind = "linear" (every key is stored); resumed with its
+    configuration file that names no kind, the refusal names kind with the run's value, and
+    writing kind = "linear" in resumes it."""
+    from slmc_hpc.config import parse, to_toml
+    from slmc_hpc.resume import check_same_run
+
+    text = {"lattice": {"L": 12}, "model": {"J": 4.0, "mu": -2.5}, "temperatures": {"values": [0.02]}}
+    saved = parse(parse(to_toml({**text, "effective_model": {"kind": "linear"}})).complete_text)
+    with pytest.raises(ConfigError, match=r"\[effective_model\] kind.* differ: kind = 'linear' there, 'downfolded' here"):
+        check_same_run(parse(to_toml(text)), saved, "run")
+    check_same_run(parse(to_toml({**text, "effective_model": {"kind": "linear"}})), saved, "run")
 
 
 def test_the_upper_band_must_lie_above_mu():
@@ -296,6 +319,47 @@ def test_before_its_first_fit_the_model_is_zero_and_the_middle_tests_pass():
         assert info.n_middle_accepted == 3 and info.n_tests == 1
     fitted = m.with_parameters(np.r_[0.1, 0.0])
     assert fitted.fitted and fitted.energy(spins) == pytest.approx(m.low_band_free_energy(spins) + 0.1)
+
+
+class _Wall:
+    """A middle model that rejects every proposal: E = 0 at the chain's start, 1e6 elsewhere."""
+
+    def __init__(self, start):
+        self.start = start
+
+    def energy(self, spins):
+        return 0.0 if np.array_equal(spins, self.start) else 1e6
+
+
+def test_a_step_whose_middle_tests_all_reject_still_trains_on_its_inner_proposal():
+    """Where the middle level rejects everything no exact test runs; thermalization then
+    diagonalizes the last inner proposal for training only, so that learning cannot starve
+    (a downfolded chain on a ferromagnet at L = 10 once stuck that way for good). The chain
+    itself is untouched: the same states and random numbers as a step without training.
+    Negative control: without the evaluation (the step's own info) the buffer gets nothing."""
+    from dataclasses import replace
+
+    from slmc_hpc.training.learner import collect
+
+    cfg = small_config(effective_model={"kind": "downfolded"}, run={"thermalize": 200, "progress_every": None})
+    rep, learner = build_slot(cfg, build_physics(cfg), 10.0, np.random.default_rng(3))
+    rep.sampler = replace(rep.sampler, model=_Wall(rep.state.spins.copy()), middle_steps=2)
+    twin, _ = build_slot(cfg, build_physics(cfg), 10.0, np.random.default_rng(3))
+    twin.sampler = rep.sampler
+    start = rep.state.spins.copy()
+    for k in range(5):
+        info = collect(rep, learner)
+        assert info.n_tests == 0 and info.n_middle_accepted == 0 and info.proposal is None
+        assert learner.buffer.size == k + 1
+        proposal = learner.buffer.spins[k]
+        np.testing.assert_array_equal(proposal, info.rejected_proposal)
+        assert learner.buffer.targets[k] == pytest.approx(rep.physics.free_energy_of(proposal, 10.0), abs=1e-12)
+        assert not np.array_equal(proposal, start)
+        twin.step()
+        np.testing.assert_array_equal(rep.state.spins, start)
+        assert rep.rng.bit_generator.state == twin.rng.bit_generator.state
+    learner.observe(rep.state, 0.0, info, 10.0)  # the step's info alone carries no exactly evaluated proposal
+    assert learner.buffer.size == 5
 
 
 def test_a_moved_temperature_takes_the_model_and_its_training_rows_along():

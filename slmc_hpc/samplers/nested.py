@@ -11,7 +11,7 @@ The inner chain is reversible for exp(-β E_in); the middle level is then an SLM
 is reversible for exp(-β E_mid); the outer test makes the whole exact for exp(-β F) (each
 level corrects the one below). If the middle level rejected everything the proposal is the
 current state: the step ends there, without a diagonalization (recorded as no exact test
-and not accepted: nothing moved).
+and not accepted: nothing moved); the last inner proposal is reported, for training only.
 """
 
 from __future__ import annotations
@@ -60,5 +60,5 @@ class NestedSLMCSampler:
                 spins, e_mid, n_mid = proposal, p_mid, n_mid + 1
         middle = {"n_middle_tests": self.middle_steps, "n_middle_accepted": n_mid}
         if not n_mid:
-            return state, StepInfo(accepted=False, n_tests=0, n_accepted=0, **middle)
+            return state, StepInfo(accepted=False, n_tests=0, n_accepted=0, rejected_proposal=proposal, **middle)
         return accept_exactly(self.physics, self.beta, state, spins, e_mid, rng, **middle)

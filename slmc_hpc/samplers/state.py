@@ -33,6 +33,9 @@ class StepInfo:
     n_middle_tests: int = 0  # nested SLMC: Metropolis tests against the middle model
     n_middle_accepted: int = 0
     log_ratio: float = float("nan")  # SLMC: -β[(F' - F) - (E_eff' - E_eff)] of the exact test
+    # nested SLMC: the last inner-chain end when every middle test rejected (no exact test ran,
+    # so it is not evaluated); training evaluates it (training/learner.py: collect)
+    rejected_proposal: np.ndarray | None = None
 
 
 @dataclass

@@ -11,6 +11,8 @@ shared network trains by itself (``train_alone``; ``solo_step`` is a step and th
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..models.transformer import TransformerModel
@@ -150,10 +152,21 @@ class Learner:
 
 
 def collect(replica, learner: Learner) -> StepInfo:
-    """One thermalization step of ``replica`` whose proposal ``learner`` keeps."""
+    """One thermalization step of ``replica`` whose proposal ``learner`` keeps.
+
+    Where nested SLMC's middle tests rejected every inner proposal, no exact test ran; the
+    last inner proposal is then diagonalized here, for training only (the chain's step is as
+    it was), so that every step yields a sample, as in two-level SLMC. Without it a middle
+    model that rejects what an ill-trained inner chain proposes starves both models of data:
+    at L = 10 on a ferromagnet (J = 8, μ = -5, T = 0.01) the downfolded chain rejected every
+    middle test from its first fit on, and never moved again (analysis/BENCHMARKS.md)."""
     before = replica.state
     info = replica.step()
-    learner.observe(before, replica.sampler.free_energy(before), info, replica.beta)
+    kept = info
+    if info.rejected_proposal is not None and learner.buffer is not None:
+        spins = info.rejected_proposal
+        kept = replace(info, proposal=spins, proposal_free_energy=float(replica.physics.free_energy_of(spins, replica.beta)))
+    learner.observe(before, replica.sampler.free_energy(before), kept, replica.beta)
     return info
 
 
