@@ -114,14 +114,14 @@ SCHEMA: dict[str, list[Key]] = {
     "slmc": [
         Key("local_updates", "int_or_auto", DEPENDS, "single-spin updates per step (SLMC inner chain, or exact "
             "moves for sampler='exact'); 0 means N; \"auto\": each temperature slot chooses its own during "
-            "thermalization (SLMC; see tuning.py); default \"auto\" for SLMC, 0 for the exact sampler", lambda v: v == "auto" and None or _non_negative(v) or (
+            "thermalization (SLMC; see tuning.py); default \"auto\" for SLMC, 0 for the exact sampler", lambda v: _non_negative(v) or (
                 None if v <= MAX_LOCAL_UPDATES else f"must be at most {MAX_LOCAL_UPDATES}")),
         Key("scheme", "str", "nested", "transformer only: nested (inner chain on a linear model, middle "
             "test on the transformer, outer exact test) or plain (transformer in the inner chain)",
             choices=("nested", "plain")),
         Key("middle_steps", "int_or_auto", DEPENDS, "nested and downfolded: inner chains + middle tests per exact "
             "test; \"auto\": each temperature slot chooses 2, 4, 8 or 16 with its path during thermalization "
-            "(see tuning.py); default for downfolded \"auto\" where local_updates is \"auto\", else 4; otherwise 1", lambda v: v == "auto" and None or _at_least(1)(v)),
+            "(see tuning.py); default for downfolded \"auto\" where local_updates is \"auto\", else 4; otherwise 1", _at_least(1)),
         Key("inner_bond_shells", "int", DEPENDS, "nested: the inner linear model's four-spin bond-pair terms "
             "(as [effective_model] bond_shells, within bond_range, on the raw spins); 0: none; default: bond_shells",
             _non_negative),
