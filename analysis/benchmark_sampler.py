@@ -48,7 +48,7 @@ VARIANTS = {
     "exact-d2": {"run": {"sampler": "exact", "step_size": 2.0}},
     "default": {},
     # the linear model with its defaults: the default kind below L = 10, and at every size up to 0.7
-    # (since 0.8 "default" is kind = "downfolded" on a square lattice with 10 <= L <= 16 where it applies)
+    # (since 0.8 "default" is kind = "downfolded" on a square lattice with 10 <= L <= 12 where it applies)
     "linear-default": {"effective_model": {"kind": "linear"}},
     # the defaults of 0.2 and 0.3: bond pairs of 2 shells at any separation (0.4: 4 shells within 2)
     "v0.3-default": {"effective_model": {"bond_shells": 2, "bond_range": 0.0}},
@@ -105,7 +105,7 @@ def parse_override(text: str) -> tuple[str, str, object]:
 def variant_config(L: int, point: str, changes: dict, thermalize: int, extra: list) -> str:
     """The configuration of one variant. Every variant but "default" (which names nothing) is
     a linear model unless it names its kind: they were written when that was the default at
-    every size (since 0.8 it is not at 10 <= L <= 16)."""
+    every size (since 0.8 it is not at 10 <= L <= 12)."""
     p = POINTS[point]
     sections = {"lattice": {"kind": "square", "L": L}, "model": dict(p["model"]),
                 "temperatures": {"values": [p["T"]]}, "run": {"thermalize": thermalize, "measure": 1}}

@@ -32,7 +32,7 @@ MODELS = {
 
 
 def config(L: int, changes: dict, thermalize: int) -> str:
-    # kind = "linear" by name: since 0.8 it is not the default at 10 <= L <= 16 (config._downfolded_by_default)
+    # kind = "linear" by name: since 0.8 it is not the default at 10 <= L <= 12 (config._downfolded_by_default)
     sections = {"lattice": {"L": L}, "model": {"J": 4.0, "mu": -2.5}, "temperatures": {"values": [0.02]},
                 "effective_model": {"kind": "linear"},
                 "training": {"loss": "pair", "every": thermalize // 2, "buffer_size": thermalize},

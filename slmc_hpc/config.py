@@ -188,10 +188,12 @@ DEFAULT_BUFFER_BYTES = 2**29  # 0.5 GiB: 8000 proposals up to 1398 sites (L = 37
 
 # The smallest L at which kind = "downfolded" is the default (square lattice): with its middle
 # tests tuned it cost 0.025-1.04x the linear default per independent sample at L = 10-12 (ten
-# runs, median 0.75; the linear chain stuck in one), 0.80x and 1.36x at L = 16, and 1.26-1.64x
-# at L = 8, where the exact diagonalization is too cheap for a middle level to save
+# runs, median 0.75; the linear chain stuck in one), and 1.26-1.64x at L = 8, where the exact diagonalization is too cheap for a middle level to save
 # (analysis/BENCHMARKS.md, "The default kind at L >= 10").
 DOWNFOLDED_MIN_L = 10
+# ... and the largest: at L = 16 it cost 0.80x, 1.36x and 2.14x (three rough runs), and its
+# thermalization took 2.8x the linear default's
+DOWNFOLDED_MAX_L = 12
 
 
 def downfolding_gap(model, dim: int) -> tuple[float, float]:
@@ -202,15 +204,14 @@ def downfolding_gap(model, dim: int) -> tuple[float, float]:
 
 def _downfolded_by_default(values: dict) -> bool:
     """Whether a configuration that names no model kind gets kind = "downfolded": SLMC on the
-    CPU backend, a square lattice with L >= DOWNFOLDED_MIN_L and at most
-    MAX_DEFAULT_FOUR_BOND_SITES sites (where it was measured: L = 10-16, with the default
-    bond pairs of 4 shells), the upper band above μ, and no inner_bond_shells given (the
+    CPU backend, a square lattice with DOWNFOLDED_MIN_L <= L <= DOWNFOLDED_MAX_L (where it
+    was measured cheaper), the upper band above μ, and no inner_bond_shells given (the
     downfolded model's inner model must be of its correction's class). Elsewhere "linear"."""
     lattice = values["lattice"]
     gap, width = downfolding_gap(values["model"], 2)
     return (values["run"]["sampler"] == "slmc" and values["run"]["backend"] == "numpy"
-            and lattice["kind"] == "square" and DOWNFOLDED_MIN_L <= lattice["L"]
-            and _n_sites(lattice) <= MAX_DEFAULT_FOUR_BOND_SITES and gap > width
+            and lattice["kind"] == "square" and DOWNFOLDED_MIN_L <= lattice["L"] <= DOWNFOLDED_MAX_L
+            and gap > width
             and values["slmc"]["inner_bond_shells"] is DEPENDS)
 
 
