@@ -191,7 +191,7 @@ DEFAULT_BUFFER_BYTES = 2**29  # 0.5 GiB: 8000 proposals up to 1398 sites (L = 37
 # runs, median 0.75; the linear chain stuck in one), and 1.26-1.64x at L = 8, where the exact diagonalization is too cheap for a middle level to save
 # (analysis/BENCHMARKS.md, "The default kind at L >= 10").
 DOWNFOLDED_MIN_L = 10
-# ... and the largest: at L = 16 it cost 0.80x, 1.36x and 2.14x (three rough runs), and its
+# ... and the largest: at L = 16 it cost 0.80-2.14x (four rough runs, median 1.27), and its
 # thermalization took 2.8x the linear default's
 DOWNFOLDED_MAX_L = 12
 
