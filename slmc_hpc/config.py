@@ -188,8 +188,9 @@ DEFAULT_BUFFER_BYTES = 2**29  # 0.5 GiB: 8000 proposals up to 1398 sites (L = 37
 
 # The smallest L at which kind = "downfolded" is the default (square lattice): with its middle
 # tests tuned it cost 0.025-1.04x the linear default per independent sample at L = 10-12 (ten
-# runs, median 0.75; the linear chain stuck in one), and 1.26-1.64x at L = 8, where the exact diagonalization is too cheap for a middle level to save
-# (analysis/BENCHMARKS.md, "The default kind at L >= 10").
+# runs, median 0.75; the linear chain stuck in one), and 1.26-1.64x at L = 8, where the exact
+# diagonalization is too cheap for a middle level to save (analysis/BENCHMARKS.md, "The default
+# kind at L >= 10").
 DOWNFOLDED_MIN_L = 10
 # ... and the largest: at L = 16 it cost 0.80-2.14x (four rough runs, median 1.27), and its
 # thermalization took 2.8x the linear default's
