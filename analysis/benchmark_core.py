@@ -3,6 +3,8 @@
 
 1. One F_β evaluation (build H, eigvalsh, softplus sum) vs numpy.linalg.eigvalsh alone on
    the same matrix, L = 6, 12, 16.
+1b. One F_low evaluation (the downfolded middle model: H_eff and its N eigenvalues) in single
+   precision (the default) and in double, against one F_β evaluation, L = 8, 10, 12, 16.
 2. Linear-model local updates per second (the SLMC inner chain, compiled), L = 6 and 12, and
    with the four-spin bond-pair terms of bond_shells = 4, L = 6 and 8 (the class search for
    L = 12 takes minutes); the plain NumPy loop over delta_energy at L = 6 (linear) for comparison.
@@ -27,6 +29,7 @@ from slmc_hpc.assemble import build_physics, build_slot
 from slmc_hpc.hamiltonian import DoubleExchange
 from slmc_hpc.lattice import Lattice
 from slmc_hpc.models import LinearModel
+from slmc_hpc.models.downfolded import DownfoldedModel
 from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
 from slmc_hpc.observables import random_spins
 from slmc_hpc.training.learner import solo_step
@@ -49,6 +52,21 @@ def free_energy_vs_eigvalsh(rng):
         t_f = best_time(lambda: phys.free_energy_of(spins, 33.3), n)
         t_e = best_time(lambda: np.linalg.eigvalsh(h), n)
         print(f"   {L:>3} {2 * L * L:>5} {t_f * 1e3:>10.3f} {t_e * 1e3:>14.3f} {t_f / t_e:>7.3f}")
+
+
+def low_band_vs_exact(rng):
+    print("1b. one F_low evaluation (downfolded model), single and double precision, vs one F evaluation")
+    print(f"   {'L':>3} {'F_low c64 [ms]':>15} {'F_low c128 [ms]':>16} {'F [ms]':>8} {'c64/c128':>9} {'c64/F':>6}")
+    for L in (8, 10, 12, 16):
+        phys = DoubleExchange(Lattice.from_kind("square", L), J=4.0, mu=-2.5)
+        model = DownfoldedModel(phys, 50.0, LinearModel.zeros(phys.lattice, 1))
+        spins = random_spins(L * L, rng)
+        n = max(3, 3000 // L**3)
+        t_single = best_time(lambda: model.low_band_free_energy(spins), 4 * n)
+        t_double = best_time(lambda: model.low_band_free_energy(spins, np.complex128), 4 * n)
+        t_f = best_time(lambda: phys.free_energy_of(spins, 50.0), n)
+        print(f"   {L:>3} {t_single * 1e3:>15.3f} {t_double * 1e3:>16.3f} {t_f * 1e3:>8.3f} "
+              f"{t_single / t_double:>9.2f} {t_single / t_f:>6.2f}")
 
 
 def local_updates_per_second(rng):
@@ -123,6 +141,7 @@ def main():
     args = p.parse_args()
     rng = np.random.default_rng(args.seed)
     free_energy_vs_eigvalsh(rng)
+    low_band_vs_exact(rng)
     local_updates_per_second(rng)
     transformer_energy(rng)
     samplers_side_by_side(args.config, args.seed)

@@ -1,8 +1,8 @@
 """The downfolded effective model: the free energy of the electrons' lower band alone, from an
 N x N Hamiltonian, plus a fitted linear correction. It is the middle model of three-level
-SLMC (samplers/nested.py with kind = "downfolded"): too dear for the inner chain, about 0.3x
-the exact weight's cost at L = 12 (a Cholesky inverse and an eigvalsh of N x N matrices
-against a 2N x 2N eigvalsh),
+SLMC (samplers/nested.py with kind = "downfolded"): too dear for the inner chain, about 0.2x
+the exact weight's cost at L = 12 (a Cholesky solve and an eigvalsh of N x N matrices in single
+precision, against a 2N x 2N eigvalsh in double),
 and accurate where the linear model is not (levels crossing the Fermi level).
 
 In each site's spinor basis, a_i with (J/2) S_i·σ a_i = -(|J|/2) a_i and b_i with +|J|/2,
@@ -35,8 +35,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
-from scipy import sparse
-from scipy.linalg import lapack
+from scipy.linalg import blas, lapack
 
 from ..hamiltonian import DoubleExchange, hopping_matrix, log_fermion_weight
 from .linear import LinearModel
@@ -85,11 +84,12 @@ class DownfoldedModel:
             return t * np.einsum("bk,bk->b", left[rows].conj(), right[cols])
         return (overlap(a, a), -half - mu), (overlap(a, b), None), (overlap(b, b), half - mu)
 
-    def _dense(self, entries, diagonal) -> np.ndarray:
+    def _dense(self, entries, diagonal, dtype=np.complex128, transpose: bool = False) -> np.ndarray:
+        """The dense matrix with ``entries`` on the bonds (or its transpose) and ``diagonal``."""
         n = self.physics.lattice.N
         rows, cols, _ = self._bonds
-        m = np.zeros((n, n), dtype=np.complex128)
-        m[rows, cols] = entries
+        m = np.zeros((n, n), dtype=dtype)
+        m[(cols, rows) if transpose else (rows, cols)] = entries
         if diagonal is not None:
             m[np.diag_indices(n)] = diagonal
         return m
@@ -98,34 +98,47 @@ class DownfoldedModel:
         """(A, B, C) of the module docstring for one configuration (N, 3), dense."""
         return tuple(self._dense(*block) for block in self._block_entries(spins))
 
-    def effective_hamiltonian(self, spins: np.ndarray) -> np.ndarray:
-        """H_eff = A - B C⁻¹ B†, (N, N) Hermitian.
+    def _lower_effective_hamiltonian(self, spins: np.ndarray, dtype) -> np.ndarray:
+        """The lower triangle of H_eff = A - B C⁻¹ B† (the upper one is not set), in ``dtype``.
 
-        C⁻¹ from its Cholesky factor (C > 0: config.py), then B C⁻¹ B† with B sparse (a
-        bond's entries only, O(N² z)): at L = 12 0.7-0.8x the time of a dense solve C X = B†
-        and a dense product."""
+        With C = L L† (Cholesky; C > 0: config.py), B C⁻¹ B† = Y† Y for Y = L⁻¹ B†: a
+        triangular solve and a rank-N update (herk), at L = 12 0.8x the time of C⁻¹ (potri)
+        and two sparse products, the route of 0.8.0."""
         (a, a_diag), (b, _), (c, c_diag) = self._block_entries(spins)
         rows, cols, _ = self._bonds
-        n = self.physics.lattice.N
-        factor, info = lapack.zpotrf(self._dense(c, c_diag), lower=1)
-        if info == 0:
-            c_inv, info = lapack.zpotri(factor, lower=1)  # the lower triangle of C⁻¹
+        potrf, = lapack.get_lapack_funcs(("potrf",), dtype=dtype)
+        trsm, herk = blas.get_blas_funcs(("trsm", "herk"), dtype=dtype)
+        factor, info = potrf(self._dense(c, c_diag, dtype), lower=1)
         if info != 0:
             raise np.linalg.LinAlgError(f"the upper-band block C is not positive definite (LAPACK info {info}): "
                                         "the downfolded model needs |J|/2 - mu > 2 d |t|")
-        c_inv = np.tril(c_inv)
-        c_inv += np.tril(c_inv, -1).conj().T
-        b_sparse = sparse.csr_matrix((b, (rows, cols)), shape=(n, n))
-        x = b_sparse @ c_inv  # B C⁻¹
-        h = self._dense(a, a_diag) - (b_sparse.conj() @ x.T).T  # A - (B C⁻¹) B†
-        return 0.5 * (h + h.conj().T)  # Hermitian to round-off; eigvalsh reads one triangle
+        b_dagger = self._dense(b.conj(), None, dtype, transpose=True)
+        y = trsm(1.0, factor, b_dagger, lower=1, overwrite_b=1)
+        return herk(-1.0, y, beta=1.0, c=self._dense(a, a_diag, dtype), trans=2, lower=1, overwrite_c=1)
 
-    def low_band_free_energy(self, spins: np.ndarray) -> np.ndarray:
-        """F_low[S] (whole lattice) for spins (N, 3) or (C, N, 3)."""
+    def effective_hamiltonian(self, spins: np.ndarray, dtype=np.complex128) -> np.ndarray:
+        """H_eff = A - B C⁻¹ B†, (N, N) Hermitian, in ``dtype`` (complex128 or complex64)."""
+        h = np.tril(self._lower_effective_hamiltonian(np.asarray(spins, dtype=np.float64), dtype))
+        return h + np.tril(h, -1).conj().T
+
+    def low_band_free_energy(self, spins: np.ndarray, dtype=np.complex64) -> np.ndarray:
+        """F_low[S] (whole lattice) for spins (N, 3) or (C, N, 3).
+
+        In single precision by default: H_eff and its eigenvalues in complex64 take 0.7-0.8x the
+        time of complex128 at L = 10-16, and F_low about 0.55x its time in 0.8.0 at L = 12
+        (analysis/benchmark_core.py, 1b; analysis/BENCHMARKS.md). F_low is the middle
+        model, not the exact weight: any deterministic function of the spins keeps the chain
+        exact, and the rounding (|δF_low| ~ 2e-8 |F_low| at L = 12, tests/test_downfolded.py;
+        β|δF_low| ~ 1e-4 at T = 0.02) is far below the exact test's spread (σ ≈ 0.2).
+        ``dtype=np.complex128`` gives it to round-off (the tests of closed forms)."""
         spins = np.asarray(spins, dtype=np.float64)
         if spins.ndim == 3:
-            return np.array([self.low_band_free_energy(s) for s in spins])
-        eps = np.linalg.eigvalsh(self.effective_hamiltonian(spins))
+            return np.array([self.low_band_free_energy(s, dtype) for s in spins])
+        heevd, = lapack.get_lapack_funcs(("heevd",), dtype=dtype)  # numpy's eigvalsh works in double
+        eps, _, info = heevd(self._lower_effective_hamiltonian(spins, dtype), compute_v=0, lower=1, overwrite_a=1)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"the eigenvalues of H_eff did not converge (LAPACK info {info})")
+        eps = eps.astype(np.float64)
         return float(-log_fermion_weight(eps, self.beta) / self.beta + self.physics.classical_energy(spins))
 
     @cached_property
