@@ -11,7 +11,7 @@ from slmc_hpc.config import ConfigError
 from slmc_hpc.hamiltonian import DoubleExchange, hopping_matrix, log_fermion_weight
 from slmc_hpc.lattice import Lattice
 from slmc_hpc.models import LinearModel
-from slmc_hpc.models.downfolded import DownfoldedModel, site_spinors
+from slmc_hpc.models.downfolded import DownfoldedModel, LowBandMemo, site_spinors
 from slmc_hpc.observables import random_spins
 from slmc_hpc.samplers.nested import NestedSLMCSampler
 from slmc_hpc.samplers.slmc import effective_chain
@@ -157,6 +157,32 @@ def test_single_precision_f_low_is_double_precision_to_rounding():
         turned = spins.copy()
         turned[7] = Rotation.from_rotvec([0.03, 0.0, 0.0]).apply(turned[7])
         assert abs(m.low_band_free_energy(turned, np.complex128) - double) > 2e-7 * abs(double)
+
+
+def test_the_memo_returns_what_a_new_evaluation_gives():
+    """F_low remembered (training evaluates the chain's configurations again) equals a fresh
+    model's to the bit, for every model made from this one by a refit or another β (they
+    share the memo; β is in its key); a turned spin is not a hit; the memo keeps at most its
+    size, the oldest going first. Negative control: a wrong value planted under the key is
+    what the model returns, so the equalities above come from the memo."""
+    m = model_on("square", 6, beta=30.0)
+    spins = random_spins(36, np.random.default_rng(8))
+    f = m.low_band_free_energy(spins)
+    fresh = lambda beta: DownfoldedModel(m.physics, beta, m.correction).low_band_free_energy(spins)
+    refit = m.with_parameters(np.ones(m.n_parameters))
+    assert refit.memo is m.memo and m.with_beta(20.0).memo is m.memo
+    assert refit.low_band_free_energy(spins) == f == fresh(30.0)
+    assert m.with_beta(20.0).low_band_free_energy(spins) == fresh(20.0) != f
+    turned = spins.copy()
+    turned[3] = Rotation.from_rotvec([0.0, 0.02, 0.0]).apply(turned[3])
+    assert m.low_band_free_energy(turned) != f
+    assert len(m.memo.values) == 3
+    small = LowBandMemo(size=2)
+    for k in range(3):
+        small.put(("key", k), float(k))
+    assert list(small.values) == [("key", 1), ("key", 2)]
+    m.memo.put(m.memo.key(spins, 30.0, np.complex64), f + 1.0)
+    assert m.low_band_free_energy(spins) == f + 1.0
 
 
 def test_energy_of_design_rows_and_the_fit_of_the_correction():

@@ -31,7 +31,8 @@ linear model's does. Offline
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import hashlib
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -54,15 +55,44 @@ def site_spinors(spins: np.ndarray, J: float) -> tuple[np.ndarray, np.ndarray]:
     return (down, up) if J >= 0 else (up, down)
 
 
+class LowBandMemo:
+    """F_low of the configurations evaluated last, keyed by (β, precision, a 128-bit digest of
+    the spins' bytes), at most ``size`` of them (the oldest go first). Why: training evaluates
+    F_low again for every sample (its proposal and its current configuration, the design rows
+    of training/least_squares.py), and the chain has evaluated each of them already in its
+    middle tests; at L = 12 that second evaluation was 18% of thermalization. A hit returns
+    the value computed before, the same bits a new evaluation gives."""
+
+    def __init__(self, size: int = 16384):
+        self.size, self.values = size, {}
+
+    @staticmethod
+    def key(spins: np.ndarray, beta: float, dtype) -> tuple:
+        return beta, np.dtype(dtype).str, hashlib.blake2b(np.ascontiguousarray(spins).data, digest_size=16).digest()
+
+    def get(self, key: tuple):
+        return self.values.get(key)
+
+    def put(self, key: tuple, value: float) -> None:
+        if len(self.values) >= self.size:
+            del self.values[next(iter(self.values))]
+        self.values[key] = value
+
+
 @dataclass(frozen=True, eq=False)
 class DownfoldedModel:
     physics: DoubleExchange
     beta: float
     correction: LinearModel  # fitted to F_β - F_low; its parameters are this model's
+    # shared by the models ``replace`` makes from this one (refits, other β): F_low depends on neither the correction nor, by key, β
+    memo: LowBandMemo = field(default_factory=LowBandMemo, repr=False)
 
     def __getstate__(self):
-        # without the cached bond lists and flags (rebuilt on demand): slot models travel between MPI ranks
+        # without the cached bond lists and flags (rebuilt on demand) and the memo: slot models travel between MPI ranks
         return {"physics": self.physics, "beta": self.beta, "correction": self.correction}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, memo=LowBandMemo())
 
     @property
     def lattice(self):
@@ -134,12 +164,18 @@ class DownfoldedModel:
         spins = np.asarray(spins, dtype=np.float64)
         if spins.ndim == 3:
             return np.array([self.low_band_free_energy(s, dtype) for s in spins])
+        key = self.memo.key(spins, self.beta, dtype)
+        known = self.memo.get(key)
+        if known is not None:
+            return known
         heevd, = lapack.get_lapack_funcs(("heevd",), dtype=dtype)  # numpy's eigvalsh works in double
         eps, _, info = heevd(self._lower_effective_hamiltonian(spins, dtype), compute_v=0, lower=1, overwrite_a=1)
         if info != 0:
             raise np.linalg.LinAlgError(f"the eigenvalues of H_eff did not converge (LAPACK info {info})")
         eps = eps.astype(np.float64)
-        return float(-log_fermion_weight(eps, self.beta) / self.beta + self.physics.classical_energy(spins))
+        value = float(-log_fermion_weight(eps, self.beta) / self.beta + self.physics.classical_energy(spins))
+        self.memo.put(key, value)
+        return value
 
     @cached_property
     def fitted(self) -> bool:
