@@ -76,15 +76,22 @@ def test_the_schur_complement_keeps_the_determinant_and_the_count_of_occupied_le
 
 @pytest.mark.parametrize("kind,L", [("square", 4), ("cubic", 2), ("chain", 5)])
 def test_the_effective_hamiltonian_is_the_dense_schur_complement(kind, L):
-    """The Cholesky inverse of C and the sparse B give A - B C⁻¹ B† of a dense solve, Hermitian."""
+    """The Cholesky solve and rank-N update give A - B C⁻¹ B† of a dense solve, and F_low (in
+    double and, to its rounding, in single precision: a fresh model each, so no memo answers)
+    is the free energy of that matrix's eigenvalues: the triangle LAPACK reads is the one set."""
     m = model_on(kind, L)
     rng = np.random.default_rng(12)
     for _ in range(5):
         spins = random_spins(m.lattice.N, rng)
         a, b, c = m.blocks(spins)
-        h_eff = m.effective_hamiltonian(spins)
-        np.testing.assert_allclose(h_eff, a - b @ np.linalg.solve(c, b.conj().T), atol=1e-12)
-        np.testing.assert_array_equal(h_eff, h_eff.conj().T)
+        dense = a - b @ np.linalg.solve(c, b.conj().T)
+        np.testing.assert_allclose(m.effective_hamiltonian(spins), dense, atol=1e-12)
+        f = -log_fermion_weight(np.linalg.eigvalsh(dense), m.beta) / m.beta
+        # single precision where config.py allows the model (on the cube 4.5 < 6: C is ill-conditioned)
+        single = [(np.complex64, 2e-7 * abs(f))] if m.lattice.dim < 3 else []
+        for dtype, tolerance in [(np.complex128, 1e-11)] + single:
+            fresh = DownfoldedModel(m.physics, m.beta, m.correction)
+            assert abs(fresh.low_band_free_energy(spins, dtype) - f) < tolerance
 
 
 def test_an_upper_band_reaching_below_mu_is_an_error():
@@ -145,18 +152,40 @@ def test_f_low_is_invariant_under_rotations_inversion_and_translations():
 
 def test_single_precision_f_low_is_double_precision_to_rounding():
     """The middle model's default (single precision) against double precision at L = 12 on
-    random and on nearly parallel spins: within 2e-7 |F| (float32's ε is 1.2e-7; it reads
-    2e-8 and 3e-9). Negative control: one spin turned by 0.03 rad, a small middle-test move,
+    random and on nearly parallel spins: within 2e-7 |F| but not equal (float32's ε is 1.2e-7;
+    it reads 2e-8 and 3e-9). Negative control: one spin turned by 0.03 rad, a small middle-test move,
     moves F_low by more than that (by 1e-5 and 2e-6 |F|)."""
     m = model_on("square", 12, beta=50.0)
     rng = np.random.default_rng(6)
     parallel = np.array([0.0, 0.0, 1.0]) + 0.2 * rng.normal(size=(144, 3))
     for spins in (random_spins(144, rng), parallel / np.linalg.norm(parallel, axis=1, keepdims=True)):
         double = m.low_band_free_energy(spins, np.complex128)
-        assert abs(m.low_band_free_energy(spins) - double) < 2e-7 * abs(double)
+        single = DownfoldedModel(m.physics, m.beta, m.correction).low_band_free_energy(spins)  # not from the memo
+        assert 0 < abs(single - double) < 2e-7 * abs(double)  # rounded, so really single precision
         turned = spins.copy()
         turned[7] = Rotation.from_rotvec([0.03, 0.0, 0.0]).apply(turned[7])
         assert abs(m.low_band_free_energy(turned, np.complex128) - double) > 2e-7 * abs(double)
+
+
+def test_a_configuration_too_near_singular_for_single_precision_is_done_in_double(monkeypatch):
+    """Where single precision's Cholesky of C fails (|J|/2 - μ barely above 2d|t|), F_low is
+    the double-precision value; where double fails too, the error stands (negative control)."""
+    m = model_on("square", 4)
+    spins = random_spins(16, np.random.default_rng(9))
+    double = DownfoldedModel(m.physics, m.beta, m.correction).low_band_free_energy(spins, np.complex128)
+    original = DownfoldedModel._lower_effective_hamiltonian
+
+    def single_fails(self, spins, dtype):
+        if np.dtype(dtype) == np.complex64:
+            raise np.linalg.LinAlgError("the upper-band block C is not positive definite (LAPACK info 3)")
+        return original(self, spins, dtype)
+
+    monkeypatch.setattr(DownfoldedModel, "_lower_effective_hamiltonian", single_fails)
+    assert m.low_band_free_energy(spins) == double
+    monkeypatch.setattr(DownfoldedModel, "_lower_effective_hamiltonian",
+                        lambda self, spins, dtype: single_fails(self, spins, np.complex64))
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        DownfoldedModel(m.physics, m.beta, m.correction).low_band_free_energy(spins)
 
 
 def test_the_memo_returns_what_a_new_evaluation_gives():
@@ -176,7 +205,10 @@ def test_the_memo_returns_what_a_new_evaluation_gives():
     turned = spins.copy()
     turned[3] = Rotation.from_rotvec([0.0, 0.02, 0.0]).apply(turned[3])
     assert m.low_band_free_energy(turned) != f
-    assert len(m.memo.values) == 3
+    assert m.low_band_free_energy(spins, np.complex128) != f  # the precision is in the key
+    assert len(m.memo.values) == 4
+    with pytest.raises(ValueError, match="at least one"):
+        LowBandMemo(size=0)
     small = LowBandMemo(size=2)
     for k in range(3):
         small.put(("key", k), float(k))

@@ -64,6 +64,8 @@ class LowBandMemo:
     the value computed before, the same bits a new evaluation gives."""
 
     def __init__(self, size: int = 16384):
+        if size < 1:
+            raise ValueError(f"a memo holds at least one value, not {size}")
         self.size, self.values = size, {}
 
     @staticmethod
@@ -84,7 +86,8 @@ class DownfoldedModel:
     physics: DoubleExchange
     beta: float
     correction: LinearModel  # fitted to F_β - F_low; its parameters are this model's
-    # shared by the models ``replace`` makes from this one (refits, other β): F_low depends on neither the correction nor, by key, β
+    # shared by the models ``replace`` makes from this one (refits, other β): F_low depends on neither the correction nor,
+    # by key, β. Other physics needs a new model (and memo): never replace(model, physics=...)
     memo: LowBandMemo = field(default_factory=LowBandMemo, repr=False)
 
     def __getstate__(self):
@@ -155,12 +158,16 @@ class DownfoldedModel:
         """F_low[S] (whole lattice) for spins (N, 3) or (C, N, 3).
 
         In single precision by default: H_eff and its eigenvalues in complex64 take 0.7-0.8x the
-        time of complex128 at L = 10-16, and F_low about 0.55x its time in 0.8.0 at L = 12
+        time of complex128 at L = 10-16, and F_low 0.54x its time in 0.8.0 at L = 12
         (analysis/benchmark_core.py, 1b; analysis/BENCHMARKS.md). F_low is the middle
         model, not the exact weight: any deterministic function of the spins keeps the chain
-        exact, and the rounding (|δF_low| ~ 2e-8 |F_low| at L = 12, tests/test_downfolded.py;
-        β|δF_low| ~ 1e-4 at T = 0.02) is far below the exact test's spread (σ ≈ 0.2).
-        ``dtype=np.complex128`` gives it to round-off (the tests of closed forms)."""
+        exact, and the rounding (|δF_low| ~ 2-5e-8 |F_low| at L = 12, tests/test_downfolded.py;
+        β|δF_low| ~ 1-2e-4 at T = 0.02) is far below the exact test's spread (σ ≈ 0.2). Where
+        C is too near singular for single precision's Cholesky (|J|/2 - μ barely above 2d|t|)
+        that configuration is done in double. A run resumed on a machine whose LAPACK rounds
+        differently takes one middle test with its saved E_eff of the other's rounding: a
+        one-off error of that size. ``dtype=np.complex128`` gives F_low to round-off (the
+        tests of closed forms)."""
         spins = np.asarray(spins, dtype=np.float64)
         if spins.ndim == 3:
             return np.array([self.low_band_free_energy(s, dtype) for s in spins])
@@ -168,8 +175,15 @@ class DownfoldedModel:
         known = self.memo.get(key)
         if known is not None:
             return known
+        try:
+            h = self._lower_effective_hamiltonian(spins, dtype)
+        except np.linalg.LinAlgError:
+            if np.dtype(dtype) == np.complex128:
+                raise
+            dtype = np.complex128  # C near singular: single precision's Cholesky failed
+            h = self._lower_effective_hamiltonian(spins, dtype)
         heevd, = lapack.get_lapack_funcs(("heevd",), dtype=dtype)  # numpy's eigvalsh works in double
-        eps, _, info = heevd(self._lower_effective_hamiltonian(spins, dtype), compute_v=0, lower=1, overwrite_a=1)
+        eps, _, info = heevd(h, compute_v=0, lower=1, overwrite_a=1)
         if info != 0:
             raise np.linalg.LinAlgError(f"the eigenvalues of H_eff did not converge (LAPACK info {info})")
         eps = eps.astype(np.float64)
