@@ -12,7 +12,10 @@ One step of the exact sampler is one sweep (N single-spin updates, each with its
 diagonalization). A row whose run is shorter than 500 τ_int is marked "rough": τ_int from
 shorter runs reads low (README lessons). Also printed, as candidate proxies for tuning: the
 mean squared change of F/N per step and of the spins per step (Σ_i |ΔS_i|² / N); and sigma,
-the spread (standard deviation) of the exact test's log-ratio -β[ΔF - ΔE_eff] (SLMC rows)."""
+the spread (standard deviation) of the exact test's log-ratio -β[ΔF - ΔE_eff] (SLMC rows);
+tau_stay, τ_int read from how long the chain stays put (stay_tau), and tau_ar1, the AR(1)
+value 4 var(F/N) / ⟨ΔF²/N²⟩ - 1 from the mean squared jump: two estimates of τ_int, from
+short runs, that a tuner could use."""
 
 from __future__ import annotations
 
@@ -191,7 +194,8 @@ def main() -> None:
 
     print(f"L = {args.L}, point {args.point} {POINTS[args.point]}, seed {args.seed}")
     print(f"{'variant':<18} {'acc':>6} {'F/N':>22} {'tau_int':>8} {'ms/step':>9} {'cost ms':>9} {'exact/this':>10} "
-          f"{'dF²/N²':>9} {'dS²':>8} {'|m|':>6} {'steps/tau':>9} {'sigma':>6} {'recycled':>8}")
+          f"{'dF²/N²':>9} {'dS²':>8} {'|m|':>6} {'steps/tau':>9} {'sigma':>6} {'recycled':>8} {'tau_stay':>8} "
+          f"{'tau_ar1':>8}")
     cost_exact = None
     rows = []
     for name, c in chains.items():
@@ -209,7 +213,29 @@ def main() -> None:
         print(f"{name:<18} {c['accepted'] / max(c['tests'], 1):6.3f} {e.mean:12.6f} ± {e.error:.6f} {e.tau:8.1f} "
               f"{sec * 1e3:9.3f} {cost * 1e3:9.2f} {ratio} {np.mean(np.diff(F) ** 2):9.2e} "
               f"{np.mean(c['spins_msd']):8.4f} {np.mean(c['m']):6.3f} {len(F) / e.tau:9.0f} {sigma} "
-              f"{recycled_cost(c, e):8.3f}{rough}")
+              f"{recycled_cost(c, e):8.3f} {tau_estimates(name, c, F)}{rough}")
+
+
+def tau_estimates(name: str, chain: dict, F: np.ndarray) -> str:
+    """The columns tau_stay and tau_ar1 of an SLMC row; blank for the exact sampler, whose
+    step (a sweep) nearly always moves."""
+    if name.split("/")[0].startswith("exact"):
+        return f"{'':>8} {'':>8}"
+    return f"{stay_tau(np.array(chain['spins_msd']) > 0):8.2f} {4 * np.var(F) / np.mean(np.diff(F) ** 2) - 1:8.2f}"
+
+
+def stay_tau(moved: np.ndarray) -> float:
+    """τ_int of an independence sampler from how long its chain stays put: Σ ℓ² / Σ ℓ over
+    the stays' lengths ℓ (steps from one move to the next), the mean length of the stay a
+    random step falls in. For stays geometric with a state's chance α to leave, that is
+    2 E_π[1/α] - 1, the closed form of slmc_hpc.stats.independence_sampler; it sees the rare
+    long stays that the mean squared jump averages away, and misses slow drifts of F through
+    moves that do not make it forget (short paths)."""
+    if not len(moved):
+        return float("nan")
+    edges = np.flatnonzero(np.r_[True, moved[1:], True])  # a stay begins at the first step and at each move
+    lengths = np.diff(edges).astype(float)
+    return float(np.sum(lengths ** 2) / np.sum(lengths))
 
 
 def recycled_cost(chain: dict, plain) -> float:

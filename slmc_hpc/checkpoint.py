@@ -18,10 +18,12 @@ import numpy as np
 
 from .config import ConfigError
 
-FORMAT = "slmc-hpc-checkpoint/2"
+FORMAT = "slmc-hpc-checkpoint/3"
 # /2 added round_pending (a training round to redo on resume); a /1 checkpoint has none pending.
 # Versions that know only /1 refuse /2 rather than silently skip a pending round.
-READABLE = (FORMAT, "slmc-hpc-checkpoint/1")
+# /3 (0.8.2) stores each path tuner's candidates, which changed; versions up to 0.8.1 read a
+# tuner by its trial count alone and refuse /3 rather than map its trials to other paths.
+READABLE = (FORMAT, "slmc-hpc-checkpoint/2", "slmc-hpc-checkpoint/1")
 
 
 def checkpoint_path(output: str | Path) -> Path:

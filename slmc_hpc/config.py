@@ -168,8 +168,8 @@ DEPENDENT_DEFAULTS = {
     ("slmc", "inner_bond_shells"): lambda v: v["effective_model"]["bond_shells"],
     ("slmc", "local_updates"): lambda v: "auto" if v["run"]["sampler"] == "slmc" else 0,
     # (after local_updates) the downfolded model's middle tests chosen with a tuned path: 0.83x and
-    # 0.86x the cost of four at L = 12 (it chose 4 and 2), and 16 cost 0.41x and 0.76x four at L = 16;
-    # with a fixed path four (analysis/BENCHMARKS.md, "Three-level SLMC")
+    # 0.86x the cost of four at L = 12 (it chose 4 and 2; since 0.8.2 it chooses 4 or 8), and 16 cost
+    # 0.41x and 0.76x four at L = 16; with a fixed path four (analysis/BENCHMARKS.md, "Three-level SLMC")
     ("slmc", "middle_steps"): lambda v: (("auto" if v["slmc"]["local_updates"] == "auto" else 4)
                                          if v["effective_model"]["kind"] == "downfolded" else 1),
     ("run", "step_size"): lambda v: "auto" if v["run"]["sampler"] == "slmc" else 0.5,

@@ -197,7 +197,11 @@ def restore(run, tree: dict) -> None:
             models = learner.models(float(saved["beta"]))
         rep.load_state_dict(saved, *models)
         if run.tuners[r] is not None:  # the path of the next step is the tuner's to say
-            run.tuners[r].load_state_dict(saved["tuner"])
+            try:
+                run.tuners[r].load_state_dict(saved["tuner"])
+            except ValueError as exc:
+                raise ConfigError(f"the checkpoint's path tuning does not fit this configuration ({exc}); "
+                                  f"finish the run with the version that started it") from None
     run.resumed_chains = {r: mine["replicas"][str(r)]["chain"] for r in run.replicas}
     run.differences = {r: [tuple(row) for row in mine["replicas"][str(r)].get("differences", np.zeros((0, 3)))]
                        for r in run.replicas}

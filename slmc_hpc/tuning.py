@@ -41,8 +41,12 @@ LENGTH_FACTORS = (1, 2, 4, 8, 16)
 STEP_SIZES = (0.5, 1.0)  # "auto" δ; 0.25 was never the best in analysis/BENCHMARKS.md
 # "auto" middle tests per exact test: more of them spread the exact test's cost over a longer
 # move, and pay where a middle step is cheap against an exact one (large N; analysis/BENCHMARKS.md,
-# "Three-level SLMC")
-MIDDLE_STEPS = (2, 4, 8, 16)
+# "Three-level SLMC"). Not 2: the proxy rated it best in most slots at L = 10-12, where at L = 12,
+# side by side, four or eight cost 0.50-0.97x as much in five comparisons (a chain that moves on
+# about half its steps stays longest where F is low, which the mean squared jump averages away);
+# at L = 10 0.38-1.48x, below 1 in three of four. Not 16, never the best below L = 16 ("How many middle tests", 0.8.2)
+MIDDLE_STEPS = (4, 8)
+LEGACY_MIDDLE_STEPS = (2, 4, 8, 16)  # up to 0.8.1: what a checkpoint of then tuned over
 
 
 def path_candidates(n_sites: int, local_updates, step_size, middle_steps=1) -> list[tuple[int, float, int]]:
@@ -102,13 +106,18 @@ class PathTuner:
 
     clock = staticmethod(time.perf_counter)
 
-    def __init__(self, candidates: list[tuple[int, float]], start: int, stop: int):
-        self.candidates, self.start, self.stop = list(candidates), start, stop
+    def __init__(self, candidates: list[tuple[int, float, int]], start: int, stop: int):
+        self.start, self.stop = start, stop
+        self._reset(candidates)
+
+    def _reset(self, candidates: list[tuple[int, float, int]]) -> None:
+        """Tune over ``candidates`` from the start of tuning."""
+        self.candidates = list(candidates)
         self.sizes = round_sizes(len(self.candidates))  # candidates in each round
         self.trials = [Trial() for _ in self.candidates]
         self.active = list(range(len(self.candidates)))  # this round's candidates
         self.round = 0
-        self.round_start = start
+        self.round_start = self.start
         self.chosen_index: int | None = None if len(self.candidates) > 1 else 0
 
     @property
@@ -168,13 +177,39 @@ class PathTuner:
     def state_dict(self) -> dict:
         return {"trials": np.array([[t.steps, t.seconds, t.moved, t.square_jump] for t in self.trials]),
                 "active": np.array(self.active, dtype=np.int64), "round": self.round, "round_start": self.round_start,
-                "chosen": -1 if self.chosen_index is None else self.chosen_index}
+                "chosen": -1 if self.chosen_index is None else self.chosen_index,
+                "candidates": np.array(self.candidates, dtype=np.float64)}
+
+    def _saved_candidates(self, tree: dict) -> list[tuple[int, float, int]]:
+        """The candidates the saved tuner tried: stored since 0.8.2; before, path_candidates' of
+        that version, which differ from this one's only in the middle tests "auto" offered
+        (2, 4, 8 and 16 up to 0.8.1)."""
+        count = len(tree["trials"])
+        if "candidates" in tree and len(tree["candidates"]) == count:
+            return [(int(n), float(d), int(m)) for n, d, m in tree["candidates"]]
+        if "candidates" not in tree and count == len(self.candidates):
+            return self.candidates
+        lengths, sizes, middle = (list(dict.fromkeys(c[k] for c in self.candidates)) for k in (0, 1, 2))
+        legacy = [(n, d, m) for n in lengths for d in sizes for m in LEGACY_MIDDLE_STEPS]
+        if "candidates" in tree or middle != list(MIDDLE_STEPS) or count != len(legacy):
+            raise ValueError(f"the saved tuner tried {count} paths, which no version offered for these "
+                             f"{len(self.candidates)}")
+        return legacy
 
     def load_state_dict(self, tree: dict) -> None:
+        """The saved tuner's state. A tuner saved by a version that offered other candidates
+        goes on with those, so that a resumed run tunes as it began (bit for bit)."""
+        candidates = self._saved_candidates(tree)
+        if candidates != self.candidates:
+            self._reset(candidates)
+        count = len(candidates)
+        active, chosen = [int(c) for c in tree["active"]], int(tree["chosen"])
+        if any(not 0 <= c < count for c in active) or chosen >= count:
+            raise ValueError(f"the saved tuner's active or chosen paths lie outside its {count}")
         self.trials = [Trial(int(s), float(sec), int(m), float(j)) for s, sec, m, j in tree["trials"]]
-        self.active = [int(c) for c in tree["active"]]
+        self.active = active
         self.round, self.round_start = int(tree["round"]), int(tree["round_start"])
-        self.chosen_index = None if int(tree["chosen"]) < 0 else int(tree["chosen"])
+        self.chosen_index = None if chosen < 0 else chosen
 
 
 def tuned_step(replica, tuner: PathTuner, step: int, take_step):

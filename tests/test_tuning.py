@@ -24,7 +24,7 @@ def test_candidates():
     assert path_candidates(16, 0, "auto") == [(16, 0.5, 1), (16, 1.0, 1)]
     assert path_candidates(16, 20, 0.7) == [(20, 0.7, 1)]
     assert len(path_candidates(64, "auto", "auto")) == 10
-    assert path_candidates(16, 20, 0.7, "auto") == [(20, 0.7, m) for m in (2, 4, 8, 16)]
+    assert path_candidates(16, 20, 0.7, "auto") == [(20, 0.7, m) for m in (4, 8)]
     assert path_candidates(16, 20, 0.7, 3) == [(20, 0.7, 3)]
 
 
@@ -91,6 +91,45 @@ def test_a_resumed_tuner_makes_the_same_choice():
     assert cut.chosen == whole.chosen and cut.state_dict()["trials"].tolist() == whole.state_dict()["trials"].tolist()
 
 
+def test_a_tuner_saved_with_the_old_middle_tests_goes_on_with_them():
+    """A checkpoint of 0.8.1 or before holds a tuner over 2, 4, 8 and 16 middle tests (40
+    candidates, and no candidate list in its state): resumed, it goes on over those and
+    chooses as the uninterrupted old tuner; a state that fits no version is refused."""
+    from slmc_hpc.tuning import LEGACY_MIDDLE_STEPS, MIDDLE_STEPS
+    new = path_candidates(16, "auto", "auto", "auto")
+    old = [(n, d, m) for n, d, _ in new[::len(MIDDLE_STEPS)] for m in LEGACY_MIDDLE_STEPS]
+    assert len(old) == 40 and len(new) == 20
+    value = lambda p: p[1] * np.sqrt(p[0]) * (3.0 if p[2] == 16 else 1.0)  # noqa: E731  (16: only the old offered it)
+    whole, _ = synthetic_tuning(old, 10, 900, value)
+    cut = PathTuner(old, 10, 900)
+    for step in range(900):
+        if step == 333:
+            tree = {k: v for k, v in cut.state_dict().items() if k != "candidates"}  # as 0.8.1 saved it
+            cut = PathTuner(new, 10, 900)
+            cut.load_state_dict(tree)
+            assert cut.candidates == old
+        path = cut.candidate(step)
+        if path is not None:
+            cut.record(step, seconds=float(path[0]), moved=True, square_jump=value(path) ** 2)
+    assert cut.chosen == whole.chosen and cut.chosen[2] == 16
+    assert cut.state_dict()["trials"].tolist() == whole.state_dict()["trials"].tolist()
+    # the saved list, when there is one, wins over this version's
+    again = PathTuner(new, 10, 900)
+    again.load_state_dict(whole.state_dict())
+    assert again.candidates == old and again.chosen == whole.chosen
+    # negative controls: a trial count that no version offered; an old state where this tuner's
+    # middle tests are not the "auto" ones (no version offered 2 ... 16 beside a fixed number);
+    # indices beyond the saved paths
+    legacy_state = {k: v for k, v in whole.state_dict().items() if k != "candidates"}
+    with pytest.raises(ValueError, match="tried 7 paths"):
+        PathTuner(new, 10, 900).load_state_dict({**legacy_state, "trials": legacy_state["trials"][:7]})
+    fixed = path_candidates(16, "auto", "auto", 3)
+    with pytest.raises(ValueError, match="tried 40 paths"):
+        PathTuner(fixed, 10, 900).load_state_dict(legacy_state)
+    with pytest.raises(ValueError, match="outside its 40"):
+        PathTuner(new, 10, 900).load_state_dict({**legacy_state, "active": np.array([3, 40])})
+
+
 def tuned_config(measure=40, temps=(0.1, 0.2), *changes):
     return small_config(dict(temperatures={"values": list(temps), "exchange_every": 3},
                              slmc={"local_updates": "auto"},
@@ -146,7 +185,7 @@ def test_measurement_runs_each_slots_chosen_path_and_the_choice_is_in_the_file(t
     tuning = [path for beta, path, done in seen if 100 <= done < 200]
     assert len(set(tuning)) > 3  # while tuning, several candidates ran
     middle = {m for _, _, m in tuning}
-    assert middle == ({1} if not model else {2, 4, 8, 16})  # middle tests tuned only where asked, all tried
+    assert middle == ({1} if not model else {4, 8})  # middle tests tuned only where asked, all tried
 
 
 HEAT_BATH_MODEL = {**DEFAULT_MODEL, "slmc": {"inner_bond_shells": 2, "move": "heatbath"}}
@@ -175,6 +214,47 @@ def test_a_run_stopped_while_tuning_resumes_bit_for_bit(tmp_path, monkeypatch, s
     assert set(buffer["featurized"]) == {False, True}  # design rows kept, and new samples without
     driver.run(cfg, output=tmp_path / "cut.h5", log=lambda *a: None, resume=True)
     assert_same_files(tmp_path / "whole.h5", tmp_path / "cut.h5")
+
+
+def test_a_run_of_0_8_1_stopped_while_tuning_resumes_over_its_old_middle_tests(tmp_path, monkeypatch, steady_clock):
+    """A checkpoint written while tuning over 2, 4, 8 and 16 middle tests (0.8.1 and before:
+    no candidate list in the tuner's state) resumed by this version ends as the old version's
+    uninterrupted run, bit for bit; a tuner state that fits no version is a ConfigError."""
+    from slmc_hpc import tuning
+    from slmc_hpc.checkpoint import write_checkpoint
+    cfg = tuned_config(40, (0.1, 0.2), DOWNFOLDED_MODEL)
+    with monkeypatch.context() as m:
+        m.setattr(tuning, "MIDDLE_STEPS", tuning.LEGACY_MIDDLE_STEPS)
+        driver.run(cfg, output=tmp_path / "whole.h5", log=lambda *a: None)
+        m.setattr(run_loop, "CONTROL_EVERY", 1)
+        original = run_loop.TemperingRun.poll
+
+        def poll(self, phase, step):
+            if (phase, step) == ("thermalize", 137):
+                self.control.signals.received = 10
+            return original(self, phase, step)
+
+        m.setattr(run_loop.TemperingRun, "poll", poll)
+        with pytest.raises(driver.Interrupted):
+            driver.run(cfg, output=tmp_path / "cut.h5", log=lambda *a: None)
+    path = checkpoint_path(tmp_path / "cut.h5")
+    tree = read_checkpoint(path)
+    tuners = [rep["tuner"] for rep in tree["ranks"]["0"]["replicas"].values()]
+    assert all(len(t["trials"]) == 40 and t["chosen"] == -1 for t in tuners)
+    for t in tuners:
+        del t["candidates"]  # as 0.8.1 saved it
+    write_checkpoint(path, tree)
+    broken = read_checkpoint(path)
+    for rep in broken["ranks"]["0"]["replicas"].values():
+        rep["tuner"]["trials"] = rep["tuner"]["trials"][:7]
+    write_checkpoint(tmp_path / "broken.h5.ckpt", broken)
+    (tmp_path / "broken.h5").write_bytes((tmp_path / "cut.h5").read_bytes())
+    with pytest.raises(ConfigError, match="path tuning"):
+        driver.run(cfg, output=tmp_path / "broken.h5", log=lambda *a: None, resume=True)
+    driver.run(cfg, output=tmp_path / "cut.h5", log=lambda *a: None, resume=True)
+    assert_same_files(tmp_path / "whole.h5", tmp_path / "cut.h5")
+    with h5py.File(tmp_path / "cut.h5") as f:
+        assert f["tuning/candidates"].shape == (40, 3) and f["tuning/steps"].shape == (2, 40)
 
 
 def test_auto_is_validated():
