@@ -58,6 +58,12 @@ def path_candidates(n_sites: int, local_updates, step_size, middle_steps=1) -> l
         lengths = [local_updates or n_sites]
     sizes = list(STEP_SIZES) if step_size == "auto" else [float(step_size)]
     middle = list(MIDDLE_STEPS) if middle_steps == "auto" else [int(middle_steps)]
+    return grid(lengths, sizes, middle)
+
+
+def grid(lengths, sizes, middle) -> list[tuple[int, float, int]]:
+    """Every (length, δ, middle tests), in the order candidates are numbered (a checkpoint's
+    trials are stored in it)."""
     return [(n, d, m) for n in lengths for d in sizes for m in middle]
 
 
@@ -190,7 +196,7 @@ class PathTuner:
         if "candidates" not in tree and count == len(self.candidates):
             return self.candidates
         lengths, sizes, middle = (list(dict.fromkeys(c[k] for c in self.candidates)) for k in (0, 1, 2))
-        legacy = [(n, d, m) for n in lengths for d in sizes for m in LEGACY_MIDDLE_STEPS]
+        legacy = grid(lengths, sizes, LEGACY_MIDDLE_STEPS)
         if "candidates" in tree or middle != list(MIDDLE_STEPS) or count != len(legacy):
             raise ValueError(f"the saved tuner tried {count} paths, which no version offered for these "
                              f"{len(self.candidates)}")

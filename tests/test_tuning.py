@@ -191,23 +191,29 @@ def test_measurement_runs_each_slots_chosen_path_and_the_choice_is_in_the_file(t
 HEAT_BATH_MODEL = {**DEFAULT_MODEL, "slmc": {"inner_bond_shells": 2, "move": "heatbath"}}
 
 
-@pytest.mark.parametrize("model", [{}, DEFAULT_MODEL, HEAT_BATH_MODEL, DOWNFOLDED_MODEL],
-                         ids=["linear", "bond-pairs-pair-loss", "heat-bath", "downfolded-middle-steps"])
-def test_a_run_stopped_while_tuning_resumes_bit_for_bit(tmp_path, monkeypatch, steady_clock, model):
-    cfg = tuned_config(40, (0.1, 0.2), model)
-    driver.run(cfg, output=tmp_path / "whole.h5", log=lambda *a: None)
+def run_stopped_while_tuning(cfg, output, monkeypatch):
+    """Run ``cfg`` into ``output`` until a stop signal at thermalization step 137, in the
+    middle of the tuning rounds (the checkpoint is left beside the output)."""
     with monkeypatch.context() as m:
         m.setattr(run_loop, "CONTROL_EVERY", 1)
         original = run_loop.TemperingRun.poll
 
         def poll(self, phase, step):
-            if (phase, step) == ("thermalize", 137):  # in the middle of the tuning rounds
+            if (phase, step) == ("thermalize", 137):
                 self.control.signals.received = 10
             return original(self, phase, step)
 
         m.setattr(run_loop.TemperingRun, "poll", poll)
         with pytest.raises(driver.Interrupted):
-            driver.run(cfg, output=tmp_path / "cut.h5", log=lambda *a: None)
+            driver.run(cfg, output=output, log=lambda *a: None)
+
+
+@pytest.mark.parametrize("model", [{}, DEFAULT_MODEL, HEAT_BATH_MODEL, DOWNFOLDED_MODEL],
+                         ids=["linear", "bond-pairs-pair-loss", "heat-bath", "downfolded-middle-steps"])
+def test_a_run_stopped_while_tuning_resumes_bit_for_bit(tmp_path, monkeypatch, steady_clock, model):
+    cfg = tuned_config(40, (0.1, 0.2), model)
+    driver.run(cfg, output=tmp_path / "whole.h5", log=lambda *a: None)
+    run_stopped_while_tuning(cfg, tmp_path / "cut.h5", monkeypatch)
     tree = read_checkpoint(checkpoint_path(tmp_path / "cut.h5"))
     assert tree["ranks"]["0"]["replicas"]["0"]["tuner"]["chosen"] == -1  # still tuning
     buffer = tree["ranks"]["0"]["replicas"]["0"]["buffer"]
@@ -226,17 +232,7 @@ def test_a_run_of_0_8_1_stopped_while_tuning_resumes_over_its_old_middle_tests(t
     with monkeypatch.context() as m:
         m.setattr(tuning, "MIDDLE_STEPS", tuning.LEGACY_MIDDLE_STEPS)
         driver.run(cfg, output=tmp_path / "whole.h5", log=lambda *a: None)
-        m.setattr(run_loop, "CONTROL_EVERY", 1)
-        original = run_loop.TemperingRun.poll
-
-        def poll(self, phase, step):
-            if (phase, step) == ("thermalize", 137):
-                self.control.signals.received = 10
-            return original(self, phase, step)
-
-        m.setattr(run_loop.TemperingRun, "poll", poll)
-        with pytest.raises(driver.Interrupted):
-            driver.run(cfg, output=tmp_path / "cut.h5", log=lambda *a: None)
+        run_stopped_while_tuning(cfg, tmp_path / "cut.h5", monkeypatch)
     path = checkpoint_path(tmp_path / "cut.h5")
     tree = read_checkpoint(path)
     tuners = [rep["tuner"] for rep in tree["ranks"]["0"]["replicas"].values()]
