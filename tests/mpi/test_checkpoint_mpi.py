@@ -26,6 +26,20 @@ def config(n_ranks):
                         run={"thermalize": 30, "measure": 40, "snapshot_every": 7, "seed": 12, "checkpoint_every": 0})
 
 
+def stop_on_last_rank(m, comm, phase, step):
+    """Within the monkeypatch context ``m``: a stop signal at (``phase``, ``step``) that
+    reaches the last rank only, and any step can be a stop."""
+    original = run_loop.TemperingRun.poll
+
+    def poll(self, ph, st):
+        if (ph, st) == (phase, step) and comm.rank == comm.size - 1:
+            self.control.signals.received = signal.SIGTERM
+        return original(self, ph, st)
+
+    m.setattr(run_loop.TemperingRun, "poll", poll)
+    m.setattr(run_loop, "CONTROL_EVERY", 1)
+
+
 @pytest.mark.parametrize("gather", [False, True], ids=["mpio", "rank0-gather"])
 @pytest.mark.parametrize("phase,step", [("thermalize", 15), ("measure", 20)])
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path_factory, monkeypatch, phase, step, gather):
@@ -34,16 +48,8 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path_factory, monkeypa
     where = comm.bcast(str(tmp_path_factory.mktemp("ckpt")) if comm.rank == 0 else None)
     quiet = lambda *a, **k: None  # noqa: E731
     driver.run(cfg, output=f"{where}/whole.h5", comm=comm, log=quiet, gather_output=gather)
-    original = run_loop.TemperingRun.poll
-
-    def poll(self, ph, st):  # the signal reaches the last rank only
-        if (ph, st) == (phase, step) and comm.rank == comm.size - 1:
-            self.control.signals.received = signal.SIGTERM
-        return original(self, ph, st)
-
     with monkeypatch.context() as m:
-        m.setattr(run_loop.TemperingRun, "poll", poll)
-        m.setattr(run_loop, "CONTROL_EVERY", 1)  # any step can be a stop
+        stop_on_last_rank(m, comm, phase, step)
         with pytest.raises(driver.Interrupted):  # on every rank
             driver.run(cfg, output=f"{where}/cut.h5", comm=comm, log=quiet, gather_output=gather)
     comm.barrier()
@@ -120,16 +126,8 @@ def test_a_stop_during_ladder_adaptation_resumes_bit_for_bit(tmp_path_factory, m
     where = comm.bcast(str(tmp_path_factory.mktemp("adapt")) if comm.rank == 0 else None)
     quiet = lambda *a, **k: None  # noqa: E731
     driver.run(cfg, output=f"{where}/whole.h5", comm=comm, log=quiet, gather_output=gather)
-    original = run_loop.TemperingRun.poll
-
-    def poll(self, ph, st):
-        if (ph, st) == ("thermalize", 25) and comm.rank == comm.size - 1:
-            self.control.signals.received = signal.SIGTERM
-        return original(self, ph, st)
-
     with monkeypatch.context() as m:
-        m.setattr(run_loop.TemperingRun, "poll", poll)
-        m.setattr(run_loop, "CONTROL_EVERY", 1)
+        stop_on_last_rank(m, comm, "thermalize", 25)
         with pytest.raises(driver.Interrupted):
             driver.run(cfg, output=f"{where}/cut.h5", comm=comm, log=quiet, gather_output=gather)
     comm.barrier()
@@ -139,4 +137,52 @@ def test_a_stop_during_ladder_adaptation_resumes_bit_for_bit(tmp_path_factory, m
         assert_same_files(f"{where}/whole.h5", f"{where}/cut.h5")
         with h5py.File(f"{where}/whole.h5", "r") as f:
             assert list(f["tempering/adaptation/step"][()]) == [10, 30]
+    on_rank0(comm, check)
+
+
+def test_a_0_8_1_checkpoint_written_while_tuning_resumes_over_its_old_middle_tests(tmp_path_factory, monkeypatch):
+    """Every rank tunes its slot's path and middle tests over 0.8.1's candidates (2, 4, 8 and 16
+    middle tests, no candidate list in the saved tuner); stopped mid-tuning on the last rank,
+    its checkpoint stripped to 0.8.1's form, and resumed by this version, it ends as the old
+    version's uninterrupted run, bit for bit (tests/test_tuning.py has the serial case)."""
+    import itertools
+
+    from slmc_hpc import tuning
+    from slmc_hpc.checkpoint import write_checkpoint
+
+    ticks = itertools.count()  # 1 s per clock reading: the choices do not depend on the machine
+    monkeypatch.setattr(tuning.PathTuner, "clock", staticmethod(lambda: float(next(ticks))))
+    comm = MPIComm()
+    cfg = small_config(temperatures={"values": [round(0.1 * 1.4**r, 4) for r in range(comm.size)], "exchange_every": 3},
+                       effective_model={"kind": "downfolded"},
+                       slmc={"local_updates": "auto", "middle_steps": "auto"},
+                       training={"loss": "pair", "every": 50, "buffer_size": 120},
+                       run={"thermalize": 200, "measure": 30, "snapshot_every": 10, "seed": 4, "step_size": "auto"})
+    where = comm.bcast(str(tmp_path_factory.mktemp("legacy")) if comm.rank == 0 else None)
+    quiet = lambda *a, **k: None  # noqa: E731
+    with monkeypatch.context() as m:
+        m.setattr(tuning, "MIDDLE_STEPS", tuning.LEGACY_MIDDLE_STEPS)
+        driver.run(cfg, output=f"{where}/whole.h5", comm=comm, log=quiet)
+        stop_on_last_rank(m, comm, "thermalize", 137)
+        with pytest.raises(driver.Interrupted):
+            driver.run(cfg, output=f"{where}/cut.h5", comm=comm, log=quiet)
+    comm.barrier()
+
+    def strip():
+        path = checkpoint_path(f"{where}/cut.h5")
+        tree = read_checkpoint(path)
+        tuners = [rep["tuner"] for rank in tree["ranks"].values() for rep in rank["replicas"].values()]
+        assert len(tuners) == comm.size
+        assert all(len(t["trials"]) == 40 and t["chosen"] == -1 for t in tuners)
+        for t in tuners:
+            del t["candidates"]  # as 0.8.1 saved it
+        write_checkpoint(path, tree)
+
+    on_rank0(comm, strip)
+    driver.run(cfg, output=f"{where}/cut.h5", comm=comm, log=quiet, resume=True)
+
+    def check():
+        assert_same_files(f"{where}/whole.h5", f"{where}/cut.h5")
+        with h5py.File(f"{where}/cut.h5", "r") as f:
+            assert f["tuning/candidates"].shape == (40, 3)
     on_rank0(comm, check)
