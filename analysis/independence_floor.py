@@ -11,7 +11,15 @@ and runs that chain on synthetic Gaussian log-weights for observables whose corr
 log w is ρ (F's residual after a least-squares fit is correlated with F: ρ > 0). It says how
 far τ_int can fall by a longer path alone, and what σ a target τ_int needs.
 
+``--tries K ...`` also runs the multiple-proposal chain (Tjelmeland 2004; Calderhead, PNAS
+111, 17408 (2014)): each step draws K - 1 fresh proposals and moves to one of them, j, with
+probability w_j / (W - w_x), accepted with min(1, (W - w_x) / (W - w_j)) (W the sum over the K
+states, x the current one; exact for inner chains reversible for exp(-β E_eff) when the K - 1
+paths start from one intermediate state drawn from the current). It prints τ_int(ρ = 0) and
+the weight evaluations per independent sample, (K - 1) τ_int, against plain SLMC's τ_int (K = 2).
+
     python analysis/independence_floor.py --sigma 0.4 0.6 0.8 1.0 1.2 1.6 --rho 0 0.3 0.6
+    python analysis/independence_floor.py --sigma 1.2 1.85 --rho 0 --tries 2 3 5 9
 """
 
 from __future__ import annotations
@@ -36,6 +44,23 @@ def independence_chain(log_w: np.ndarray, obs: np.ndarray, log_u: np.ndarray) ->
     return chain, moved / (len(obs) - 1)
 
 
+def multiple_proposal_chain(log_w: np.ndarray, obs: np.ndarray, u: np.ndarray, tries: int) -> np.ndarray:
+    """The observable along the multiple-proposal chain (module docstring) over the proposals
+    (log_w, obs) taken tries - 1 per step; u: two uniforms per step."""
+    steps = len(obs) // (tries - 1)
+    chain = np.empty(steps)
+    cur_w, cur_obs = log_w[0], obs[0]
+    for k in range(steps):
+        lw = np.concatenate([[cur_w], log_w[k * (tries - 1):(k + 1) * (tries - 1)]])
+        w = np.exp(lw - lw.max())
+        others = w.sum() - w[0]
+        j = 1 + min(np.searchsorted(np.cumsum(w[1:]), u[k, 0] * others), tries - 2)
+        if u[k, 1] * (w.sum() - w[j]) < others:
+            cur_w, cur_obs = lw[j], obs[k * (tries - 1) + j - 1]
+        chain[k] = cur_obs
+    return chain
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sigma", type=float, nargs="+", default=[0.4, 0.6, 0.8, 1.0, 1.2, 1.6],
@@ -44,7 +69,11 @@ def main(argv=None) -> int:
                    help="correlation of the observable with log w")
     p.add_argument("--steps", type=int, default=200000)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--tries", type=int, nargs="*", default=[],
+                   help="also the multiple-proposal chain with K states per step (K - 1 proposals), each K >= 2")
     args = p.parse_args(argv)
+    if any(k < 2 for k in args.tries):
+        p.error("--tries needs K >= 2")
     rng = np.random.default_rng(args.seed)
     print("sigma  acceptance  tau (closed form, rho=0)  simulated: acceptance  " + "  ".join(f"tau(rho={r:g})" for r in args.rho))
     for sigma in args.sigma:
@@ -56,6 +85,11 @@ def main(argv=None) -> int:
             taus.append(tau_int(chain[1000:]))
         acceptance, tau = independence_sampler(sigma)
         print(f"{sigma:5.2f}  {acceptance:10.3f}  {tau:24.2f}  {moved:21.3f}  " + "  ".join(f"{t:11.2f}" for t in taus))
+        for tries in args.tries:
+            chain = multiple_proposal_chain(log_w, noise, rng.random((args.steps, 2)), tries)
+            t = tau_int(chain[1000:])
+            print(f"       multiple proposals, K = {tries}: tau_int(rho=0) {t:.2f} over {len(chain)} steps, "
+                  f"{(tries - 1) * t:.2f} weight evaluations per independent sample")
     return 0
 
 

@@ -18,7 +18,9 @@ class of pairs of bonds within shells 1..k ≤ 4, any separation: the Transforme
 bond_range where that is finite (the linear default's model class), and the same classes on
 the double-exchange hopping factors √((1 + S_i·S_j)/2) instead of S_i·S_j, alone and beside
 them; the downfolded model (models/downfolded.py: F_low alone, and with the config's class
-fitted to F - F_low); and the config's Transformer trained for
+fitted to F - F_low); the config's class plus winding loops (square lattices: per row and
+column, W = Π⟨a_i|a_i+1⟩ of the lower band's spinors around the torus, which sets the twist the
+electrons see and is no sum of local terms; features Σ Re W, Σ Re W², Σ |W|²); and the config's Transformer trained for
 ``--epochs`` passes. ``--fit-sizes n ...`` refits the config's bond-pair model on only the
 last n fit pairs (how much data a round needs).
 
@@ -29,6 +31,7 @@ last n fit pairs (how much data a round needs).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -38,7 +41,7 @@ from slmc_hpc.assemble import build_network, build_physics, build_slot
 from slmc_hpc.config import load
 from slmc_hpc.models import LinearModel
 from slmc_hpc.models.bond_pairs import bond_pair_sums, bond_pair_tables, bond_values
-from slmc_hpc.models.downfolded import DownfoldedModel
+from slmc_hpc.models.downfolded import DownfoldedModel, site_spinors
 from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
 from slmc_hpc.training.data import Samples
 from slmc_hpc.training.learner import solo_step
@@ -112,6 +115,19 @@ def hopping_features(lattice, spins, bond_shells: int, bond_range: float) -> np.
     return np.hstack([bond_features(lattice, spins, len(lattice.shell_distances), (1,), hopping), pairs])
 
 
+def winding_loop_features(lattice, spins, J: float) -> np.ndarray:
+    """Σ Re W, Σ Re W² and Σ |W|² over the 2L straight loops around an L x L torus, W = Π_i
+    ⟨a_i|a_i+1⟩ along the loop (a_i the site's lower-band spinor: gauge invariant)."""
+    L = lattice.L
+    rows = []
+    for s in spins:
+        a = site_spinors(s, J)[0].reshape(L, L, 2)  # C order: a[x, y]
+        w = np.concatenate([np.prod(np.einsum("xyk,xyk->xy", a.conj(), np.roll(a, -1, axis=ax)), axis=ax)
+                            for ax in (0, 1)])
+        rows.append([w.real.sum(), (w * w).real.sum(), (np.abs(w) ** 2).sum()])
+    return np.array(rows)
+
+
 def report(name, n_params, residual, n_sites, beta):
     mse = np.mean((residual / n_sites) ** 2)
     acc = np.mean(np.minimum(1.0, np.exp(-beta * residual)))
@@ -149,12 +165,24 @@ def main(argv=None) -> int:
     p.add_argument("--no-transformer", action="store_true", help="the least-squares models only")
     p.add_argument("--no-least-squares", action="store_true", help="the Transformer(s) only")
     p.add_argument("--no-downfolded", action="store_true", help="leave out the downfolded model's rows")
+    p.add_argument("--pairs-file", help="an .npz of the pairs: read if it exists, else written after they are "
+                   "collected (so that several models, e.g. one Transformer per width, are fitted to the same pairs)")
     p.add_argument("--fit-sizes", type=int, nargs="*", default=[],
                    help="also fit the config's bond-pair model on only the last n of the fit pairs, for each n "
                         "(how much data the online rounds need)")
     args = p.parse_args(argv)
     cfg = load(args.config)
-    lattice, beta, d = collect_pairs(cfg, args.pairs, args.seed)
+    if args.pairs_file and os.path.exists(args.pairs_file):
+        with np.load(args.pairs_file) as saved:
+            lattice, beta = build_physics(cfg).lattice, float(saved["beta"])
+            d = {k: saved[k] for k in ("X", "Y", "XR", "YR")}
+        if (len(d["Y"]), lattice.N, beta) != (args.pairs, d["X"].shape[1], 1.0 / cfg.temperatures.values[0]):
+            raise SystemExit(f"{args.pairs_file} holds {len(d['Y'])} pairs of {d['X'].shape[1]} sites at beta {beta:g}, "
+                             f"not the {args.pairs} of this config")
+    else:
+        lattice, beta, d = collect_pairs(cfg, args.pairs, args.seed)
+        if args.pairs_file:
+            np.savez(args.pairs_file, beta=beta, **d)
     n_fit, N = int(0.8 * args.pairs), lattice.N
     fit, held = slice(0, n_fit), slice(n_fit, None)
     target = d["Y"] - d["YR"]
@@ -179,6 +207,10 @@ def main(argv=None) -> int:
         feature_sets["+ hopping √((1+x)/2) per shell, pairs of them"] = (
             lambda s: np.hstack([bond_features(lattice, s, all_shells, (1,)),
                                  hopping_features(lattice, s, em.bond_shells, em.bond_range)]))
+        if lattice.kind == "square":
+            feature_sets["+ winding loops (Re W, Re W^2, |W|^2)"] = (
+                lambda s: np.hstack([bond_pair_features(lattice, s, em.bond_shells, em.bond_range),
+                                     winding_loop_features(lattice, s, cfg.model.J)]))
         feature_sets["both: pairs of b and of the hopping"] = (
             lambda s: np.hstack([bond_pair_features(lattice, s, em.bond_shells, em.bond_range),
                                  hopping_features(lattice, s, em.bond_shells, em.bond_range)]))

@@ -192,9 +192,10 @@ DEFAULT_BUFFER_BYTES = 2**29  # 0.5 GiB: 8000 proposals up to 1398 sites (L = 37
 # diagonalization is too cheap for a middle level to save (analysis/BENCHMARKS.md, "The default
 # kind at L >= 10").
 DOWNFOLDED_MIN_L = 10
-# ... and the largest: at L = 16 it cost 0.80-2.14x (four rough runs, median 1.27), and its
-# thermalization took 2.8x the linear default's
-DOWNFOLDED_MAX_L = 12
+# ... and the largest measured: at L = 16 with 0.8.1-0.8.2, where the tuner chose four or eight
+# middle tests, it cost 0.21-1.56x the linear default (seven runs, median 0.71, six below 1),
+# with 1.9-2.1x its thermalization; at L = 14 0.70x and 0.79x ("The default kind up to L = 16")
+DOWNFOLDED_MAX_L = 16
 
 
 def downfolding_gap(model, dim: int) -> tuple[float, float]:

@@ -86,7 +86,7 @@ SCHEMA: dict[str, list[Key]] = {
         Key("kind", "str", DEPENDS, "effective model for SLMC proposals: linear, transformer, or downfolded "
             "(three-level SLMC: the inner chain on a linear model, middle tests on the free energy of the lower "
             "band's N x N Hamiltonian plus a fitted linear correction, the exact test last; needs |J|/2 - mu > 2d|t|; "
-            "models/downfolded.py); default downfolded for SLMC on a square lattice with 10 <= L <= 12 where it applies "
+            "models/downfolded.py); default downfolded for SLMC on a square lattice with 10 <= L <= 16 where it applies "
             "(numpy backend, no inner_bond_shells given), else linear",
             choices=("linear", "transformer", "downfolded")),
         Key("shells", "int", DEPENDS, "distance shells n_max of the couplings J_n (the energy head); default 8, "

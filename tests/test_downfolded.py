@@ -312,10 +312,10 @@ def test_middle_tests_are_tuned_with_a_tuned_path_and_four_with_a_fixed_one():
 
 
 def test_the_model_kind_defaults_to_downfolded_on_large_square_lattices_where_it_applies():
-    """No [effective_model] kind: "downfolded" for SLMC on a square lattice with 10 <= L <= 12 (CPU),
+    """No [effective_model] kind: "downfolded" for SLMC on a square lattice with 10 <= L <= 16 (CPU),
     where |J|/2 - μ > 4|t|; "linear" wherever one of those fails, and wherever an inner
     model of another class is asked for (which the downfolded model would refuse)."""
-    from slmc_hpc.config import DOWNFOLDED_MIN_L, parse
+    from slmc_hpc.config import parse
     base = '[model]\nJ = 4.0\nmu = -2.5\n[temperatures]\nvalues = [0.02]\n'
 
     def kind(L, extra="", lattice="square"):
@@ -324,11 +324,11 @@ def test_the_model_kind_defaults_to_downfolded_on_large_square_lattices_where_it
     def kind_at(model, L=12):
         return parse(f'[lattice]\nL = {L}\n[model]\n{model}\n[temperatures]\nvalues = [0.02]\n').effective_model.kind
 
-    assert DOWNFOLDED_MIN_L == 10
     assert kind(10) == kind(12) == "downfolded"
     assert parse('[lattice]\nL = 10\n' + base).slmc.middle_steps == "auto"  # with the tuned path
     assert kind(8) == kind(9) == "linear"  # below the size where a middle level pays
-    assert kind(13) == kind(16) == "linear"  # level or dearer at L = 16 (three runs)
+    assert kind(13) == kind(14) == kind(16) == "downfolded"  # since 0.8.3: 0.21-1.56x at L = 16, seven runs
+    assert kind(17) == kind(24) == "linear"  # not measured above L = 16
     assert kind(5, lattice="cubic") == kind(100, lattice="chain") == "linear"  # not measured there
     assert kind(12, extra='[run]\nsampler = "exact"\n') == "linear"
     assert kind(12, extra='[run]\nbackend = "cupy"\n') == "linear"
