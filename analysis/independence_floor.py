@@ -15,11 +15,11 @@ far τ_int can fall by a longer path alone, and what σ a target τ_int needs.
 111, 17408 (2014)): each step draws K - 1 fresh proposals and moves to one of them, j, with
 probability w_j / (W - w_x), accepted with min(1, (W - w_x) / (W - w_j)) (W the sum over the K
 states, x the current one; exact for inner chains reversible for exp(-β E_eff) when the K - 1
-paths start from one intermediate state drawn from the current). It prints τ_int(ρ = 0) and
-the weight evaluations per independent sample, (K - 1) τ_int, against plain SLMC's τ_int (K = 2).
+paths start from one intermediate state drawn from the current). It prints τ_int for each ρ
+and the weight evaluations per independent sample, (K - 1) τ_int; K = 2 is plain SLMC.
 
     python analysis/independence_floor.py --sigma 0.4 0.6 0.8 1.0 1.2 1.6 --rho 0 0.3 0.6
-    python analysis/independence_floor.py --sigma 1.2 1.85 --rho 0 --tries 2 3 5 9
+    python analysis/independence_floor.py --sigma 1.2 1.85 --rho 0 0.6 --tries 2 3 5 9 --steps 400000
 """
 
 from __future__ import annotations
@@ -86,10 +86,12 @@ def main(argv=None) -> int:
         acceptance, tau = independence_sampler(sigma)
         print(f"{sigma:5.2f}  {acceptance:10.3f}  {tau:24.2f}  {moved:21.3f}  " + "  ".join(f"{t:11.2f}" for t in taus))
         for tries in args.tries:
-            chain = multiple_proposal_chain(log_w, noise, rng.random((args.steps, 2)), tries)
-            t = tau_int(chain[1000:])
-            print(f"       multiple proposals, K = {tries}: tau_int(rho=0) {t:.2f} over {len(chain)} steps, "
-                  f"{(tries - 1) * t:.2f} weight evaluations per independent sample")
+            u = rng.random((args.steps, 2))
+            for rho in args.rho:
+                chain = multiple_proposal_chain(log_w, rho * log_w / s + np.sqrt(1 - rho**2) * noise, u, tries)
+                t = tau_int(chain[1000:])
+                print(f"       multiple proposals, K = {tries}, rho = {rho:g}: tau_int {t:.2f} over {len(chain)} steps, "
+                      f"{(tries - 1) * t:.2f} weight evaluations per independent sample")
     return 0
 
 

@@ -172,17 +172,22 @@ def main(argv=None) -> int:
                         "(how much data the online rounds need)")
     args = p.parse_args(argv)
     cfg = load(args.config)
+    if args.pairs_file and not args.pairs_file.endswith(".npz"):
+        args.pairs_file += ".npz"  # what np.savez writes
+    # what makes the pairs: a file made with other values is refused, not reused
+    made_by = np.array([args.pairs, args.seed, cfg.lattice.L, cfg.model.t, cfg.model.J, cfg.model.mu,
+                        cfg.temperatures.values[0], cfg.run.thermalize, cfg.slmc.local_updates, cfg.run.step_size])
     if args.pairs_file and os.path.exists(args.pairs_file):
         with np.load(args.pairs_file) as saved:
+            if "made_by" not in saved or not np.array_equal(saved["made_by"], made_by):
+                raise SystemExit(f"{args.pairs_file} was made with other pairs, seed, lattice, model, temperature or "
+                                 "path than this run's (--pairs, --seed and the config): give another --pairs-file")
             lattice, beta = build_physics(cfg).lattice, float(saved["beta"])
             d = {k: saved[k] for k in ("X", "Y", "XR", "YR")}
-        if (len(d["Y"]), lattice.N, beta) != (args.pairs, d["X"].shape[1], 1.0 / cfg.temperatures.values[0]):
-            raise SystemExit(f"{args.pairs_file} holds {len(d['Y'])} pairs of {d['X'].shape[1]} sites at beta {beta:g}, "
-                             f"not the {args.pairs} of this config")
     else:
         lattice, beta, d = collect_pairs(cfg, args.pairs, args.seed)
         if args.pairs_file:
-            np.savez(args.pairs_file, beta=beta, **d)
+            np.savez(args.pairs_file, beta=beta, made_by=made_by, **d)
     n_fit, N = int(0.8 * args.pairs), lattice.N
     fit, held = slice(0, n_fit), slice(n_fit, None)
     target = d["Y"] - d["YR"]

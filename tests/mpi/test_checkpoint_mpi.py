@@ -1,6 +1,7 @@
 """Checkpoint and restart across ranks: a tempering run with the shared Transformer being
 trained, stopped by a signal that reaches only one rank, resumed, equals the uninterrupted
-run bit for bit (both MPI writers)."""
+run bit for bit (both MPI writers); so do an extended run, a stop while the ladder adapts, and
+a checkpoint of 0.8.1 written while every rank tuned its path and middle tests."""
 
 import os
 import signal
