@@ -165,7 +165,7 @@ def main() -> None:
               + (f" and {rep.path[2]} middle tests" if rep.path[2] > 1 else "") + " per step"
               + (" (tuned)" if tuner is not None else "") + f", overrelax {cfg.slmc.overrelax}", flush=True)
         steps = args.exact_measure if exact else args.measure
-        chains[name] = {"rep": rep, "block": max(1, steps // args.rounds), "F": [], "F_recycled": [], "m": [],
+        chains[name] = {"rep": rep, "exact": exact, "block": max(1, steps // args.rounds), "F": [], "F_recycled": [], "m": [],
                         "spins_msd": [],
                         "seconds": [], "tests": 0, "accepted": 0, "log_ratio": [], "N": rep.physics.lattice.N}
     for _ in range(args.rounds):
@@ -213,13 +213,13 @@ def main() -> None:
         print(f"{name:<18} {c['accepted'] / max(c['tests'], 1):6.3f} {e.mean:12.6f} ± {e.error:.6f} {e.tau:8.1f} "
               f"{sec * 1e3:9.3f} {cost * 1e3:9.2f} {ratio} {np.mean(np.diff(F) ** 2):9.2e} "
               f"{np.mean(c['spins_msd']):8.4f} {np.mean(c['m']):6.3f} {len(F) / e.tau:9.0f} {sigma} "
-              f"{recycled_cost(c, e):8.3f} {tau_estimates(name, c, F)}{rough}")
+              f"{recycled_cost(c, e):8.3f} {tau_estimates(c, F)}{rough}")
 
 
-def tau_estimates(name: str, chain: dict, F: np.ndarray) -> str:
+def tau_estimates(chain: dict, F: np.ndarray) -> str:
     """The columns tau_stay and tau_ar1 of an SLMC row; blank for the exact sampler, whose
     step (a sweep) nearly always moves."""
-    if name.split("/")[0].startswith("exact"):
+    if chain["exact"]:
         return f"{'':>8} {'':>8}"
     return f"{stay_tau(np.array(chain['spins_msd']) > 0):8.2f} {4 * np.var(F) / np.mean(np.diff(F) ** 2) - 1:8.2f}"
 

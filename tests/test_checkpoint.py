@@ -43,13 +43,14 @@ def quiet(*args, **kwargs):
     pass
 
 
-def stop_at(monkeypatch, phase, step):
-    """Deliver SIGUSR1's effect (the flag) just before the poll after (phase, step)."""
+def stop_at(monkeypatch, phase, step, rank=None):
+    """Deliver SIGUSR1's effect (the flag) just before the poll after (phase, step), on every
+    rank or on ``rank`` alone."""
     monkeypatch.setattr(run_loop, "CONTROL_EVERY", 1)  # any step can be a stop
     original = run_loop.TemperingRun.poll
 
     def poll(self, ph, st):
-        if (ph, st) == (phase, step):
+        if (ph, st) == (phase, step) and rank in (None, self.comm.rank):
             self.control.signals.received = signal.SIGUSR1
         return original(self, ph, st)
 

@@ -4,17 +4,17 @@ uninterrupted study (earlier versions skipped the killed variant's partial file)
 
 import importlib.util
 import json
-import signal
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from slmc_hpc import driver, run_loop
+from slmc_hpc import driver
 from slmc_hpc.testing import assert_same_files
 
 from configs import small_toml
+from test_checkpoint import stop_at
 
 SCRIPT = Path(__file__).resolve().parents[1] / "analysis" / "depth_study.py"
 CONFIG = small_toml(effective_model={"kind": "transformer", "bond_shells": 1, "layers": 1, "block_shells": 1},
@@ -59,16 +59,8 @@ def test_depth_study_runs_every_variant_and_resumes_a_killed_one(tmp_path, monke
         assert rep.state.e_eff == pytest.approx(recorded[0], rel=1e-10, abs=1e-10)
         assert rep.sampler.free_energy(rep.state) == pytest.approx(recorded[1], rel=1e-12)
 
-    original = run_loop.TemperingRun.poll
-
-    def poll(self, phase, step):  # a stop signal in the first variant's measurement
-        if (phase, step) == ("measure", 17):
-            self.control.signals.received = signal.SIGUSR1
-        return original(self, phase, step)
-
     with monkeypatch.context() as m:
-        m.setattr(run_loop, "CONTROL_EVERY", 1)
-        m.setattr(run_loop.TemperingRun, "poll", poll)
+        stop_at(m, "measure", 17)  # a stop signal in the first variant's measurement
         with pytest.raises(driver.Interrupted):
             study.main(args + ["--outdir", str(tmp_path / "cut")])
     assert (tmp_path / "cut" / "linear.h5.ckpt").exists()

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from slmc_hpc import driver, run_loop
+from slmc_hpc import driver
 from slmc_hpc.checkpoint import checkpoint_path, read_checkpoint
 from slmc_hpc.config import ConfigError, parse
 from slmc_hpc.replica import Replica
@@ -17,6 +17,7 @@ from slmc_hpc.testing import assert_same_files
 from slmc_hpc.tuning import ACCEPTANCE_FLOOR, PathTuner, Trial, path_candidates, rank, round_sizes
 
 from configs import small_config
+from test_checkpoint import run_stopped_at
 
 
 def test_candidates():
@@ -191,29 +192,12 @@ def test_measurement_runs_each_slots_chosen_path_and_the_choice_is_in_the_file(t
 HEAT_BATH_MODEL = {**DEFAULT_MODEL, "slmc": {"inner_bond_shells": 2, "move": "heatbath"}}
 
 
-def run_stopped_while_tuning(cfg, output, monkeypatch):
-    """Run ``cfg`` into ``output`` until a stop signal at thermalization step 137, in the
-    middle of the tuning rounds (the checkpoint is left beside the output)."""
-    with monkeypatch.context() as m:
-        m.setattr(run_loop, "CONTROL_EVERY", 1)
-        original = run_loop.TemperingRun.poll
-
-        def poll(self, phase, step):
-            if (phase, step) == ("thermalize", 137):
-                self.control.signals.received = 10
-            return original(self, phase, step)
-
-        m.setattr(run_loop.TemperingRun, "poll", poll)
-        with pytest.raises(driver.Interrupted):
-            driver.run(cfg, output=output, log=lambda *a: None)
-
-
 @pytest.mark.parametrize("model", [{}, DEFAULT_MODEL, HEAT_BATH_MODEL, DOWNFOLDED_MODEL],
                          ids=["linear", "bond-pairs-pair-loss", "heat-bath", "downfolded-middle-steps"])
 def test_a_run_stopped_while_tuning_resumes_bit_for_bit(tmp_path, monkeypatch, steady_clock, model):
     cfg = tuned_config(40, (0.1, 0.2), model)
     driver.run(cfg, output=tmp_path / "whole.h5", log=lambda *a: None)
-    run_stopped_while_tuning(cfg, tmp_path / "cut.h5", monkeypatch)
+    run_stopped_at(monkeypatch, cfg, tmp_path / "cut.h5", "thermalize", 137)  # in the middle of the tuning rounds
     tree = read_checkpoint(checkpoint_path(tmp_path / "cut.h5"))
     assert tree["ranks"]["0"]["replicas"]["0"]["tuner"]["chosen"] == -1  # still tuning
     buffer = tree["ranks"]["0"]["replicas"]["0"]["buffer"]
@@ -232,7 +216,7 @@ def test_a_run_of_0_8_1_stopped_while_tuning_resumes_over_its_old_middle_tests(t
     with monkeypatch.context() as m:
         m.setattr(tuning, "MIDDLE_STEPS", tuning.LEGACY_MIDDLE_STEPS)
         driver.run(cfg, output=tmp_path / "whole.h5", log=lambda *a: None)
-        run_stopped_while_tuning(cfg, tmp_path / "cut.h5", monkeypatch)
+        run_stopped_at(monkeypatch, cfg, tmp_path / "cut.h5", "thermalize", 137)  # in the middle of the tuning rounds
     path = checkpoint_path(tmp_path / "cut.h5")
     tree = read_checkpoint(path)
     tuners = [rep["tuner"] for rep in tree["ranks"]["0"]["replicas"].values()]

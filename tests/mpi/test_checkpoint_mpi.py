@@ -9,12 +9,13 @@ import signal
 import h5py
 import pytest
 
-from slmc_hpc import driver, run_loop
+from slmc_hpc import driver
 from slmc_hpc.checkpoint import checkpoint_path, read_checkpoint
 from slmc_hpc.parallel.comm import MPIComm
 from slmc_hpc.testing import assert_same_files
 
 from configs import small_config
+from test_checkpoint import stop_at
 
 from .test_tempering_mpi import on_rank0
 
@@ -27,20 +28,6 @@ def config(n_ranks):
                         run={"thermalize": 30, "measure": 40, "snapshot_every": 7, "seed": 12, "checkpoint_every": 0})
 
 
-def stop_on_last_rank(m, comm, phase, step):
-    """Within the monkeypatch context ``m``: a stop signal at (``phase``, ``step``) that
-    reaches the last rank only, and any step can be a stop."""
-    original = run_loop.TemperingRun.poll
-
-    def poll(self, ph, st):
-        if (ph, st) == (phase, step) and comm.rank == comm.size - 1:
-            self.control.signals.received = signal.SIGTERM
-        return original(self, ph, st)
-
-    m.setattr(run_loop.TemperingRun, "poll", poll)
-    m.setattr(run_loop, "CONTROL_EVERY", 1)
-
-
 @pytest.mark.parametrize("gather", [False, True], ids=["mpio", "rank0-gather"])
 @pytest.mark.parametrize("phase,step", [("thermalize", 15), ("measure", 20)])
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path_factory, monkeypatch, phase, step, gather):
@@ -50,7 +37,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path_factory, monkeypa
     quiet = lambda *a, **k: None  # noqa: E731
     driver.run(cfg, output=f"{where}/whole.h5", comm=comm, log=quiet, gather_output=gather)
     with monkeypatch.context() as m:
-        stop_on_last_rank(m, comm, phase, step)
+        stop_at(m, phase, step, rank=comm.size - 1)  # the signal reaches the last rank only
         with pytest.raises(driver.Interrupted):  # on every rank
             driver.run(cfg, output=f"{where}/cut.h5", comm=comm, log=quiet, gather_output=gather)
     comm.barrier()
@@ -128,7 +115,7 @@ def test_a_stop_during_ladder_adaptation_resumes_bit_for_bit(tmp_path_factory, m
     quiet = lambda *a, **k: None  # noqa: E731
     driver.run(cfg, output=f"{where}/whole.h5", comm=comm, log=quiet, gather_output=gather)
     with monkeypatch.context() as m:
-        stop_on_last_rank(m, comm, "thermalize", 25)
+        stop_at(m, "thermalize", 25, rank=comm.size - 1)
         with pytest.raises(driver.Interrupted):
             driver.run(cfg, output=f"{where}/cut.h5", comm=comm, log=quiet, gather_output=gather)
     comm.barrier()
@@ -164,7 +151,7 @@ def test_a_0_8_1_checkpoint_written_while_tuning_resumes_over_its_old_middle_tes
     with monkeypatch.context() as m:
         m.setattr(tuning, "MIDDLE_STEPS", tuning.LEGACY_MIDDLE_STEPS)
         driver.run(cfg, output=f"{where}/whole.h5", comm=comm, log=quiet)
-        stop_on_last_rank(m, comm, "thermalize", 137)
+        stop_at(m, "thermalize", 137, rank=comm.size - 1)
         with pytest.raises(driver.Interrupted):
             driver.run(cfg, output=f"{where}/cut.h5", comm=comm, log=quiet)
     comm.barrier()
