@@ -20,12 +20,17 @@ the double-exchange hopping factors √((1 + S_i·S_j)/2) instead of S_i·S_j, a
 them; the downfolded model (models/downfolded.py: F_low alone, and with the config's class
 fitted to F - F_low); the config's class plus winding loops (square lattices: per row and
 column, W = Π⟨a_i|a_i+1⟩ of the lower band's spinors around the torus, which sets the twist the
-electrons see and is no sum of local terms; features Σ Re W, Σ Re W², Σ |W|²); and the config's Transformer trained for
-``--epochs`` passes. ``--fit-sizes n ...`` refits the config's bond-pair model on only the
-last n fit pairs (how much data a round needs).
+electrons see and is no sum of local terms; features Σ Re W, Σ Re W², Σ |W|²); and the
+config's Transformer trained for ``--epochs`` passes, at each ``--layers`` and ``--widths``
+(heads:gated channels), followed, for three or more sizes, by power laws of the held-out MSE
+and σ² against the parameter count. ``--fit-sizes n ...`` refits the config's bond-pair model
+on only the last n fit pairs (how much data a round needs).
 
     OMP_NUM_THREADS=1 python analysis/model_capacity.py analysis/reference.toml --pairs 10000
-    OMP_NUM_THREADS=1 python analysis/model_capacity.py analysis/capacity_l8.toml --layers 2 --epochs 20
+    OMP_NUM_THREADS=1 python analysis/model_capacity.py analysis/capacity_l8.toml --layers 1 2 3 \
+        --widths 2:4 4:8 --epochs 10 --batch-size 64 --learning-rate 0.0003 --no-least-squares
+
+(Wide or deep layers train only at a small learning rate: analysis/DEPTH_STUDY.md.)
 """
 
 from __future__ import annotations
@@ -132,10 +137,12 @@ def report(name, n_params, residual, n_sites, beta):
     mse = np.mean((residual / n_sites) ** 2)
     acc = np.mean(np.minimum(1.0, np.exp(-beta * residual)))
     print(f"{name:<44} {n_params:>6d} {mse:>10.3e} {beta * residual.std():>7.3f} {acc:>7.3f}", flush=True)
+    return mse, beta * residual.std()
 
 
-def transformer_row(cfg, lattice, beta, d, fit, held, args) -> None:
-    """Train the config's Transformer on the fit pairs and report it on the held-out ones."""
+def transformer_row(cfg, lattice, beta, d, fit, held, args) -> tuple[int, float, float]:
+    """Train the config's Transformer on the fit pairs and report it on the held-out ones;
+    returns (parameters, held-out per-site MSE, σ)."""
     em = cfg.effective_model
     target = d["Y"] - d["YR"]
     net = build_network(cfg, lattice, beta)
@@ -144,14 +151,29 @@ def transformer_row(cfg, lattice, beta, d, fit, held, args) -> None:
     # training data better than identity layers (TorchTrainer._keep_best_layers), so rounds of
     # one pass each would restart from the identity whenever one pass did not yet pay
     trainer = TorchTrainer(net, epochs=args.epochs, learning_rate=tr.learning_rate, weight_decay=tr.weight_decay,
-                           batch_size=256, seed=args.seed, loss="pair")
+                           batch_size=args.batch_size, seed=args.seed, loss="pair")
     part = lambda s: Samples(d["X"][s], d["Y"][s], d["XR"][s], d["YR"][s], np.full(len(d["Y"][s]), beta))
     t0 = time.perf_counter()
     trainer.train(part(fit), part(held))
     model = TransformerModel.frozen(net, beta)
     residual = target[held] - (model.energy(d["X"][held]) - model.energy(d["XR"][held]))
-    report(f"Transformer {em.layers} layers x {em.heads} heads, {args.epochs} passes ({trainer.kept_layers} layers "
-           f"kept, {time.perf_counter() - t0:.0f} s)", net.n_parameters(), residual, lattice.N, beta)
+    name = (f"Transformer {em.layers} layers x {em.heads} heads x {em.gate_channels} gates, {args.epochs} "
+            f"passes ({trainer.kept_layers} layers kept, {time.perf_counter() - t0:.0f} s)")
+    return (net.n_parameters(),) + report(name, net.n_parameters(), residual, lattice.N, beta)
+
+
+def power_law_line(rows) -> str:
+    """Held-out MSE and σ² against the parameter count of the trained Transformers: the exponent
+    b of y ∝ x^b (least squares in log-log) and the largest factor by which a row departs from
+    the fitted line (1.0: on it), over the range of parameter counts."""
+    x, mse, sigma = (np.array(c, float) for c in zip(*rows))
+    parts = [f"power laws over {len(rows)} Transformers, {x.min():.0f}-{x.max():.0f} parameters "
+             f"({x.max() / x.min():.1f}x):"]
+    for name, y in (("held-out MSE", mse), ("sigma^2", sigma ** 2)):
+        b, log_a = np.polyfit(np.log(x), np.log(y), 1)
+        off = np.exp(np.abs(np.log(y) - log_a - b * np.log(x)).max())
+        parts.append(f"{name} ~ params^{b:.3f} (rows within a factor {off:.3f} of the line)")
+    return " ".join(parts)
 
 
 def main(argv=None) -> int:
@@ -162,6 +184,11 @@ def main(argv=None) -> int:
     p.add_argument("--layers", type=int, nargs="+", help="override [effective_model] layers of the Transformer; "
                    "several: one Transformer per depth, on the same pairs")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=256, help="the Transformer's minibatch (256 in the tables "
+                   "before 2026-12-07)")
+    p.add_argument("--learning-rate", type=float, help="override [training] learning_rate")
+    p.add_argument("--widths", nargs="+", metavar="HEADS:GATES", help="Transformers of these widths (attention "
+                   "heads and gated channels per layer), each at every --layers; default the config's")
     p.add_argument("--no-transformer", action="store_true", help="the least-squares models only")
     p.add_argument("--no-least-squares", action="store_true", help="the Transformer(s) only")
     p.add_argument("--no-downfolded", action="store_true", help="leave out the downfolded model's rows")
@@ -172,6 +199,8 @@ def main(argv=None) -> int:
                         "(how much data the online rounds need)")
     args = p.parse_args(argv)
     cfg = load(args.config)
+    if args.learning_rate is not None:
+        cfg = cfg.replace("training", learning_rate=args.learning_rate)
     if args.pairs_file and not args.pairs_file.endswith(".npz"):
         args.pairs_file += ".npz"  # what np.savez writes
     # what makes the pairs: a file made with other values is refused, not reused
@@ -244,8 +273,12 @@ def main(argv=None) -> int:
                residual[held] - designs[own][held] @ coef, N, beta)
     if args.no_transformer:
         return 0
-    for layers in args.layers or [em.layers]:
-        transformer_row(cfg.replace("effective_model", layers=layers), lattice, beta, d, fit, held, args)
+    widths = [tuple(int(v) for v in w.split(":")) for w in args.widths or [f"{em.heads}:{em.gate_channels}"]]
+    rows = [transformer_row(cfg.replace("effective_model", layers=layers, heads=heads, gate_channels=gates),
+                            lattice, beta, d, fit, held, args)
+            for heads, gates in widths for layers in args.layers or [em.layers]]
+    if len({r[0] for r in rows}) >= 3:
+        print(power_law_line(rows))
     return 0
 
 
