@@ -22,12 +22,12 @@ fitted to F - F_low); the config's class plus winding loops (square lattices: pe
 column, W = Π⟨a_i|a_i+1⟩ of the lower band's spinors around the torus, which sets the twist the
 electrons see and is no sum of local terms; features Σ Re W, Σ Re W², Σ |W|²); and the
 config's Transformer trained for ``--epochs`` passes, at each ``--layers`` and ``--widths``
-(heads:gated channels), followed, for three or more sizes, by power laws of the held-out MSE
-and σ² against the parameter count. ``--fit-sizes n ...`` refits the config's bond-pair model
-on only the last n fit pairs (how much data a round needs).
+(heads:gated channels), followed, for three or more sizes that kept trained layers, by power
+laws of the held-out MSE and σ² against the fitted parameter count. ``--fit-sizes n ...``
+refits the config's bond-pair model on only the last n fit pairs (how much data a round needs).
 
     OMP_NUM_THREADS=1 python analysis/model_capacity.py analysis/reference.toml --pairs 10000
-    OMP_NUM_THREADS=1 python analysis/model_capacity.py analysis/capacity_l8.toml --layers 1 2 3 \
+    OMP_NUM_THREADS=1 python analysis/model_capacity.py analysis/capacity_l8.toml --layers 1 2 3 \\
         --widths 2:4 4:8 --epochs 10 --batch-size 64 --learning-rate 0.0003 --no-least-squares
 
 (Wide or deep layers train only at a small learning rate: analysis/DEPTH_STUDY.md.)
@@ -140,9 +140,11 @@ def report(name, n_params, residual, n_sites, beta):
     return mse, beta * residual.std()
 
 
-def transformer_row(cfg, lattice, beta, d, fit, held, args) -> tuple[int, float, float]:
-    """Train the config's Transformer on the fit pairs and report it on the held-out ones;
-    returns (parameters, held-out per-site MSE, σ)."""
+def transformer_row(cfg, lattice, beta, d, fit, held, args) -> tuple[int, float, float] | None:
+    """Train the config's Transformer on the fit pairs and report it on the held-out ones.
+    Returns (fitted parameters, held-out per-site MSE, σ) where the round kept trained layers,
+    else None. Fitted: all but the head's β-slopes (E'_0, J'_n, K'_o), which pairs at one
+    temperature leave at zero."""
     em = cfg.effective_model
     target = d["Y"] - d["YR"]
     net = build_network(cfg, lattice, beta)
@@ -159,21 +161,35 @@ def transformer_row(cfg, lattice, beta, d, fit, held, args) -> tuple[int, float,
     residual = target[held] - (model.energy(d["X"][held]) - model.energy(d["XR"][held]))
     name = (f"Transformer {em.layers} layers x {em.heads} heads x {em.gate_channels} gates, {args.epochs} "
             f"passes ({trainer.kept_layers} layers kept, {time.perf_counter() - t0:.0f} s)")
-    return (net.n_parameters(),) + report(name, net.n_parameters(), residual, lattice.N, beta)
+    result = report(name, net.n_parameters(), residual, lattice.N, beta)
+    if trainer.kept_layers != "trained":
+        return None
+    return (net.n_parameters() - 1 - net.couplings.shape[1],) + result
 
 
 def power_law_line(rows) -> str:
-    """Held-out MSE and σ² against the parameter count of the trained Transformers: the exponent
+    """Held-out MSE and σ² against the fitted parameters of the trained Transformers: the exponent
     b of y ∝ x^b (least squares in log-log) and the largest factor by which a row departs from
     the fitted line (1.0: on it), over the range of parameter counts."""
     x, mse, sigma = (np.array(c, float) for c in zip(*rows))
-    parts = [f"power laws over {len(rows)} Transformers, {x.min():.0f}-{x.max():.0f} parameters "
+    parts = [f"power laws over {len(rows)} trained Transformers, {x.min():.0f}-{x.max():.0f} fitted parameters "
              f"({x.max() / x.min():.1f}x):"]
     for name, y in (("held-out MSE", mse), ("sigma^2", sigma ** 2)):
         b, log_a = np.polyfit(np.log(x), np.log(y), 1)
         off = np.exp(np.abs(np.log(y) - log_a - b * np.log(x)).max())
         parts.append(f"{name} ~ params^{b:.3f} (rows within a factor {off:.3f} of the line)")
     return " ".join(parts)
+
+
+def width(text: str) -> tuple[int, int]:
+    """'HEADS:GATES' -> (heads, gated channels), for --widths."""
+    try:
+        heads, gates = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HEADS:GATES, two integers (e.g. 4:8)") from None
+    if heads < 1 or gates < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least 1 head and 0 gated channels")
+    return heads, gates
 
 
 def main(argv=None) -> int:
@@ -187,8 +203,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=256, help="the Transformer's minibatch (256 in the tables "
                    "before 2026-12-07)")
     p.add_argument("--learning-rate", type=float, help="override [training] learning_rate")
-    p.add_argument("--widths", nargs="+", metavar="HEADS:GATES", help="Transformers of these widths (attention "
-                   "heads and gated channels per layer), each at every --layers; default the config's")
+    p.add_argument("--widths", nargs="+", type=width, metavar="HEADS:GATES",
+                   help="Transformers of these widths (attention heads and gated channels per layer), each at "
+                        "every --layers; default the config's")
     p.add_argument("--no-transformer", action="store_true", help="the least-squares models only")
     p.add_argument("--no-least-squares", action="store_true", help="the Transformer(s) only")
     p.add_argument("--no-downfolded", action="store_true", help="leave out the downfolded model's rows")
@@ -273,10 +290,11 @@ def main(argv=None) -> int:
                residual[held] - designs[own][held] @ coef, N, beta)
     if args.no_transformer:
         return 0
-    widths = [tuple(int(v) for v in w.split(":")) for w in args.widths or [f"{em.heads}:{em.gate_channels}"]]
     rows = [transformer_row(cfg.replace("effective_model", layers=layers, heads=heads, gate_channels=gates),
                             lattice, beta, d, fit, held, args)
-            for heads, gates in widths for layers in args.layers or [em.layers]]
+            for heads, gates in args.widths or [(em.heads, em.gate_channels)]
+            for layers in args.layers or [em.layers]]
+    rows = [r for r in rows if r is not None]
     if len({r[0] for r in rows}) >= 3:
         print(power_law_line(rows))
     return 0

@@ -41,9 +41,9 @@ def main(argv=None) -> int:
     p.add_argument("--heads", type=int)
     p.add_argument("--gate-channels", type=int)
     p.add_argument("--layers", type=int)
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--learning-rate", type=float, default=3e-4)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=8, help="passes (not the config's epochs)")
+    p.add_argument("--learning-rate", type=float, help="default: the config's [training] learning_rate")
+    p.add_argument("--batch-size", type=int, help="default: the config's [training] batch_size")
     p.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warm-up")
     p.add_argument("--seed", type=int, default=1, help="minibatch order")
     args = p.parse_args(argv)
@@ -52,17 +52,25 @@ def main(argv=None) -> int:
     changes = {k: v for k, v in (("heads", args.heads), ("gate_channels", args.gate_channels),
                                  ("layers", args.layers)) if v is not None}
     cfg = cfg.replace("effective_model", **changes) if changes else cfg
+    if cfg.effective_model.layers < 1 or args.fit < 1 or args.held < 2 or args.epochs < 1:
+        raise SystemExit("need at least 1 layer, 1 training pair, 2 held-out pairs and 1 pass")
+    learning_rate = args.learning_rate or cfg.training.learning_rate
+    batch_size = args.batch_size or cfg.training.batch_size
     lattice = build_physics(cfg).lattice
     with np.load(args.pairs_file) as saved:
         beta, d = float(saved["beta"]), {k: saved[k] for k in ("X", "Y", "XR", "YR")}
-    if d["X"].shape[1] != lattice.N or args.fit + args.held > len(d["Y"]):
-        raise SystemExit(f"{args.pairs_file}: {len(d['Y'])} pairs of {d['X'].shape[1]} sites, not {lattice.N} sites "
-                         f"with at least {args.fit + args.held} pairs")
+        # model_capacity.py's record of what made the pairs: [pairs, seed, L, t, J, mu, T, ...]
+        made_by = saved["made_by"] if "made_by" in saved else None
+    m = cfg.model
+    if made_by is None or not np.allclose(made_by[2:7], [cfg.lattice.L, m.t, m.J, m.mu, cfg.temperatures.values[0]]):
+        raise SystemExit(f"{args.pairs_file} was not made by model_capacity.py with this config's lattice, model "
+                         "and first temperature")
+    if args.fit + args.held > len(d["Y"]):
+        raise SystemExit(f"{args.pairs_file} holds {len(d['Y'])} pairs, fewer than --fit + --held")
     n = len(d["Y"])
     fit, held = slice(n - args.held - args.fit, n - args.held), slice(n - args.held, n)
     net = build_network(cfg, lattice, beta)
-    trainer = TorchTrainer(net, 1, args.learning_rate, cfg.training.weight_decay, args.batch_size, seed=args.seed,
-                           loss="pair")
+    trainer = TorchTrainer(net, 1, learning_rate, cfg.training.weight_decay, batch_size, seed=args.seed, loss="pair")
     data = trainer._tensors(Samples(d["X"][fit], d["Y"][fit], d["XR"][fit], d["YR"][fit],
                                     np.full(args.fit, beta)), beta)
     use = trainer._fitted_columns(data[4].numpy())
@@ -78,7 +86,7 @@ def main(argv=None) -> int:
         identity = trainer._fit_head(data, use)
         print(f"{net.n_parameters()} parameters; identity layers: training loss {identity:.3e}, sigma {sigma():.3f}")
         net.load_state_dict(start)
-    n_batches = max(1, -(-args.fit // args.batch_size))
+    n_batches = max(1, -(-args.fit // batch_size))
     per_batch = args.fit / n_batches >= 4 * int(use.sum())  # as TorchTrainer.train decides
     generator = torch.Generator().manual_seed(args.seed)
     step, t0 = 0, time.perf_counter()
@@ -89,7 +97,7 @@ def main(argv=None) -> int:
         for idx in torch.tensor_split(torch.randperm(args.fit, generator=generator), n_batches):
             if args.warmup:
                 for group in trainer.optimizer.param_groups:
-                    group["lr"] = args.learning_rate * min(1.0, (step + 1) / args.warmup)
+                    group["lr"] = learning_rate * min(1.0, (step + 1) / args.warmup)
             design, y = trainer._design(*(None if a is None else a[idx] for a in data))
             if per_batch:
                 head = trainer._global_head(design, y, use)
