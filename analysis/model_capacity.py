@@ -52,6 +52,8 @@ from slmc_hpc.training.data import Samples
 from slmc_hpc.training.learner import solo_step
 from slmc_hpc.training.network import TorchTrainer
 
+from depth_study import power_law  # noqa: E402  (a sibling script, not a package)
+
 
 def collect_pairs(cfg, n_pairs: int, seed: int):
     """Linear SLMC on the first temperature: thermalize (with training), then n_pairs steps."""
@@ -175,10 +177,20 @@ def power_law_line(rows) -> str:
     parts = [f"power laws over {len(rows)} trained Transformers, {x.min():.0f}-{x.max():.0f} fitted parameters "
              f"({x.max() / x.min():.1f}x):"]
     for name, y in (("held-out MSE", mse), ("sigma^2", sigma ** 2)):
-        b, log_a = np.polyfit(np.log(x), np.log(y), 1)
-        off = np.exp(np.abs(np.log(y) - log_a - b * np.log(x)).max())
+        a, b = power_law(x, y)
+        off = np.exp(np.abs(np.log(y / (a * x ** b))).max())
         parts.append(f"{name} ~ params^{b:.3f} (rows within a factor {off:.3f} of the line)")
     return " ".join(parts)
+
+
+def pairs_made_by(cfg, n_pairs: int, seed: int) -> np.ndarray:
+    """What makes the pairs, as stored beside them (``made_by``): a file made with other values
+    is refused, not reused. Entries PHYSICS are the lattice, model and temperature."""
+    return np.array([n_pairs, seed, cfg.lattice.L, cfg.model.t, cfg.model.J, cfg.model.mu,
+                     cfg.temperatures.values[0], cfg.run.thermalize, cfg.slmc.local_updates, cfg.run.step_size])
+
+
+PHYSICS = slice(2, 7)  # L, t, J, mu, T in pairs_made_by
 
 
 def width(text: str) -> tuple[int, int]:
@@ -220,9 +232,7 @@ def main(argv=None) -> int:
         cfg = cfg.replace("training", learning_rate=args.learning_rate)
     if args.pairs_file and not args.pairs_file.endswith(".npz"):
         args.pairs_file += ".npz"  # what np.savez writes
-    # what makes the pairs: a file made with other values is refused, not reused
-    made_by = np.array([args.pairs, args.seed, cfg.lattice.L, cfg.model.t, cfg.model.J, cfg.model.mu,
-                        cfg.temperatures.values[0], cfg.run.thermalize, cfg.slmc.local_updates, cfg.run.step_size])
+    made_by = pairs_made_by(cfg, args.pairs, args.seed)
     if args.pairs_file and os.path.exists(args.pairs_file):
         with np.load(args.pairs_file) as saved:
             if "made_by" not in saved or not np.array_equal(saved["made_by"], made_by):

@@ -31,6 +31,8 @@ from slmc_hpc.models.transformer import TransformerModel
 from slmc_hpc.training.data import Samples
 from slmc_hpc.training.network import TorchTrainer
 
+from model_capacity import PHYSICS, pairs_made_by  # noqa: E402  (a sibling script, not a package)
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -59,10 +61,8 @@ def main(argv=None) -> int:
     lattice = build_physics(cfg).lattice
     with np.load(args.pairs_file) as saved:
         beta, d = float(saved["beta"]), {k: saved[k] for k in ("X", "Y", "XR", "YR")}
-        # model_capacity.py's record of what made the pairs: [pairs, seed, L, t, J, mu, T, ...]
         made_by = saved["made_by"] if "made_by" in saved else None
-    m = cfg.model
-    if made_by is None or not np.allclose(made_by[2:7], [cfg.lattice.L, m.t, m.J, m.mu, cfg.temperatures.values[0]]):
+    if made_by is None or not np.array_equal(made_by[PHYSICS], pairs_made_by(cfg, 0, 0)[PHYSICS]):
         raise SystemExit(f"{args.pairs_file} was not made by model_capacity.py with this config's lattice, model "
                          "and first temperature")
     if args.fit + args.held > len(d["Y"]):
