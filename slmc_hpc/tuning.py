@@ -46,18 +46,28 @@ STEP_SIZES = (0.5, 1.0)  # "auto" δ; 0.25 was never the best in analysis/BENCHM
 # about half its steps stays longest where F is low, which the mean squared jump averages away);
 # at L = 10 0.38-1.48x, below 1 in three of four. Not 16, never the best below L = 16 ("How many middle tests", 0.8.2)
 MIDDLE_STEPS = (4, 8)
+# From LARGE_SITES sites on (L = 16 square), sixteen only: at L = 16 sixteen cost 0.41x and 0.76x
+# four (0.7), and 0.75x and 0.66x the tuner's choice of eight and four (0.8.3), while the proxy,
+# offered 2-16 there (0.8.1, four slots), chose four or eight every time
+LARGE_SITES = 256
+LARGE_MIDDLE_STEPS = (16,)
 LEGACY_MIDDLE_STEPS = (2, 4, 8, 16)  # up to 0.8.1: what a checkpoint of then tuned over
+
+
+def auto_middle_steps(n_sites: int) -> tuple[int, ...]:
+    """The middle tests per exact test that "auto" offers on a lattice of ``n_sites`` (since 0.8.4)."""
+    return LARGE_MIDDLE_STEPS if n_sites >= LARGE_SITES else MIDDLE_STEPS
 
 
 def path_candidates(n_sites: int, local_updates, step_size, middle_steps=1) -> list[tuple[int, float, int]]:
     """(inner-chain length, δ, middle tests) to try: the "auto" ones from LENGTH_FACTORS × N,
-    STEP_SIZES and MIDDLE_STEPS, the others as given (0 updates meaning N)."""
+    STEP_SIZES and auto_middle_steps(N), the others as given (0 updates meaning N)."""
     if local_updates == "auto":
         lengths = sorted({max(1, round(f * n_sites)) for f in LENGTH_FACTORS})
     else:
         lengths = [local_updates or n_sites]
     sizes = list(STEP_SIZES) if step_size == "auto" else [float(step_size)]
-    middle = list(MIDDLE_STEPS) if middle_steps == "auto" else [int(middle_steps)]
+    middle = list(auto_middle_steps(n_sites)) if middle_steps == "auto" else [int(middle_steps)]
     return grid(lengths, sizes, middle)
 
 
@@ -189,7 +199,7 @@ class PathTuner:
     def _saved_candidates(self, tree: dict) -> list[tuple[int, float, int]]:
         """The candidates the saved tuner tried: stored since 0.8.2; before, path_candidates' of
         that version, which differ from this one's only in the middle tests "auto" offered
-        (2, 4, 8 and 16 up to 0.8.1)."""
+        (2, 4, 8 and 16 up to 0.8.1, at every size)."""
         count = len(tree["trials"])
         if "candidates" in tree and len(tree["candidates"]) == count:
             return [(int(n), float(d), int(m)) for n, d, m in tree["candidates"]]
@@ -197,7 +207,8 @@ class PathTuner:
             return self.candidates
         lengths, sizes, middle = (list(dict.fromkeys(c[k] for c in self.candidates)) for k in (0, 1, 2))
         legacy = grid(lengths, sizes, LEGACY_MIDDLE_STEPS)
-        if "candidates" in tree or middle != list(MIDDLE_STEPS) or count != len(legacy):
+        auto = middle in (list(MIDDLE_STEPS), list(LARGE_MIDDLE_STEPS))  # what this version's "auto" offers
+        if "candidates" in tree or not auto or count != len(legacy):
             raise ValueError(f"the saved tuner tried {count} paths, which no version offered for these "
                              f"{len(self.candidates)}")
         return legacy

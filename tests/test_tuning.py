@@ -27,6 +27,11 @@ def test_candidates():
     assert len(path_candidates(64, "auto", "auto")) == 10
     assert path_candidates(16, 20, 0.7, "auto") == [(20, 0.7, m) for m in (4, 8)]
     assert path_candidates(16, 20, 0.7, 3) == [(20, 0.7, 3)]
+    # from L = 16 (256 sites) on, "auto" offers sixteen middle tests only; an explicit number stays
+    assert path_candidates(255, 20, 0.7, "auto") == [(20, 0.7, m) for m in (4, 8)]
+    assert path_candidates(256, 20, 0.7, "auto") == [(20, 0.7, 16)]
+    assert len(path_candidates(256, "auto", "auto", "auto")) == 10
+    assert path_candidates(256, 20, 0.7, 4) == [(20, 0.7, 4)]
 
 
 def test_ranking_keeps_the_acceptance_floor():
@@ -114,6 +119,12 @@ def test_a_tuner_saved_with_the_old_middle_tests_goes_on_with_them():
             cut.record(step, seconds=float(path[0]), moved=True, square_jump=value(path) ** 2)
     assert cut.chosen == whole.chosen and cut.chosen[2] == 16
     assert cut.state_dict()["trials"].tolist() == whole.state_dict()["trials"].tolist()
+    # at L = 16, where "auto" now offers sixteen alone, an old checkpoint still goes on over its 40
+    large = path_candidates(256, "auto", "auto", "auto")
+    old_large = [(n, d, m) for n, d, _ in large for m in LEGACY_MIDDLE_STEPS]
+    big = PathTuner(large, 10, 900)
+    big.load_state_dict({k: v for k, v in PathTuner(old_large, 10, 900).state_dict().items() if k != "candidates"})
+    assert big.candidates == old_large
     # the saved list, when there is one, wins over this version's
     again = PathTuner(new, 10, 900)
     again.load_state_dict(whole.state_dict())
