@@ -126,7 +126,7 @@ def build_tuner(cfg: Config, n_sites: int) -> PathTuner | None:
     step_size = 0.5 if heat_bath and cfg.run.step_size == "auto" else cfg.run.step_size
     middle_steps = cfg.slmc.middle_steps if cfg.has_middle_level else 1
     candidates = path_candidates(n_sites, cfg.slmc.local_updates, step_size, middle_steps)
-    return PathTuner(candidates, cfg.run.thermalize // 2, cfg.run.thermalize)
+    return PathTuner(candidates, cfg.run.thermalize // 2, cfg.run.thermalize, auto_middle=middle_steps == "auto")
 
 
 def build_slot(cfg: Config, physics: DoubleExchange, beta: float, rng: np.random.Generator,

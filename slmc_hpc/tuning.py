@@ -46,17 +46,18 @@ STEP_SIZES = (0.5, 1.0)  # "auto" δ; 0.25 was never the best in analysis/BENCHM
 # about half its steps stays longest where F is low, which the mean squared jump averages away);
 # at L = 10 0.38-1.48x, below 1 in three of four. Not 16, never the best below L = 16 ("How many middle tests", 0.8.2)
 MIDDLE_STEPS = (4, 8)
-# From LARGE_SITES sites on (L = 16 square), sixteen only: at L = 16 sixteen cost 0.41x and 0.76x
-# four (0.7), and 0.75x and 0.66x the tuner's choice of eight and four (0.8.3), while the proxy,
-# offered 2-16 there (0.8.1, four slots), chose four or eight every time
-LARGE_SITES = 256
+# From LARGE_LATTICE_SITES sites on (L = 16 square), sixteen only: at L = 16 sixteen cost 0.41x and
+# 0.76x four (0.7), 0.75x and 0.66x the tuner's choice of eight and four (0.8.3), 2.25x and 0.21x
+# eight (0.8.4), and its tau_int(F) never read above 4.1 where four or eight read up to 24; the
+# proxy, offered 2-16 there (0.8.1, four slots), chose four or eight every time
+LARGE_LATTICE_SITES = 256
 LARGE_MIDDLE_STEPS = (16,)
 LEGACY_MIDDLE_STEPS = (2, 4, 8, 16)  # up to 0.8.1: what a checkpoint of then tuned over
 
 
 def auto_middle_steps(n_sites: int) -> tuple[int, ...]:
     """The middle tests per exact test that "auto" offers on a lattice of ``n_sites`` (since 0.8.4)."""
-    return LARGE_MIDDLE_STEPS if n_sites >= LARGE_SITES else MIDDLE_STEPS
+    return LARGE_MIDDLE_STEPS if n_sites >= LARGE_LATTICE_SITES else MIDDLE_STEPS
 
 
 def path_candidates(n_sites: int, local_updates, step_size, middle_steps=1) -> list[tuple[int, float, int]]:
@@ -118,12 +119,14 @@ class PathTuner:
     """One slot's tuning over thermalization steps [start, stop) (0-based). ``candidate(step)``
     says which path to run at a step, ``record`` takes what it did, and from ``stop``
     on ``chosen`` is fixed. Decisions depend only on the recorded trials, so a checkpoint of
-    the tuner (state_dict) resumes it exactly; the wall clock is ``clock`` (tests replace it)."""
+    the tuner (state_dict) resumes it exactly; the wall clock is ``clock`` (tests replace it).
+    ``auto_middle``: the middle tests are "auto"'s (what a checkpoint of 0.8.1 or before tuned
+    over then differs from this version's candidates: _saved_candidates)."""
 
     clock = staticmethod(time.perf_counter)
 
-    def __init__(self, candidates: list[tuple[int, float, int]], start: int, stop: int):
-        self.start, self.stop = start, stop
+    def __init__(self, candidates: list[tuple[int, float, int]], start: int, stop: int, auto_middle: bool = False):
+        self.start, self.stop, self.auto_middle = start, stop, auto_middle
         self._reset(candidates)
 
     def _reset(self, candidates: list[tuple[int, float, int]]) -> None:
@@ -205,10 +208,9 @@ class PathTuner:
             return [(int(n), float(d), int(m)) for n, d, m in tree["candidates"]]
         if "candidates" not in tree and count == len(self.candidates):
             return self.candidates
-        lengths, sizes, middle = (list(dict.fromkeys(c[k] for c in self.candidates)) for k in (0, 1, 2))
+        lengths, sizes = (list(dict.fromkeys(c[k] for c in self.candidates)) for k in (0, 1))
         legacy = grid(lengths, sizes, LEGACY_MIDDLE_STEPS)
-        auto = middle in (list(MIDDLE_STEPS), list(LARGE_MIDDLE_STEPS))  # what this version's "auto" offers
-        if "candidates" in tree or not auto or count != len(legacy):
+        if "candidates" in tree or not self.auto_middle or count != len(legacy):
             raise ValueError(f"the saved tuner tried {count} paths, which no version offered for these "
                              f"{len(self.candidates)}")
         return legacy

@@ -111,7 +111,7 @@ def test_a_tuner_saved_with_the_old_middle_tests_goes_on_with_them():
     for step in range(900):
         if step == 333:
             tree = {k: v for k, v in cut.state_dict().items() if k != "candidates"}  # as 0.8.1 saved it
-            cut = PathTuner(new, 10, 900)
+            cut = PathTuner(new, 10, 900, auto_middle=True)
             cut.load_state_dict(tree)
             assert cut.candidates == old
         path = cut.candidate(step)
@@ -122,11 +122,11 @@ def test_a_tuner_saved_with_the_old_middle_tests_goes_on_with_them():
     # at L = 16, where "auto" now offers sixteen alone, an old checkpoint still goes on over its 40
     large = path_candidates(256, "auto", "auto", "auto")
     old_large = [(n, d, m) for n, d, _ in large for m in LEGACY_MIDDLE_STEPS]
-    big = PathTuner(large, 10, 900)
+    big = PathTuner(large, 10, 900, auto_middle=True)
     big.load_state_dict({k: v for k, v in PathTuner(old_large, 10, 900).state_dict().items() if k != "candidates"})
     assert big.candidates == old_large
     # the saved list, when there is one, wins over this version's
-    again = PathTuner(new, 10, 900)
+    again = PathTuner(new, 10, 900, auto_middle=True)
     again.load_state_dict(whole.state_dict())
     assert again.candidates == old and again.chosen == whole.chosen
     # negative controls: a trial count that no version offered; an old state where this tuner's
@@ -134,12 +134,17 @@ def test_a_tuner_saved_with_the_old_middle_tests_goes_on_with_them():
     # indices beyond the saved paths
     legacy_state = {k: v for k, v in whole.state_dict().items() if k != "candidates"}
     with pytest.raises(ValueError, match="tried 7 paths"):
-        PathTuner(new, 10, 900).load_state_dict({**legacy_state, "trials": legacy_state["trials"][:7]})
+        PathTuner(new, 10, 900, auto_middle=True).load_state_dict({**legacy_state, "trials": legacy_state["trials"][:7]})
     fixed = path_candidates(16, "auto", "auto", 3)
     with pytest.raises(ValueError, match="tried 40 paths"):
         PathTuner(fixed, 10, 900).load_state_dict(legacy_state)
+    # a fixed sixteen is not "auto"'s sixteen, though from L = 16 on they offer the same candidates
+    with pytest.raises(ValueError, match="tried 40 paths"):
+        PathTuner(path_candidates(16, "auto", "auto", 16), 10, 900).load_state_dict(legacy_state)
+    with pytest.raises(ValueError, match="tried 40 paths"):
+        PathTuner(large, 10, 900).load_state_dict({k: v for k, v in big.state_dict().items() if k != "candidates"})
     with pytest.raises(ValueError, match="outside its 40"):
-        PathTuner(new, 10, 900).load_state_dict({**legacy_state, "active": np.array([3, 40])})
+        PathTuner(new, 10, 900, auto_middle=True).load_state_dict({**legacy_state, "active": np.array([3, 40])})
 
 
 def tuned_config(measure=40, temps=(0.1, 0.2), *changes):
