@@ -25,6 +25,8 @@ config's Transformer trained for ``--epochs`` passes, at each ``--layers`` and `
 (heads:gated channels), followed, for three or more sizes that kept trained layers, by power
 laws of the held-out MSE and σ² against the fitted parameter count. ``--fit-sizes n ...``
 refits the config's bond-pair model on only the last n fit pairs (how much data a round needs).
+``--online STEPS`` then runs each Transformer, frozen, as the middle model of a nested chain
+(the acceptance that the exact test then reaches: analysis/DEPTH_STUDY.md).
 
     OMP_NUM_THREADS=1 python analysis/model_capacity.py analysis/reference.toml --pairs 10000
     OMP_NUM_THREADS=1 python analysis/model_capacity.py analysis/capacity_l8.toml --layers 1 2 3 \\
@@ -42,12 +44,14 @@ import time
 import numpy as np
 import torch
 
-from slmc_hpc.assemble import build_network, build_physics, build_slot
+from slmc_hpc.assemble import build_linear, build_network, build_physics, build_slot
 from slmc_hpc.config import load
 from slmc_hpc.models import LinearModel
 from slmc_hpc.models.bond_pairs import bond_pair_sums, bond_pair_tables, bond_values
 from slmc_hpc.models.downfolded import DownfoldedModel, site_spinors
 from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
+from slmc_hpc.samplers.nested import NestedSLMCSampler
+from slmc_hpc.training.least_squares import LinearTrainer
 from slmc_hpc.training.data import Samples
 from slmc_hpc.training.learner import solo_step
 from slmc_hpc.training.network import TorchTrainer
@@ -142,10 +146,51 @@ def report(name, n_params, residual, n_sites, beta):
     return mse, beta * residual.std()
 
 
-def transformer_row(cfg, lattice, beta, d, fit, held, args) -> tuple[int, float, float] | None:
+def part(d, rows, beta) -> Samples:
+    """Pairs ``rows`` of the data as training samples at one β."""
+    return Samples(d["X"][rows], d["Y"][rows], d["XR"][rows], d["YR"][rows], np.full(len(d["Y"][rows]), beta))
+
+
+def inner_model(cfg, lattice, beta, d, fit):
+    """Nested SLMC's inner model (the config's inner class) fitted by least squares to the fit pairs."""
+    trainer = LinearTrainer(build_linear(cfg, lattice, inner=True), "pair")
+    trainer.train(part(d, fit, beta), part(d, slice(0, 0), beta), beta)
+    return trainer.model
+
+
+def online_chain(cfg, inner, model, beta, start, steps: int, seed: int) -> str:
+    """The nested chain that ``model`` (frozen) steers, from ``start``: ``steps`` steps of the
+    config's path on the inner model ([slmc] local_updates, middle_steps, overrelax, move and
+    [run] step_size; where "auto", what a run starts with: N updates, δ = 0.5, four middle
+    tests), its generator seeded with ``seed`` for every model. Returns, as a line, the exact
+    test's acceptance (of the steps whose middle tests passed), the middle test's, the
+    fraction of steps that moved, and σ over the exact tests (the spread of their log-ratio,
+    on this chain's own proposals, where the offline σ is on the linear chain's)."""
+    slmc, run = cfg.slmc, cfg.run
+    if slmc.scheme != "nested":
+        raise SystemExit(f"--online runs the nested scheme; the config has [slmc] scheme = {slmc.scheme!r}")
+    sampler = NestedSLMCSampler(build_physics(cfg), inner, model, beta,
+                                len(start) if slmc.local_updates in ("auto", 0) else slmc.local_updates,
+                                0.5 if run.step_size == "auto" else run.step_size,
+                                4 if slmc.middle_steps == "auto" else slmc.middle_steps, slmc.overrelax, slmc.move)
+    rng, state = np.random.default_rng(seed), sampler.init_state(np.array(start))
+    tests = accepted = middle = middle_accepted = moved = 0
+    ratios = []
+    for _ in range(steps):
+        state, info = sampler.step(state, rng)
+        tests, accepted, moved = tests + info.n_tests, accepted + info.n_accepted, moved + int(info.accepted)
+        middle, middle_accepted = middle + info.n_middle_tests, middle_accepted + info.n_middle_accepted
+        if info.n_tests:
+            ratios.append(info.log_ratio)
+    return (f"online, {steps} steps: exact test {accepted / max(tests, 1):.4f} of {tests}, middle "
+            f"{middle_accepted / max(middle, 1):.4f}, moved {moved / steps:.4f}, sigma (exact tests) "
+            f"{np.std(ratios) if ratios else float('nan'):.3f}")
+
+
+def transformer_row(cfg, lattice, beta, d, fit, held, args, inner=None) -> tuple[int, float, float] | None:
     """Train the config's Transformer on the fit pairs and report it on the held-out ones.
-    Returns (fitted parameters, held-out per-site MSE, σ) where the round kept trained layers,
-    else None. Fitted: all but the head's β-slopes (E'_0, J'_n, K'_o), which pairs at one
+    With ``inner`` (--online), then the chain it steers (online_chain). Returns (fitted
+    parameters, held-out per-site MSE, σ) where the round kept trained layers, else None. Fitted: all but the head's β-slopes (E'_0, J'_n, K'_o), which pairs at one
     temperature leave at zero."""
     em = cfg.effective_model
     target = d["Y"] - d["YR"]
@@ -156,14 +201,15 @@ def transformer_row(cfg, lattice, beta, d, fit, held, args) -> tuple[int, float,
     # one pass each would restart from the identity whenever one pass did not yet pay
     trainer = TorchTrainer(net, epochs=args.epochs, learning_rate=tr.learning_rate, weight_decay=tr.weight_decay,
                            batch_size=args.batch_size, seed=args.seed, loss="pair")
-    part = lambda s: Samples(d["X"][s], d["Y"][s], d["XR"][s], d["YR"][s], np.full(len(d["Y"][s]), beta))
     t0 = time.perf_counter()
-    trainer.train(part(fit), part(held))
+    trainer.train(part(d, fit, beta), part(d, held, beta))
     model = TransformerModel.frozen(net, beta)
     residual = target[held] - (model.energy(d["X"][held]) - model.energy(d["XR"][held]))
     name = (f"Transformer {em.layers} layers x {em.heads} heads x {em.gate_channels} gates, {args.epochs} "
             f"passes ({trainer.kept_layers} layers kept, {time.perf_counter() - t0:.0f} s)")
     result = report(name, net.n_parameters(), residual, lattice.N, beta)
+    if inner is not None:  # the chain it steers, from the last held-out pair's current configuration
+        print("    " + online_chain(cfg, inner, model, beta, d["XR"][-1], args.online, args.seed), flush=True)
     if trainer.kept_layers != "trained":
         return None
     return (net.n_parameters() - 1 - net.couplings.shape[1],) + result
@@ -191,6 +237,13 @@ def pairs_made_by(cfg, n_pairs: int, seed: int) -> np.ndarray:
 
 
 PHYSICS = slice(2, 7)  # L, t, J, mu, T in pairs_made_by
+
+
+def steps(text: str) -> int:
+    """A positive number of steps, for --online."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of steps")
+    return int(text)
 
 
 def width(text: str) -> tuple[int, int]:
@@ -223,6 +276,11 @@ def main(argv=None) -> int:
     p.add_argument("--no-downfolded", action="store_true", help="leave out the downfolded model's rows")
     p.add_argument("--pairs-file", help="an .npz of the pairs: read if it exists, else written after they are "
                    "collected (so that several models, e.g. one Transformer per width, are fitted to the same pairs)")
+    p.add_argument("--online", type=steps, default=0, metavar="STEPS",
+                   help="also run each Transformer, frozen, as the middle model of a nested chain for STEPS "
+                        "steps (inner model: the config's inner class fitted to the fit pairs; the generator "
+                        "seeded alike for every Transformer) and print its exact-test and middle-test acceptance, "
+                        "the fraction of steps that moved and sigma")
     p.add_argument("--fit-sizes", type=int, nargs="*", default=[],
                    help="also fit the config's bond-pair model on only the last n of the fit pairs, for each n "
                         "(how much data the online rounds need)")
@@ -300,8 +358,9 @@ def main(argv=None) -> int:
                residual[held] - designs[own][held] @ coef, N, beta)
     if args.no_transformer:
         return 0
+    inner = inner_model(cfg, lattice, beta, d, fit) if args.online else None
     rows = [transformer_row(cfg.replace("effective_model", layers=layers, heads=heads, gate_channels=gates),
-                            lattice, beta, d, fit, held, args)
+                            lattice, beta, d, fit, held, args, inner)
             for heads, gates in args.widths or [(em.heads, em.gate_channels)]
             for layers in args.layers or [em.layers]]
     rows = [r for r in rows if r is not None]
