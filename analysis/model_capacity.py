@@ -190,8 +190,9 @@ def online_chain(cfg, inner, model, beta, start, steps: int, seed: int) -> str:
 def transformer_row(cfg, lattice, beta, d, fit, held, args, inner=None) -> tuple[int, float, float] | None:
     """Train the config's Transformer on the fit pairs and report it on the held-out ones.
     With ``inner`` (--online), then the chain it steers (online_chain). Returns (fitted
-    parameters, held-out per-site MSE, σ) where the round kept trained layers, else None. Fitted: all but the head's β-slopes (E'_0, J'_n, K'_o), which pairs at one
-    temperature leave at zero."""
+    parameters, held-out per-site MSE, σ) where the round kept trained layers, else None.
+    Fitted: all but the head's β-slopes (E'_0, J'_n, K'_o), which pairs at one temperature
+    leave at zero."""
     em = cfg.effective_model
     target = d["Y"] - d["YR"]
     net = build_network(cfg, lattice, beta)
