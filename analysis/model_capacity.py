@@ -44,13 +44,14 @@ import time
 import numpy as np
 import torch
 
-from slmc_hpc.assemble import build_linear, build_network, build_physics, build_slot
+from slmc_hpc.assemble import build_linear, build_network, build_physics, build_slot, initial_path
 from slmc_hpc.config import load
 from slmc_hpc.models import LinearModel
 from slmc_hpc.models.bond_pairs import bond_pair_sums, bond_pair_tables, bond_values
 from slmc_hpc.models.downfolded import DownfoldedModel, site_spinors
 from slmc_hpc.models.transformer import EquivariantTransformer, TransformerModel
 from slmc_hpc.samplers.nested import NestedSLMCSampler
+from slmc_hpc.samplers.state import AcceptanceCounts
 from slmc_hpc.training.least_squares import LinearTrainer
 from slmc_hpc.training.data import Samples
 from slmc_hpc.training.learner import solo_step
@@ -166,24 +167,21 @@ def online_chain(cfg, inner, model, beta, start, steps: int, seed: int) -> str:
     test's acceptance (of the steps whose middle tests passed), the middle test's, the
     fraction of steps that moved, and σ over the exact tests (the spread of their log-ratio,
     on this chain's own proposals, where the offline σ is on the linear chain's)."""
-    slmc, run = cfg.slmc, cfg.run
+    slmc = cfg.slmc
     if slmc.scheme != "nested":
         raise SystemExit(f"--online runs the nested scheme; the config has [slmc] scheme = {slmc.scheme!r}")
-    sampler = NestedSLMCSampler(build_physics(cfg), inner, model, beta,
-                                len(start) if slmc.local_updates in ("auto", 0) else slmc.local_updates,
-                                0.5 if run.step_size == "auto" else run.step_size,
-                                4 if slmc.middle_steps == "auto" else slmc.middle_steps, slmc.overrelax, slmc.move)
+    sampler = NestedSLMCSampler(build_physics(cfg), inner, model, beta, *initial_path(cfg, len(start)),
+                                slmc.overrelax, slmc.move)
     rng, state = np.random.default_rng(seed), sampler.init_state(np.array(start))
-    tests = accepted = middle = middle_accepted = moved = 0
-    ratios = []
+    counts, moved, ratios = AcceptanceCounts(), 0, []
     for _ in range(steps):
         state, info = sampler.step(state, rng)
-        tests, accepted, moved = tests + info.n_tests, accepted + info.n_accepted, moved + int(info.accepted)
-        middle, middle_accepted = middle + info.n_middle_tests, middle_accepted + info.n_middle_accepted
+        counts.add(info)
+        moved += int(info.accepted)
         if info.n_tests:
             ratios.append(info.log_ratio)
-    return (f"online, {steps} steps: exact test {accepted / max(tests, 1):.4f} of {tests}, middle "
-            f"{middle_accepted / max(middle, 1):.4f}, moved {moved / steps:.4f}, sigma (exact tests) "
+    return (f"online, {steps} steps: exact test {counts.acceptance:.4f} of {counts.tests}, middle "
+            f"{counts.middle_acceptance:.4f}, moved {moved / steps:.4f}, sigma (exact tests) "
             f"{np.std(ratios) if ratios else float('nan'):.3f}")
 
 

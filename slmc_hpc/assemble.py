@@ -129,16 +129,23 @@ def build_tuner(cfg: Config, n_sites: int) -> PathTuner | None:
     return PathTuner(candidates, cfg.run.thermalize // 2, cfg.run.thermalize, auto_middle=middle_steps == "auto")
 
 
+def initial_path(cfg: Config, n_sites: int) -> tuple[int, float, int]:
+    """(inner-chain length, δ, middle tests) a slot starts with: the config's, and where "auto"
+    N updates (also for 0), δ = 0.5 and four middle tests until the slot's tuner chooses
+    (run_loop, tuning.py)."""
+    slmc, step_size = cfg.slmc, cfg.run.step_size
+    return (n_sites if slmc.local_updates in ("auto", 0) else slmc.local_updates,
+            0.5 if step_size == "auto" else step_size,
+            4 if slmc.middle_steps == "auto" else slmc.middle_steps)
+
+
 def build_slot(cfg: Config, physics: DoubleExchange, beta: float, rng: np.random.Generator,
                beta_ref: float | None = None, network: TorchTrainer | None = None) -> tuple[Replica, Learner | None]:
     """One temperature slot: its replica (chain) and learner (None for the exact sampler).
     ``network``: the shared Transformer's trainer; without it a Transformer slot gets a
     private network (β_ref = ``beta_ref`` or its own β; minibatch seed drawn from ``rng``)."""
     lattice, run, tr = physics.lattice, cfg.run, cfg.training
-    # "auto": N updates of δ = 0.5 until the slot's tuner chooses (run_loop, tuning.py)
-    n_local = lattice.N if cfg.slmc.local_updates in ("auto", 0) else cfg.slmc.local_updates
-    step_size = 0.5 if run.step_size == "auto" else run.step_size
-    middle_steps = 4 if cfg.slmc.middle_steps == "auto" else cfg.slmc.middle_steps  # "auto": 4 until chosen
+    n_local, step_size, middle_steps = initial_path(cfg, lattice.N)
     linear = inner = None
     if run.sampler == "exact":
         sampler = ExactLocalSampler(physics, beta, n_local, step_size)

@@ -120,8 +120,8 @@ SCHEMA: dict[str, list[Key]] = {
             "test on the transformer, outer exact test) or plain (transformer in the inner chain)",
             choices=("nested", "plain")),
         Key("middle_steps", "int_or_auto", DEPENDS, "nested and downfolded: inner chains + middle tests per exact "
-            "test; \"auto\": each temperature slot chooses 4 or 8 (16 alone from 256 sites on) with its path during thermalization "
-            "(see tuning.py); default for downfolded \"auto\" where local_updates is \"auto\", else 4; otherwise 1", _at_least(1)),
+            "test; \"auto\": each temperature slot chooses 4 or 8 (16 alone from 256 sites on) with its path "
+            "during thermalization (see tuning.py); default for downfolded \"auto\" where local_updates is \"auto\", else 4; otherwise 1", _at_least(1)),
         Key("inner_bond_shells", "int", DEPENDS, "nested: the inner linear model's four-spin bond-pair terms "
             "(as [effective_model] bond_shells, within bond_range, on the raw spins); 0: none; default: bond_shells",
             _non_negative),
