@@ -137,3 +137,18 @@ def test_pickled_model_leaves_its_caches_behind(bond_model, rng):
     assert "bond_form" not in back.__dict__ and "_bond_kernel" not in back.__dict__
     np.testing.assert_array_equal(back.bond_form.G, form.G)
     assert back.energy(spins) == energy
+
+
+@pytest.mark.parametrize("kind, L, shells, bond_shells", [("chain", 8, 3, 0), ("square", 4, 5, 2), ("cubic", 4, 4, 2)])
+def test_energy_and_design_agree_with_the_bond_form(kind, L, shells, bond_shells, rng):
+    """``energy`` and ``design`` sum b = S_i·S_j over the list of bonds; the bond form (the compiled
+    chain's energy, samplers/local_chain.py) sums w·b and bᵀGb over its own tables: the same energy
+    by two routes, on small lattices where shells wrap around."""
+    lattice = Lattice.from_kind(kind, L)
+    zero = LinearModel.zeros(lattice, shells, bond_shells)
+    model = zero.with_parameters(rng.standard_normal(zero.n_parameters))
+    spins = np.stack([random_spins(lattice.N, rng) for _ in range(3)])
+    expected = [model.bond_form.energy(s, model.e0) for s in spins]
+    np.testing.assert_allclose(model.energy(spins), expected, atol=1e-10)
+    np.testing.assert_allclose(model.energy_of_design(model.design(spins)), expected, atol=1e-10)
+    assert model.energy(spins[0]) == pytest.approx(expected[0], abs=1e-10)

@@ -116,16 +116,27 @@ class LinearModel:
         return nbrs, weights
 
     @cached_property
-    def _shell_starts(self) -> np.ndarray:
-        """First column of each shell in the side-by-side neighbour table."""
-        return np.cumsum([0] + [s.shape[1] for s in self._shells[:-1]])
+    def _shell_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(bonds, W, pair_bonds): the bonds (B, 2) of shells 1..max(n_shells, bond_shells), W
+        (B, n_shells) with φ = b @ W (W[a, n] = 1/2 per listing of bond a in shell n's neighbour
+        tables, as ``features`` sums over sites: 1 on a lattice where no neighbour is listed
+        twice), and the positions of the bond-pair tables' bonds among them. Why: b from the
+        Gram matrix and one product is 2.5x faster than gathering every site's Z neighbours
+        (measured 64 -> 25 µs at L = 8, 146 -> 57 at L = 12, 8 shells), and the bond-pair
+        energy reuses b: the downfolded model's correction (models/downfolded.py) is evaluated
+        at every middle test."""
+        every, index = self.lattice.shell_bonds(max(self.n_shells, self.bond_shells))
+        weight = np.zeros((len(every), self.n_shells))
+        for n, nbrs in enumerate(self._shells):
+            listed = index[np.arange(self.lattice.N)[:, None], nbrs].ravel()
+            np.add.at(weight[:, n], listed, 0.5)
+        pairs = self._tables.bonds
+        return every, weight, index[pairs[:, 0], pairs[:, 1]]
 
     def features(self, spins: np.ndarray) -> np.ndarray:
         """φ_n[S] = Σ_<ij>_n S_i·S_j for each shell, shape (..., n_shells)."""
-        spins = np.asarray(spins)
-        nbrs, _ = self._flat
-        bonds = np.einsum("...ik,...izk->...z", spins, spins[..., nbrs, :])  # Σ_i S_i·S_nbr(i, z)
-        return 0.5 * np.add.reduceat(bonds, self._shell_starts, axis=-1)
+        every, weight, _ = self._shell_sums
+        return bond_values(np.asarray(spins), every) @ weight
 
     def bond_pair_features(self, spins: np.ndarray) -> np.ndarray:
         """ψ_o[S] for each bond-pair class, shape (C, n_orbits) for spins (C, N, 3), in chunks
@@ -144,9 +155,11 @@ class LinearModel:
         return np.concatenate([phi, self.bond_pair_features(spins)], axis=1) if self.bond_shells else phi
 
     def energy(self, spins: np.ndarray) -> np.ndarray:
-        e = self.e0 - self.features(spins) @ self.couplings
+        every, weight, pair_bonds = self._shell_sums
+        b = bond_values(np.asarray(spins), every)
+        e = self.e0 - (b @ weight) @ self.couplings
         if self.bond_shells:
-            e = e - bond_pair_energy(bond_values(np.asarray(spins), self._tables.bonds), self._tables, self._bond_kernel)
+            e = e - bond_pair_energy(b[..., pair_bonds], self._tables, self._bond_kernel)
         return e
 
     def local_field(self, spins: np.ndarray, i: int) -> np.ndarray:
