@@ -63,6 +63,29 @@ def test_bond_form_energy_equals_the_model_energy(kind, L, shells, bond_shells, 
         assert model.bond_form.energy(spins, model.e0) == pytest.approx(model.energy(spins), abs=1e-12)
 
 
+@pytest.mark.parametrize("kind,L,shells,bond_shells,bond_range", [MODELS[1], MODELS[4], MODELS[7]])
+def test_a_chain_goes_on_from_the_fields_another_left(kind, L, shells, bond_shells, bond_range, rng):
+    """Two chains in a row, the second from the first's end with the (b, h) that the first
+    left (a step's middle tests, samplers/nested.py): the same decisions and energy change as a
+    second chain that sets them up anew, and the fields left are those of its end. Negative
+    control: the fields of another configuration make other decisions."""
+    model = random_model(kind, L, shells, bond_shells, rng, bond_range)
+    form, n = model.bond_form, model.lattice.N
+    spins = random_spins(n, rng)
+    first, second = (draw_moves(rng, n, 400) for _ in range(2))
+    fields = form.fields(spins)
+    middle, _ = form.chain(spins, 2.0, first[0], first[1], np.log(first[2]), 0.5, fields=fields)
+    args = (middle, 2.0, second[0], second[1], np.log(second[2]), 0.5)
+    end, delta = form.chain(*args, fields=fields)
+    fresh_end, fresh_delta = form.chain(*args)
+    np.testing.assert_allclose(end, fresh_end, rtol=0, atol=1e-12)
+    assert delta == pytest.approx(fresh_delta, abs=1e-10)
+    for kept, anew in zip(fields, form.fields(end)):
+        np.testing.assert_allclose(kept, anew, rtol=0, atol=1e-10)
+    stale, _ = form.chain(*args, fields=form.fields(spins))
+    assert not np.allclose(stale, fresh_end, atol=1e-6)
+
+
 def test_wrong_bond_matrix_diagonal_is_caught(rng):
     """Negative control: the same form with G's diagonal not doubled (K b_a² counted as
     (1/2) K b_a²) makes other decisions, so the comparison above can fail."""

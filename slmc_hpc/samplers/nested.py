@@ -50,14 +50,19 @@ class NestedSLMCSampler:
 
     def step(self, state: ChainState, rng: np.random.Generator) -> tuple[ChainState, StepInfo]:
         spins, e_mid = state.spins, state.e_eff
+        # the inner model's bond values and field at `spins`, set up once per step (not carried
+        # between steps, so that a resumed run repeats them bit for bit) and handed from one
+        # middle test to the next: a chain updates its copy to its end, kept if the test passes
+        fields = self.inner.bond_form.fields(spins) if hasattr(type(self.inner), "bond_form") else None
         n_mid = 0
         for _ in range(self.middle_steps):
+            trial = None if fields is None else tuple(x.copy() for x in fields)
             # the inner chain reports ΔE_in itself: two fewer model evaluations per step
             proposal, d_in = effective_chain(self.inner, spins, self.beta, self.n_local, self.step_size, rng,
-                                            self.overrelax, self.move)
+                                            self.overrelax, self.move, trial)
             p_mid = float(self.model.energy(proposal))
             if np.log(rng.random()) < -self.beta * ((p_mid - e_mid) - d_in):
-                spins, e_mid, n_mid = proposal, p_mid, n_mid + 1
+                spins, e_mid, n_mid, fields = proposal, p_mid, n_mid + 1, trial
         middle = {"n_middle_tests": self.middle_steps, "n_middle_accepted": n_mid}
         if not n_mid:
             return state, StepInfo(accepted=False, n_tests=0, n_accepted=0, rejected_proposal=proposal, **middle)

@@ -22,7 +22,8 @@ from .state import ChainState, StepInfo
 
 
 def effective_chain(model, spins: np.ndarray, beta: float, n_local: int, step_size: float,
-                    rng: np.random.Generator, overrelax: float = 0.0, move: str = "metropolis") -> tuple[np.ndarray, float]:
+                    rng: np.random.Generator, overrelax: float = 0.0, move: str = "metropolis",
+                    fields=None) -> tuple[np.ndarray, float]:
     """Run n_local Metropolis updates on exp(-β E_eff) starting from spins; return the end
     and E_eff[end] - E_eff[start] (the sum of the accepted updates' ΔE; equal to the
     difference of the two energies up to round-off, without evaluating them).
@@ -31,13 +32,16 @@ def effective_chain(model, spins: np.ndarray, beta: float, n_local: int, step_si
     Transformer) that of samplers/transformer_chain.py; others call delta_energy per update.
     ``overrelax``: the fraction of updates that reflect the spin about its local field
     (bond forms only). ``move``: "metropolis" (S_i + δ g, symmetric) or "heatbath" (drawn from
-    exp(β S_i·H) about the local field H, step_size unused; bond forms only)."""
+    exp(β S_i·H) about the local field H, step_size unused; bond forms only). ``fields``: a
+    bond form's (b, h) of ``spins``, updated in place to the end's (BondForm.chain)."""
     heat_bath = move == "heatbath"
     sites, noise, u = draw_moves(rng, len(spins), n_local, heat_bath)
     log_u = np.log(u)
     reflect = draw_reflections(rng, n_local, overrelax) if overrelax > 0 else None
     if hasattr(type(model), "bond_form"):  # not getattr: an error building it must not hide
-        return model.bond_form.chain(spins, beta, sites, noise, log_u, step_size, reflect, heat_bath)
+        return model.bond_form.chain(spins, beta, sites, noise, log_u, step_size, reflect, heat_bath, fields)
+    if fields is not None:
+        raise ValueError(f"bond fields given for {type(model).__name__}, which is not a bond form")
     if reflect is not None or heat_bath:
         raise ValueError(f"over-relaxation and heat-bath moves need a model with a local field (a bond form), "
                          f"not {type(model).__name__}")
