@@ -152,3 +152,10 @@ def test_energy_and_design_agree_with_the_bond_form(kind, L, shells, bond_shells
     np.testing.assert_allclose(model.energy(spins), expected, atol=1e-10)
     np.testing.assert_allclose(model.energy_of_design(model.design(spins)), expected, atol=1e-10)
     assert model.energy(spins[0]) == pytest.approx(expected[0], abs=1e-10)
+    # the shell sums against an enumeration of site pairs by distance (no neighbour tables)
+    plain = LinearModel(lattice, couplings=np.eye(shells)[0])
+    for n in range(shells):
+        one = LinearModel(lattice, couplings=np.eye(shells)[n])
+        np.testing.assert_allclose(model.features(spins)[:, n], [-brute_force_energy(one, s) for s in spins],
+                                   atol=1e-12)
+    assert plain.features(spins[None]).shape == (1, 3, shells)

@@ -269,6 +269,55 @@ def test_nested_outer_test_with_the_inner_energy_is_caught():
     assert chi_square_p_value(sample_cos(wrong, 30000, seed=9), BETA) < P_VALUE_THRESHOLD
 
 
+def test_nested_step_hands_the_inner_fields_on_as_if_set_up_anew():
+    """A nested step sets up the inner model's (b, h = G b) once and hands them from one middle
+    test to the next (samplers/nested.py): its decisions are those of a step whose every inner
+    chain sets them up anew, on the same random numbers. Negative control: a step that hands on
+    a rejected chain's end fields (no copy) decides otherwise."""
+    physics = DoubleExchange(Lattice.from_kind("square", 4), t=1.0, J=4.0, mu=-2.5)
+    lat = physics.lattice
+
+    def model(seed):
+        zero = LinearModel.zeros(lat, 2, 2)
+        return zero.with_parameters(np.random.default_rng(seed).normal(size=zero.n_parameters))
+
+    class AnewEachChain(NestedSLMCSampler):
+        copy = True
+
+        def step(self, state, rng):
+            spins, e_mid, n_mid = state.spins, state.e_eff, 0
+            fields = self.inner.bond_form.fields(spins)
+            for _ in range(self.middle_steps):
+                trial = tuple(x.copy() for x in fields) if self.copy else fields
+                proposal, d_in = effective_chain(self.inner, spins, self.beta, self.n_local, self.step_size, rng,
+                                                 fields=None if self.copy else trial)
+                p_mid = float(self.model.energy(proposal))
+                if np.log(rng.random()) < -self.beta * ((p_mid - e_mid) - d_in):
+                    spins, e_mid, n_mid, fields = proposal, p_mid, n_mid + 1, trial
+            if not n_mid:
+                return state, None
+            return accept_exactly(self.physics, self.beta, state, spins, e_mid, rng)
+
+    class Uncopied(AnewEachChain):
+        copy = False
+
+    args = (physics, model(1), model(2), 2.0, 16, 1.0, 4)
+    proposals, mixed = [], 0
+    for kind in (NestedSLMCSampler, AnewEachChain, Uncopied):
+        sampler, rng = kind(*args), np.random.default_rng(3)
+        state = sampler.init_state(random_spins(lat.N, np.random.default_rng(4)))
+        seen = []
+        for _ in range(40):
+            state, info = sampler.step(state, rng)
+            if info is not None and info.n_tests:  # the middle chain's end, handed to the exact test
+                seen.append(info.proposal)
+                mixed += kind is NestedSLMCSampler and 0 < info.n_middle_accepted < info.n_middle_tests
+        proposals.append(np.array(seen))
+    assert mixed > 5  # steps with passed and failed middle tests, so a leaked field would show
+    np.testing.assert_allclose(proposals[0], proposals[1], rtol=0, atol=1e-12)
+    assert proposals[2].shape != proposals[0].shape or not np.allclose(proposals[2], proposals[0], atol=1e-6)
+
+
 @pytest.mark.parametrize("bond_shells,bond_range", [(0, 0.0), (2, 0.0), (4, 1.5)])
 def test_slmc_keeps_e_eff_equal_to_the_model_energy(bond_shells, bond_range):
     """SLMC takes the proposal's E_eff from the inner chain's summed ΔE; after many steps the

@@ -113,9 +113,7 @@ class BondForm:
 
     def bond_values(self, spins: np.ndarray) -> np.ndarray:
         """b_a = S_i·S_j for every bond, shape (B,)."""
-        b = np.empty(len(self.bonds))
-        _bond_values(np.ascontiguousarray(spins, dtype=np.float64), self.bonds, b)
-        return b
+        return bond_values_of(spins, self.bonds)
 
     def bond_field(self, b: np.ndarray) -> np.ndarray:
         """h = G b over the first P bonds, as the chain adds it up: each bond's column of G
@@ -151,12 +149,15 @@ class BondForm:
         linear part of ΔE. For the linear model (G = 0) every such proposal is accepted; the
         four-spin terms' part of ΔE (quadratic in S_i) decides otherwise.
 
-        ``fields``: (b, h) of ``spins`` as ``fields`` gives them (or as an earlier chain left
-        them), updated in place to the end's, so that a chain that starts where another ended
-        need not set them up again (at L = 12 the set-up costs a fifth of a 1152-update chain;
-        samplers/nested.py); None: set up here."""
+        ``fields``: (b, h) of ``spins`` as ``BondForm.fields`` gives them (or as an earlier
+        chain left them), updated in place to the end's, so that a chain that starts where
+        another ended need not set them up again (at L = 12 the set-up costs a fifth of a
+        1152-update chain; samplers/nested.py); None: set up here."""
         spins = np.array(spins, dtype=np.float64)
         b, h = self.fields(spins) if fields is None else fields
+        if b.shape != (len(self.bonds),) or h.shape != (len(self.G),) or b.dtype != np.float64 or h.dtype != np.float64:
+            raise ValueError(f"bond fields of shapes {b.shape}, {h.shape} given for a form of {len(self.bonds)} "
+                             f"bonds and a {len(self.G)}-bond matrix (float64 expected)")
         reflect = np.zeros(0, dtype=np.bool_) if reflect is None else np.asarray(reflect, dtype=np.bool_)
         total = _chain(spins, b, h, self.site_bonds, self.partner, self.w, self.local, self.reach, self.coupling,
                        np.asarray(sites, dtype=np.int64), np.asarray(noise, dtype=np.float64),
@@ -178,11 +179,22 @@ def bonds_at_sites(n_sites: int, bonds: np.ndarray) -> tuple[np.ndarray, np.ndar
     return table[..., 0].copy(), table[..., 1].copy()
 
 
+def bond_values_of(spins: np.ndarray, bonds: np.ndarray) -> np.ndarray:
+    """b_a = S_i·S_j for bonds (B, 2) and spins (..., N, 3), shape (..., B): compiled, O(B) per
+    configuration (models/bond_pairs.bond_values reads them off the Gram matrix, O(N²))."""
+    spins = np.ascontiguousarray(spins, dtype=np.float64)
+    flat = spins.reshape((-1,) + spins.shape[-2:])
+    out = np.empty((len(flat), len(bonds)))
+    _bond_values(flat, np.asarray(bonds, dtype=np.int64), out)
+    return out.reshape(spins.shape[:-2] + (len(bonds),))
+
+
 @numba.njit(cache=True)
 def _bond_values(spins, bonds, out):  # pragma: no cover
-    for a in range(len(bonds)):
-        i, j = bonds[a, 0], bonds[a, 1]
-        out[a] = spins[i, 0] * spins[j, 0] + spins[i, 1] * spins[j, 1] + spins[i, 2] * spins[j, 2]
+    for c in range(len(spins)):
+        for a in range(len(bonds)):
+            i, j = bonds[a, 0], bonds[a, 1]
+            out[c, a] = spins[c, i, 0] * spins[c, j, 0] + spins[c, i, 1] * spins[c, j, 1] + spins[c, i, 2] * spins[c, j, 2]
 
 
 @numba.njit(cache=True, fastmath={"reassoc", "contract"})
