@@ -266,7 +266,9 @@ def wait_for(condition, timeout, proc):
 
 def test_sigterm_checkpoints_and_exits_75_then_resume_is_bit_identical(tmp_path):
     cfg_path = tmp_path / "run.toml"
-    cfg_path.write_text(config_text("linear", measure=3000, every=0, thermalize=100))
+    # long enough that the signal, 1 s after the file appears, finds the run going: 3000 measured
+    # steps ended 1.3 s after it with 0.8.5, and a signal after the run's end kills it (exit -15)
+    cfg_path.write_text(config_text("linear", measure=12000, every=0, thermalize=100))
     whole, cut = tmp_path / "whole.h5", tmp_path / "cut.h5"
     proc = cli(cfg_path, "--output", cut)
     wait_for(lambda: cut.exists(), 60, proc)
