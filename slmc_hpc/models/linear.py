@@ -91,16 +91,10 @@ class LinearModel:
     def bond_form(self) -> BondForm:
         """This model as a bond form (see samplers/local_chain.py), for the compiled local chain:
         bonds of the bond-pair shells first (G acts on them), then the rest of the J shells;
-        w_a = J_n(a), halved per listing in the neighbour tables as in ``features``."""
-        every, index = self.lattice.shell_bonds(max(self.n_shells, self.bond_shells))
-        inner = self._tables.bonds
-        first = index[inner[:, 0], inner[:, 1]]  # G's bonds, in G's order
+        w_a = J_n(a), from the shell sums' weights as in ``features``."""
+        every, weight, first = self._shell_sums  # first: G's bonds, in G's order
         order = np.concatenate([first, np.setdiff1d(np.arange(len(every)), first)])
-        w = np.zeros(len(every))
-        for nbrs, j in zip(self._shells, self.couplings):
-            listed = index[np.arange(self.lattice.N)[:, None], nbrs].ravel()
-            assert np.all(listed >= 0), "a shell neighbour missing from the bond table"
-            np.add.at(w, listed, 0.5 * j)
+        w = weight @ self.couplings
         return BondForm.from_bonds(self.lattice.N, every[order], w[order],
                                    bond_matrix(self.bond_couplings, self._tables.pair_class), self.lattice.translations())
 
@@ -121,7 +115,7 @@ class LinearModel:
         (B, n_shells) with φ = b @ W (W[a, n] = 1/2 per listing of bond a in shell n's neighbour
         tables, as a sum over sites counts it: 1, as no table lists a neighbour twice), and the
         positions of the bond-pair tables' bonds among them. Why: the compiled b and one
-        product take 3 µs where gathering every site's Z neighbours took 64 (L = 8, 8 shells),
+        product take 9 µs where gathering every site's Z neighbours took 64 (L = 8, 8 shells),
         and the bond-pair energy reuses b: the downfolded model's correction
         (models/downfolded.py) is evaluated at every middle test."""
         every, index = self.lattice.shell_bonds(max(self.n_shells, self.bond_shells))
