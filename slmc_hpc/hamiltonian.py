@@ -11,18 +11,52 @@ enter only as β = 1/T. All energies and free energies are for the WHOLE lattice
     F_β[S]     = -(1/β) log W_β[S]           (the weight is P_β[S] ∝ exp(-β F_β[S]) = W_β[S])
 
 log(1 + e^{-x}) is evaluated with ``np.logaddexp(0, -x)`` so that β ε ≫ 1 never overflows.
-Only eigenvalues are ever computed (eigvalsh), never eigenvectors.
+Only eigenvalues are ever computed, never eigenvectors: on the CPU by LAPACK's reduction to
+tridiagonal form and root-free QR (``hermitian_eigenvalues``), on a GPU by CuPy's eigvalsh.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from functools import cached_property
+from functools import cache, cached_property
 
 import numpy as np
+from scipy.linalg import lapack
 
 from .backend import array_module, to_numpy
 from .lattice import Lattice
+
+
+# hetrd's block size, as its workspace (lwork = block x n): 8 was within 3% of the fastest
+# block at n = 36 ... 512, single and double precision, where heevd's own choice (32, with its
+# overhead) took 1.2-1.5x as long (OpenBLAS 0.3.31; analysis/BENCHMARKS.md, "The eigensolver")
+HETRD_BLOCK = 8
+
+
+@cache
+def _lapack_routines(dtype):
+    real = np.finfo(dtype).dtype
+    return lapack.get_lapack_funcs(("hetrd",), dtype=dtype)[0], lapack.get_lapack_funcs(("sterf",), dtype=real)[0]
+
+
+def hermitian_eigenvalues(lower: np.ndarray) -> np.ndarray:
+    """Ascending eigenvalues of the Hermitian matrix whose lower triangle ``lower`` holds, a
+    Fortran-ordered complex64 or complex128 (n, n) array that LAPACK overwrites; the upper
+    triangle is not read. Returned in the matrix's real precision.
+
+    hetrd (Householder reduction to a real tridiagonal matrix) and sterf (its eigenvalues by
+    root-free QR) are what heevd does without eigenvectors, with a smaller block (HETRD_BLOCK).
+    A C-ordered Hermitian matrix h may be passed as h.T: that is conj(h), with h's eigenvalues."""
+    hetrd, sterf = _lapack_routines(lower.dtype)
+    _, diagonal, off_diagonal, _, info = hetrd(lower, lower=1, lwork=max(1, HETRD_BLOCK * lower.shape[0]),
+                                               overwrite_a=1)
+    if info == 0 and len(diagonal) == 1:
+        return diagonal  # (sterf's wrapper takes no empty off-diagonal)
+    if info == 0:
+        eigenvalues, info = sterf(diagonal, off_diagonal, overwrite_d=1, overwrite_e=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"LAPACK found no eigenvalues of a {lower.shape} Hermitian matrix (info {info})")
+    return eigenvalues
 
 
 def log_fermion_weight(eigenvalues: np.ndarray, beta: float) -> np.ndarray:
@@ -91,8 +125,8 @@ class DoubleExchange:
     @cached_property
     def _work(self):
         # One reused matrix for single configurations: LAPACK on freshly allocated memory
-        # was measured 20% slower at L = 12 (cold pages), more than building H itself. It holds
-        # H0 from the start; each configuration rewrites only its 4N spin entries (_fill_spins).
+        # was measured 20% slower at L = 12 (cold pages), more than building H itself. Each
+        # configuration copies H0 into it, then its 4N spin entries (_fill); LAPACK overwrites it.
         return self._xp.array(self._h0)
 
     @cached_property
@@ -108,8 +142,7 @@ class DoubleExchange:
 
     def _fill_spins(self, h, spins):
         """Write the spin entries of H[S] into ``h`` (batched over leading axes), which already
-        holds H0 everywhere else: O(N) per configuration. The work matrix keeps H0 between
-        configurations because numpy's eigvalsh leaves its input as it was."""
+        holds H0 everywhere else: O(N) per configuration."""
         uu, dd, ud, du, h0_uu, h0_dd = self._spin_entries
         flat = h.reshape(h.shape[:-2] + (-1,))
         half = 0.5 * self.J
@@ -132,15 +165,17 @@ class DoubleExchange:
         return self._fill_spins(h, spins)
 
     def eigenvalues(self, spins) -> np.ndarray:
-        """Ascending eigenvalues ε_n of H[S] (μ included), float64 on the host, shape (..., 2N)."""
+        """Ascending eigenvalues ε_n of H[S] (μ included), float64 on the host, shape (..., 2N).
+        On the CPU a batch is done one configuration at a time, so that a configuration's
+        eigenvalues are the same bits alone or in a batch."""
         spins = self._xp.asarray(spins, dtype=self._xp.float64)
+        if self.backend != "numpy":
+            h = self.hamiltonian(spins) if spins.ndim > 2 else self._fill(self._work, spins)
+            return to_numpy(self._xp.linalg.eigvalsh(h))
         if spins.ndim > 2:
-            h = self.hamiltonian(spins)
-        elif self.backend == "numpy":  # (CuPy: whether eigvalsh keeps its input is not relied on)
-            h = self._fill_spins(self._work, spins)
-        else:
-            h = self._fill(self._work, spins)
-        return to_numpy(self._xp.linalg.eigvalsh(h))
+            flat = spins.reshape((-1,) + spins.shape[-2:])
+            return np.array([self.eigenvalues(s) for s in flat]).reshape(spins.shape[:-2] + (-1,))
+        return hermitian_eigenvalues(self._fill(self._work, spins).T)  # H^T = conj(H): H's eigenvalues
 
     def classical_energy(self, spins) -> np.ndarray:
         """J_direct Σ_<ij> S_i·S_j over nearest-neighbour bonds (whole lattice)."""

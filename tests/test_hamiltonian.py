@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from slmc_hpc.hamiltonian import DoubleExchange, fermion_energy, log_fermion_weight
+from slmc_hpc.hamiltonian import DoubleExchange, fermion_energy, hermitian_eigenvalues, log_fermion_weight
 from slmc_hpc.lattice import Lattice
 from slmc_hpc.observables import random_spins
 from slmc_hpc.testing import assert_invariant, permutations, random_rotation, rotations
@@ -116,7 +116,7 @@ def test_batched_eigenvalues_equal_single(rng):
     spins = random_spins(lat.N, rng, size=(4,))
     batched = phys.eigenvalues(spins)
     for b in range(4):
-        assert np.allclose(batched[b], phys.eigenvalues(spins[b]), atol=1e-12)
+        assert np.array_equal(batched[b], phys.eigenvalues(spins[b]))  # the same bits alone or batched
 
 
 def test_classical_energy_counts_each_bond_once():
@@ -129,13 +129,34 @@ def test_classical_energy_counts_each_bond_once():
 
 @pytest.mark.parametrize("kind,L", [("square", 4), ("chain", 6), ("cubic", 2)])
 def test_reused_work_matrix_gives_the_bits_of_a_fresh_hamiltonian(kind, L, rng):
-    """Single configurations rewrite only the 4N spin entries of one work matrix (numpy's
-    eigvalsh leaves its input as it was): every configuration in a sequence, also after a
-    batched call, gives exactly the eigenvalues of its freshly built H."""
+    """Single configurations reuse one work matrix that LAPACK overwrites: every configuration
+    in a sequence, also after a batched call, gives exactly the eigenvalues of its freshly
+    built H, and they agree with numpy's eigvalsh to round-off."""
     phys = DoubleExchange(Lattice.from_kind(kind, L), t=1.0, J=3.0, mu=-0.7)
     n = phys.lattice.N
     for k in range(6):
         spins = random_spins(n, rng)
         if k == 3:
             phys.eigenvalues(random_spins(n, rng, size=(2,)))
-        assert np.array_equal(phys.eigenvalues(spins), np.linalg.eigvalsh(phys.hamiltonian(spins)))
+        eig = phys.eigenvalues(spins)
+        assert np.array_equal(eig, hermitian_eigenvalues(phys.hamiltonian(spins).T))
+        np.testing.assert_allclose(eig, np.linalg.eigvalsh(phys.hamiltonian(spins)), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 64])
+def test_hermitian_eigenvalues_read_the_lower_triangle_only(n, rng):
+    """hetrd + sterf against numpy's eigvalsh on random Hermitian matrices, double and single
+    precision, with noise in the upper triangle that must not be read; ascending order.
+    Negative control: the upper triangle's noise, made Hermitian, changes the spectrum."""
+    a = rng.standard_normal((n, n)) + 1j * rng.standard_normal((n, n))
+    a = a + a.conj().T
+    noise = np.triu(rng.standard_normal((n, n)) + 1j * rng.standard_normal((n, n)), 1)
+    exact = np.linalg.eigvalsh(a)
+    for dtype, tol in ((np.complex128, 1e-12), (np.complex64, 1e-4)):
+        lower = np.asfortranarray(np.tril(a) + noise, dtype=dtype)
+        eig = hermitian_eigenvalues(lower)
+        assert eig.dtype == np.finfo(dtype).dtype
+        assert np.all(np.diff(eig) >= 0)
+        np.testing.assert_allclose(eig, exact, rtol=0, atol=tol * max(1.0, np.abs(exact).max()))
+    if n > 1:
+        assert np.abs(np.linalg.eigvalsh(np.tril(a) + noise + noise.conj().T) - exact).max() > 1e-3

@@ -40,7 +40,7 @@ import numba
 import numpy as np
 from scipy.linalg import blas, lapack
 
-from ..hamiltonian import DoubleExchange, hopping_matrix, log_fermion_weight
+from ..hamiltonian import DoubleExchange, hermitian_eigenvalues, hopping_matrix, log_fermion_weight
 from .linear import LinearModel
 
 
@@ -202,11 +202,7 @@ class DownfoldedModel:
                 raise
             dtype = np.complex128  # C near singular: single precision's Cholesky failed
             h = self._lower_effective_hamiltonian(spins, dtype)
-        heevd, = lapack.get_lapack_funcs(("heevd",), dtype=dtype)  # numpy's eigvalsh works in double
-        eps, _, info = heevd(h, compute_v=0, lower=1, overwrite_a=1)
-        if info != 0:
-            raise np.linalg.LinAlgError(f"the eigenvalues of H_eff did not converge (LAPACK info {info})")
-        eps = eps.astype(np.float64)
+        eps = hermitian_eigenvalues(h).astype(np.float64)
         value = float(-log_fermion_weight(eps, self.beta) / self.beta + self.physics.classical_energy(spins))
         self.memo.put(key, value)
         return value
