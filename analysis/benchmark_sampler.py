@@ -10,7 +10,8 @@ nothing (speed is not a test). See analysis/BENCHMARKS.md for measured tables.
 
 One step of the exact sampler is one sweep (N single-spin updates, each with its own
 diagonalization). A row whose run is shorter than 500 τ_int is marked "rough": τ_int from
-shorter runs reads low (README lessons). Also printed, as candidate proxies for tuning: the
+shorter runs reads low (README lessons). With --exact-tau the exact sampler's cost is that
+τ_int (from a long run) times the sweep timed here, the convention of BENCHMARKS.md. Also printed, as candidate proxies for tuning: the
 mean squared change of F/N per step and of the spins per step (Σ_i |ΔS_i|² / N); and sigma,
 the spread (standard deviation) of the exact test's log-ratio -β[ΔF - ΔE_eff] (SLMC rows);
 tau_stay, τ_int read from how long the chain stays put (stay_tau), and tau_ar1, the AR(1)
@@ -134,6 +135,10 @@ def main() -> None:
     ap.add_argument("--measure", type=int, default=20000, help="measured SLMC steps per variant")
     ap.add_argument("--exact-measure", type=int, default=1000, help="measured sweeps of the exact sampler")
     ap.add_argument("--rounds", type=int, default=20, help="interleaved rounds the measurement is cut into")
+    ap.add_argument("--exact-tau", type=float, metavar="SWEEPS",
+                    help="τ_int(F) of the exact sampler from a long run, in sweeps: its cost is then this × the "
+                         "sweep timed here (exact/this as in BENCHMARKS.md: 9.5 at L = 8, 12.6 at L = 12 on the "
+                         "reference problem) instead of this run's own, often rough, τ_int")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--series", metavar="DIR", help="append each variant's F/N and seconds per step, block by "
                     "block, to DIR/NAME.txt (kept if the run is stopped early)")
@@ -192,7 +197,8 @@ def main() -> None:
                     out.write(f"# block of {c['block']} steps, {c['seconds'][-1]:.6f} s per step\n")
                     out.writelines(f"{f / c['N']:.12f}\n" for f in c["F"][-c["block"]:])
 
-    print(f"L = {args.L}, point {args.point} {POINTS[args.point]}, seed {args.seed}")
+    print(f"L = {args.L}, point {args.point} {POINTS[args.point]}, seed {args.seed}"
+          + (f"; exact/this from the exact sampler's τ_int(F) = {args.exact_tau} sweeps" if args.exact_tau else ""))
     print(f"{'variant':<18} {'acc':>6} {'F/N':>22} {'tau_int':>8} {'ms/step':>9} {'cost ms':>9} {'exact/this':>10} "
           f"{'dF²/N²':>9} {'dS²':>8} {'|m|':>6} {'steps/tau':>9} {'sigma':>6} {'recycled':>8} {'tau_stay':>8} "
           f"{'tau_ar1':>8}")
@@ -204,7 +210,7 @@ def main() -> None:
         sec = float(np.median(c["seconds"]))
         cost = e.tau * sec
         if name.split("/")[0] == "exact":
-            cost_exact = cost
+            cost = cost_exact = (args.exact_tau or e.tau) * sec  # the cost column then uses exact_tau too
         rows.append((name, c, F, e, sec, cost))
     for name, c, F, e, sec, cost in rows:
         ratio = f"{cost_exact / cost:10.1f}" if cost_exact else f"{'':>10}"
