@@ -136,9 +136,9 @@ def main() -> None:
     ap.add_argument("--exact-measure", type=int, default=1000, help="measured sweeps of the exact sampler")
     ap.add_argument("--rounds", type=int, default=20, help="interleaved rounds the measurement is cut into")
     ap.add_argument("--exact-tau", type=float, metavar="SWEEPS",
-                    help="τ_int(F) of the exact sampler from a long run, in sweeps: its cost is then this × the "
-                         "sweep timed here (exact/this as in BENCHMARKS.md: 9.5 at L = 8, 12.6 at L = 12 on the "
-                         "reference problem) instead of this run's own, often rough, τ_int")
+                    help="τ_int(F) of the exact sampler from a long run, in sweeps (BENCHMARKS.md uses 9.5 at L = 8 "
+                         "and 12.6 at L = 12 on the reference problem): its cost is then this τ_int × the sweep "
+                         "timed here, instead of this run's own, often rough, τ_int, which its row still prints")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--series", metavar="DIR", help="append each variant's F/N and seconds per step, block by "
                     "block, to DIR/NAME.txt (kept if the run is stopped early)")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Where the time of one SLMC step goes, per model: the exact weight (build H, eigvalsh, F),
+"""Where the time of one SLMC step goes, per model: the exact weight (build H, its eigenvalues, F),
 the inner chain (compiled, with the h = G b set-up of bond-pair models), the Transformer's
 energy (nested SLMC's middle test), the rest (bookkeeping), and the share of thermalization
 spent training. Prints shares; asserts nothing.

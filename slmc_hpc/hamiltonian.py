@@ -174,7 +174,7 @@ class DoubleExchange:
             return to_numpy(self._xp.linalg.eigvalsh(h))
         if spins.ndim > 2:
             flat = spins.reshape((-1,) + spins.shape[-2:])
-            return np.array([self.eigenvalues(s) for s in flat]).reshape(spins.shape[:-2] + (-1,))
+            return np.array([self.eigenvalues(s) for s in flat]).reshape(spins.shape[:-2] + (2 * self.lattice.N,))
         return hermitian_eigenvalues(self._fill(self._work, spins).T)  # H^T = conj(H): H's eigenvalues
 
     def classical_energy(self, spins) -> np.ndarray:

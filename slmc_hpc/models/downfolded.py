@@ -1,8 +1,8 @@
 """The downfolded effective model: the free energy of the electrons' lower band alone, from an
 N x N Hamiltonian, plus a fitted linear correction. It is the middle model of three-level
 SLMC (samplers/nested.py with kind = "downfolded"): too dear for the inner chain, about 0.2x
-the exact weight's cost at L = 12 (a Cholesky solve and an eigvalsh of N x N matrices in single
-precision, against a 2N x 2N eigvalsh in double),
+the exact weight's cost at L = 12 (a Cholesky solve and the eigenvalues of N x N matrices in
+single precision, against those of a 2N x 2N matrix in double),
 and accurate where the linear model is not (levels crossing the Fermi level).
 
 In each site's spinor basis, a_i with (J/2) S_i·σ a_i = -(|J|/2) a_i and b_i with +|J|/2,
