@@ -149,7 +149,7 @@ def test_reused_work_matrix_gives_the_bits_of_a_fresh_hamiltonian(kind, L, rng):
 def test_hermitian_eigenvalues_read_the_lower_triangle_only(n, rng):
     """hetrd + sterf against numpy's eigvalsh on random Hermitian matrices, double and single
     precision, with noise in the upper triangle that must not be read; ascending order.
-    Negative control: the upper triangle's noise, made Hermitian, changes the spectrum."""
+    Negative control: hetrd told to read the upper triangle gives another spectrum."""
     a = rng.standard_normal((n, n)) + 1j * rng.standard_normal((n, n))
     a = a + a.conj().T
     noise = np.triu(rng.standard_normal((n, n)) + 1j * rng.standard_normal((n, n)), 1)
@@ -160,7 +160,7 @@ def test_hermitian_eigenvalues_read_the_lower_triangle_only(n, rng):
         assert eig.dtype == np.finfo(dtype).dtype
         assert np.all(np.diff(eig) >= 0)
         np.testing.assert_allclose(eig, exact, rtol=0, atol=tol * max(1.0, np.abs(exact).max()))
-    # a C-ordered matrix is copied, not misread (its transpose is what a Fortran view would give)
+    # a C-ordered matrix is copied into Fortran order by SciPy's wrapper: the same lower triangle is read
     np.testing.assert_allclose(hermitian_eigenvalues(np.ascontiguousarray(np.tril(a) + noise)), exact, rtol=0,
                                atol=1e-12 * max(1.0, np.abs(exact).max()))
     if n > 1:  # negative control: what reading the upper triangle would give
