@@ -21,7 +21,7 @@ import torch
 
 from ..lattice import Lattice
 from ..samplers.local_chain import BondForm, bond_values_of
-from .bond_pairs import bond_matrix, bond_pair_energy, bond_pair_kernel, bond_pair_sums, bond_pair_tables, bond_values
+from .bond_pairs import bond_matrix, bond_pair_energy, bond_pair_kernel, bond_pair_sums, bond_pair_tables
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,21 +140,27 @@ class LinearModel:
         """φ_n[S] = Σ_<ij>_n S_i·S_j for each shell, shape (..., n_shells)."""
         return self._over_bonds(spins, lambda b: b @ self._shell_sums[1])
 
-    def bond_pair_features(self, spins: np.ndarray) -> np.ndarray:
-        """ψ_o[S] for each bond-pair class, shape (C, n_orbits) for spins (C, N, 3), in chunks
-        of 256 configurations (memory: see bond_pairs.bond_pair_sums)."""
+    def _bond_pair_sums(self, b: np.ndarray) -> np.ndarray:
+        """ψ_o (C, n_orbits) from the bond values b (C, B) of ``_shell_sums``' bonds (memory: see
+        bond_pairs.bond_pair_sums; ``_over_bonds`` hands 256 configurations at a time)."""
         t = self._tables
         args = [torch.as_tensor(a) for a in (t.slots, t.orbit, t.weight)]
-        spins = torch.as_tensor(np.asarray(spins, dtype=np.float64))
-        chunks = [bond_pair_sums(bond_values(c, t.bonds), *args, t.n_orbits, t.shape) for c in spins.split(256)]
-        return torch.cat(chunks).numpy()
+        pair_b = torch.from_numpy(np.ascontiguousarray(b[:, self._shell_sums[2]]))
+        return bond_pair_sums(pair_b, *args, t.n_orbits, t.shape).numpy()
+
+    def bond_pair_features(self, spins: np.ndarray) -> np.ndarray:
+        """ψ_o[S] for each bond-pair class, shape (C, n_orbits) for spins (C, N, 3)."""
+        return self._over_bonds(spins, self._bond_pair_sums)
 
     def design(self, spins: np.ndarray) -> np.ndarray:
         """(C, n_shells + n_orbits) columns (φ_n, ψ_o) for spins (C, N, 3): E_eff = E_0 -
-        design @ (J, K). Depends on the lattice and the shell counts only, not on the
-        couplings, so training data keep their rows (training/data.py)."""
-        phi = self.features(spins)
-        return np.concatenate([phi, self.bond_pair_features(spins)], axis=1) if self.bond_shells else phi
+        design @ (J, K), both from one pass over the bond values. Depends on the lattice and
+        the shell counts only, not on the couplings, so training data keep their rows
+        (training/data.py)."""
+        if not self.bond_shells:
+            return self.features(spins)
+        weight = self._shell_sums[1]
+        return self._over_bonds(spins, lambda b: np.concatenate([b @ weight, self._bond_pair_sums(b)], axis=1))
 
     def energy(self, spins: np.ndarray) -> np.ndarray:
         _, weight, pair_bonds = self._shell_sums
