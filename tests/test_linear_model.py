@@ -3,6 +3,8 @@ import pytest
 
 from slmc_hpc.lattice import Lattice
 from slmc_hpc.models import LinearModel
+from slmc_hpc.models.bond_pairs import (BondPairTables, bond_matrix, bond_pair_energy, bond_pair_kernel,
+                                       bond_pair_tables)
 from slmc_hpc.observables import random_spins
 from slmc_hpc.testing import assert_invariant, permutations, rotations
 
@@ -93,6 +95,29 @@ def test_bond_pair_energy_equals_the_enumeration_of_bond_pairs(bond_model, rng):
                for a in range(len(b)) for c in range(a, len(b)))
     linear = LinearModel(bond_model.lattice, bond_model.couplings, bond_model.e0)
     assert bond_model.energy(spins) == pytest.approx(brute_force_energy(linear, spins) - four, abs=1e-12)
+
+
+@pytest.mark.parametrize("kind, L, shells, max_range", [("chain", 7, 2, 0.0), ("chain", 8, 2, 0.0),
+                                                      ("square", 5, 2, 0.0), ("square", 6, 3, 1.5),
+                                                      ("cubic", 3, 1, 0.0), ("cubic", 4, 2, 1.0)])
+def test_bond_pair_energy_by_half_spectrum_equals_the_bond_matrix(kind, L, shells, max_range, rng):
+    """Σ_o K_o ψ_o through the half of the momenta (b real) equals (1/2) bᵀ G b, over a batch,
+    for odd and even L (the momenta m_last = L/2 that pair with themselves exist only for even
+    L) in one, two and three dimensions. Negative control: counting every momentum of the half
+    once, instead of folding in -k, is caught."""
+    lat = Lattice.from_kind(kind, L)
+    tables = bond_pair_tables(lat, shells, max_range)
+    couplings = rng.normal(size=tables.n_orbits)
+    spins = np.stack([random_spins(lat.N, rng) for _ in range(3)])
+    b = np.einsum("cak,cak->ca", spins[:, tables.bonds[:, 0]], spins[:, tables.bonds[:, 1]])
+    expected = 0.5 * np.einsum("ca,ab,cb->c", b, bond_matrix(couplings, tables.pair_class), b)
+    energy = bond_pair_energy(b, tables, bond_pair_kernel(couplings, tables))
+    assert energy.shape == (3,) and np.allclose(energy, expected, rtol=0, atol=1e-11 * np.abs(expected).max())
+    assert bond_pair_energy(b[0], tables, bond_pair_kernel(couplings, tables)) == pytest.approx(expected[0], abs=1e-11)
+    columns, weight = tables.half_spectrum
+    once = BondPairTables(**{**{f: getattr(tables, f) for f in ("bonds", "pair_class", "slots", "orbit", "weight", "shape")}})
+    once.__dict__["half_spectrum"] = (columns, np.ones_like(weight))
+    assert not np.allclose(bond_pair_energy(b, once, bond_pair_kernel(couplings, once)), expected, rtol=1e-6)
 
 
 def test_bond_pair_energy_is_o3_and_lattice_invariant(bond_model, rng):

@@ -54,12 +54,12 @@ class BondForm:
     are G's, listed in the same order at every site (translates of site 0's), so that
     ``local`` (zp, zp), G's block over them, is one table for all sites; ``reach`` (N, u)
     lists the bonds that G couples to the bonds at a site (the translates of site 0's list)
-    and ``coupling`` (u, zp) = G[reach[i]][:, site_bonds[i, :zp]], the same for every i. An
-    accepted update adds coupling @ δ to h at reach[i]: u short dot products, contiguous in
-    memory, instead of zp rows of G (P each) or zp scattered sparse rows. Measured at L = 8
-    with bond pairs of 4 shells within 1.5 spacings (zp = 20, u = 222 of P = 640): 0.30 µs per
-    accepted update, against 0.78 through compressed rows and 0.65 with every range (u = P);
-    0.26 for the 2 shells of every range (u = P = 256, zp = 8) as through G's rows."""
+    and ``coupling`` (zp, u) = G[site_bonds[i, :zp]][:, reach[i]], the same for every i. An
+    accepted update adds δ @ coupling to h at reach[i]: zp rows of u, contiguous in memory,
+    instead of zp rows of G (P each) or zp scattered sparse rows. Rows, not columns: a sum
+    along u vectorizes, where u dot products of zp terms each end in a horizontal sum (L = 8,
+    4 shells within 2 spacings, zp = 20, u = 302: 0.89 µs per accepted update against 1.18,
+    the whole chain 0.84×; analysis/BENCHMARKS.md, "The inner chain's update")."""
 
     bonds: np.ndarray
     site_bonds: np.ndarray
@@ -104,10 +104,10 @@ class BondForm:
         site_bonds[:, :zp] = site_own
         partner[:, :zp] = np.where(ends[..., 0] == np.arange(n_sites)[:, None], ends[..., 1], ends[..., 0])
         local = np.ascontiguousarray(G[np.ix_(own, own)])
-        coupling = np.ascontiguousarray(G[np.ix_(near, own)])
+        coupling = np.ascontiguousarray(G[np.ix_(own, near)])
         # G's entries at every site are site 0's, and there are no others (each bond has two ends)
         invariant = np.array_equal(G, G.T) and 2 * np.count_nonzero(G) == n_sites * np.count_nonzero(coupling)
-        if not invariant or any(not np.array_equal(G[np.ix_(reach[i], site_own[i])], coupling) for i in range(n_sites)):
+        if not invariant or any(not np.array_equal(G[np.ix_(site_own[i], reach[i])], coupling) for i in range(n_sites)):
             raise ValueError("the bond matrix is not invariant under the translations")
         return cls(bonds, site_bonds, partner, w, G, local, reach, coupling)
 
@@ -198,25 +198,38 @@ def _bond_values(spins, bonds, out):  # pragma: no cover
 
 
 @numba.njit(cache=True, fastmath={"reassoc", "contract"})
-def _add_coupled(h, reach_i, coupling, delta, scale):  # pragma: no cover
-    """h[reach_i] += scale * coupling @ delta[:zp]: a dot product per reached bond (reassociated,
-    so that it vectorizes; the order of its terms does not matter to a sum of 4-20 terms)."""
-    zp = coupling.shape[1]
-    for r in range(len(reach_i)):
-        acc = 0.0
-        for c in range(zp):
-            acc += coupling[r, c] * delta[c]
-        h[reach_i[r]] += scale * acc
+def _add_coupled(h, reach_i, coupling, delta, scale, row):  # pragma: no cover
+    """h[reach_i] += scale * delta[:zp] @ coupling, summed in ``row`` (u,): four of coupling's
+    rows per pass, so that row is read and written zp/4 times, not zp (the passes, not the
+    products, bound this loop). Reassociated, so that it vectorizes; the order of a sum of
+    zp terms does not matter. scale is 1 or 1/2: exact."""
+    zp, u = coupling.shape
+    for r in range(u):
+        row[r] = 0.0
+    c = 0
+    while c + 4 <= zp:
+        x0, x1, x2, x3 = scale * delta[c], scale * delta[c + 1], scale * delta[c + 2], scale * delta[c + 3]
+        for r in range(u):
+            row[r] += (coupling[c, r] * x0 + coupling[c + 1, r] * x1) + (coupling[c + 2, r] * x2 + coupling[c + 3, r] * x3)
+        c += 4
+    while c < zp:
+        x = scale * delta[c]
+        for r in range(u):
+            row[r] += coupling[c, r] * x
+        c += 1
+    for r in range(u):
+        h[reach_i[r]] += row[r]
 
 
 @numba.njit(cache=True)
 def _bond_field(site_bonds, reach, coupling, b, h):  # pragma: no cover
-    zp = coupling.shape[1]
+    zp = coupling.shape[0]
     own = np.empty(zp)
+    row = np.empty(coupling.shape[1])
     for i in range(len(site_bonds)):
         for c in range(zp):
             own[c] = b[site_bonds[i, c]]
-        _add_coupled(h, reach[i], coupling, own, 0.5)  # every bond has two ends
+        _add_coupled(h, reach[i], coupling, own, 0.5, row)  # every bond has two ends
 
 
 @numba.njit(cache=True, fastmath={"reassoc", "contract"})
@@ -294,6 +307,7 @@ def _chain(spins, b, h, site_bonds, partner, w, local, reach, coupling, sites, n
     z = site_bonds.shape[1]
     zp = local.shape[1]  # the first zp bonds at each site are G's, in the order of local
     delta = np.empty(z)
+    row = np.empty(coupling.shape[1])  # _add_coupled's sums
     new = np.empty(3)
     field = np.empty(3)
     total = 0.0
@@ -341,5 +355,5 @@ def _chain(spins, b, h, site_bonds, partner, w, local, reach, coupling, sites, n
             for c in range(z):
                 b[site_bonds[i, c]] += delta[c]
             if zp:
-                _add_coupled(h, reach[i], coupling, delta, 1.0)
+                _add_coupled(h, reach[i], coupling, delta, 1.0, row)
     return total
