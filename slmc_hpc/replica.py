@@ -87,9 +87,11 @@ class Replica:
     def state_dict(self) -> dict:
         """The chain's part of a checkpoint: random stream, β, steps taken and chain state."""
         s = self.state
+        b, h = (None, None) if s.fields is None else (x.copy() for x in s.fields)
         return {"rng": json.dumps(self.rng.bit_generator.state), "beta": self.beta, "steps_done": self.steps_done,
                 "chain": {"spins": s.spins.copy(), "eigenvalues": np.asarray(s.eigenvalues).copy(),
-                          "classical_energy": s.classical_energy, "e_eff": s.e_eff}}
+                          "classical_energy": s.classical_energy, "e_eff": s.e_eff,
+                          "bond_values": b, "bond_field": h}}
 
     def load_state_dict(self, tree: dict, model=None, inner=None) -> None:
         """Continue from ``state_dict``'s tree at the saved β, sampling with ``model`` (taken
@@ -107,12 +109,16 @@ class Replica:
         configurations between temperature slots, where the slot, its β, models and random
         stream stay. E_eff is evaluated under this replica's model."""
         e_eff = float(self.model.energy(chain["spins"])) if self.model is not None else float("nan")
-        self.restore_chain(dict(chain, e_eff=e_eff))
+        # the other slot's inner model may differ: this one's fields are set up at the next step
+        self.restore_chain(dict(chain, e_eff=e_eff, bond_values=None, bond_field=None))
 
     def restore_chain(self, chain: dict) -> None:
-        """The chain state exactly as saved (E_eff not re-evaluated: bit-identical resumes)."""
+        """The chain state exactly as saved (E_eff and the inner chain's fields not re-evaluated:
+        bit-identical resumes; a checkpoint without fields sets them up at the next step)."""
+        saved = chain.get("bond_values"), chain.get("bond_field")
+        fields = None if saved[0] is None else tuple(np.array(x, dtype=np.float64) for x in saved)
         self.state = ChainState(np.array(chain["spins"]), np.array(chain["eigenvalues"]),
-                                float(chain["classical_energy"]), float(chain["e_eff"]))
+                                float(chain["classical_energy"]), float(chain["e_eff"]), fields)
 
     def record(self, info: StepInfo) -> dict:
         """Measurements of the current configuration after a step (whole-lattice energies);

@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 
 from slmc_hpc.assemble import build_physics, build_slot
+from slmc_hpc.models import LinearModel
+from slmc_hpc.replica import Replica
+from slmc_hpc.samplers import SLMCSampler
 from slmc_hpc.observables import random_spins
 from slmc_hpc.training.data import ReplayBuffer
 from slmc_hpc.training.errors import TrainingError
@@ -153,6 +156,36 @@ def test_linear_bond_pair_model_resumes_and_old_checkpoints_load_as_k_zero():
     old_learner.load_state_dict(tree)
     np.testing.assert_array_equal(old_learner.linear.model.parameters()[0],
                                   np.r_[trained[:3], np.zeros(len(trained) - 3)])
+
+
+def test_a_chain_continued_from_its_state_carries_the_inner_fields_bit_for_bit():
+    """The compiled inner chain's bond values and bond-pair field (ChainState.fields) are
+    carried from step to step with the chain's round-off, like E_eff; the replica's state
+    stores them, so a chain continued from state_dict repeats the uninterrupted one bit for
+    bit. Negative control: continued with the fields set up afresh from the spins (what a
+    checkpoint without them does), E_eff differs in its last bits."""
+    cfg = CFG.replace("lattice", L=4).replace("effective_model", bond_shells=2)
+    physics = build_physics(cfg)
+    rng = np.random.default_rng(5)
+    shape = LinearModel.zeros(physics.lattice, 2, bond_shells=2)
+    model = shape.with_parameters(np.r_[0.0, 0.5, -0.2, 0.05 * rng.standard_normal(shape.n_parameters - 3)])
+    sampler = SLMCSampler(physics, model, beta=0.5, n_local=48, step_size=1.0)  # an untrained model: small β accepts
+    rep = Replica(physics, sampler, np.random.default_rng(6), random_spins(physics.lattice.N, rng))
+    assert sum(rep.step().accepted for _ in range(60)) > 10
+    tree = rep.state_dict()
+    fresh_b, fresh_h = model.bond_form.fields(rep.state.spins)
+    assert not (np.array_equal(tree["chain"]["bond_values"], fresh_b) and np.array_equal(tree["chain"]["bond_field"], fresh_h))
+
+    def continued(chain_tree):
+        other = Replica(physics, sampler, np.random.default_rng(7), random_spins(physics.lattice.N, rng))
+        other.load_state_dict(chain_tree)
+        return [(other.step(), other.state.e_eff)[1] for _ in range(20)], other.state.spins
+
+    uninterrupted = [(rep.step(), rep.state.e_eff)[1] for _ in range(20)], rep.state.spins
+    resumed = continued(tree)
+    assert resumed[0] == uninterrupted[0] and np.array_equal(resumed[1], uninterrupted[1])
+    afresh = continued(tree | {"chain": tree["chain"] | {"bond_values": None, "bond_field": None}})
+    assert afresh[0] != uninterrupted[0]
 
 
 def test_rounds_wait_for_twice_the_head_size_in_training_samples():

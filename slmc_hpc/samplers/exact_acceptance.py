@@ -3,6 +3,8 @@ state, and the exact Metropolis test that ends an SLMC step."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..hamiltonian import DoubleExchange
@@ -20,10 +22,12 @@ def free_energy(physics: DoubleExchange, state: ChainState, beta: float) -> floa
 
 
 def accept_exactly(physics: DoubleExchange, beta: float, state: ChainState, proposal: np.ndarray, e_proposal: float,
-               rng: np.random.Generator, **info) -> tuple[ChainState, StepInfo]:
+               rng: np.random.Generator, fields=None, **info) -> tuple[ChainState, StepInfo]:
     """Accept ``proposal`` (drawn by a chain reversible for exp(-β E_eff)) with
-    min(1, exp(-β[(F[S'] - F[S]) - (E_eff[S'] - E_eff[S])])): one diagonalization."""
-    new = exact_state(physics, proposal, e_proposal)
+    min(1, exp(-β[(F[S'] - F[S]) - (E_eff[S'] - E_eff[S])])): one diagonalization.
+    ``fields``: the inner chain's (b, h) at the proposal (ChainState.fields), kept if it is
+    accepted."""
+    new = replace(exact_state(physics, proposal, e_proposal), fields=fields)
     f_new = free_energy(physics, new, beta)
     log_ratio = -beta * ((f_new - free_energy(physics, state, beta)) - (e_proposal - state.e_eff))
     accepted = bool(np.log(rng.random()) < log_ratio)

@@ -23,7 +23,7 @@ import numpy as np
 from ..hamiltonian import DoubleExchange
 from .slmc import effective_chain
 from .exact_acceptance import accept_exactly, exact_state, free_energy
-from .state import ChainState, StepInfo
+from .state import ChainState, StepInfo, bond_fields
 
 
 @dataclass(frozen=True)
@@ -43,17 +43,17 @@ class NestedSLMCSampler:
 
     def with_model(self, model, state: ChainState, inner=None):
         sampler = replace(self, model=model, inner=self.inner if inner is None else inner)
-        return sampler, replace(state, e_eff=float(model.energy(state.spins)))
+        return sampler, replace(state, e_eff=float(model.energy(state.spins)), fields=None)
 
     def free_energy(self, state: ChainState) -> float:
         return free_energy(self.physics, state, self.beta)
 
     def step(self, state: ChainState, rng: np.random.Generator) -> tuple[ChainState, StepInfo]:
-        spins, e_mid = state.spins, state.e_eff
-        # the inner model's bond values and field at `spins`, set up once per step (not carried
-        # between steps, so that a resumed run repeats them bit for bit) and handed from one
-        # middle test to the next: a chain updates its copy to its end, kept if the test passes
-        fields = self.inner.bond_form.fields(spins) if hasattr(type(self.inner), "bond_form") else None
+        # the inner model's bond values and field at the state's spins (carried from the step
+        # before: ChainState.fields), handed from one middle test to the next: a chain updates
+        # its copy to its end, kept if the test passes
+        state = replace(state, fields=bond_fields(self.inner, state))
+        spins, e_mid, fields = state.spins, state.e_eff, state.fields
         n_mid = 0
         for _ in range(self.middle_steps):
             trial = None if fields is None else tuple(x.copy() for x in fields)
@@ -66,4 +66,4 @@ class NestedSLMCSampler:
         middle = {"n_middle_tests": self.middle_steps, "n_middle_accepted": n_mid}
         if not n_mid:
             return state, StepInfo(accepted=False, n_tests=0, n_accepted=0, rejected_proposal=proposal, **middle)
-        return accept_exactly(self.physics, self.beta, state, spins, e_mid, rng, **middle)
+        return accept_exactly(self.physics, self.beta, state, spins, e_mid, rng, fields, **middle)

@@ -18,7 +18,7 @@ import numpy as np
 from ..hamiltonian import DoubleExchange
 from .moves import draw_moves, draw_reflections, perturb
 from .exact_acceptance import accept_exactly, exact_state, free_energy
-from .state import ChainState, StepInfo
+from .state import ChainState, StepInfo, bond_fields
 
 
 def effective_chain(model, spins: np.ndarray, beta: float, n_local: int, step_size: float,
@@ -73,15 +73,19 @@ class SLMCSampler:
 
     def with_model(self, model, state: ChainState) -> tuple["SLMCSampler", ChainState]:
         """The sampler with a new effective model, and the state's E_eff re-evaluated under it."""
-        return replace(self, model=model), replace(state, e_eff=float(model.energy(state.spins)))
+        return replace(self, model=model), replace(state, e_eff=float(model.energy(state.spins)), fields=None)
 
     def free_energy(self, state: ChainState) -> float:
         return free_energy(self.physics, state, self.beta)
 
     def step(self, state: ChainState, rng: np.random.Generator) -> tuple[ChainState, StepInfo]:
+        fields = bond_fields(self.model, state)
+        state = replace(state, fields=fields)
+        trial = None if fields is None else tuple(x.copy() for x in fields)  # updated to the proposal's
         proposal, delta = effective_chain(self.model, state.spins, self.beta, self.n_local, self.step_size, rng,
-                                          self.overrelax, self.move)
+                                          self.overrelax, self.move, trial)
         # E_eff of the proposal from the chain's own ΔE: no second model evaluation. Round-off
         # (~1e-15 per step) random-walks until the model next changes and E_eff is re-evaluated:
         # ~1e-12 after 10^5 frozen-model steps, far below anything the acceptance resolves.
-        return accept_exactly(self.physics, self.beta, state, proposal, state.e_eff + delta, rng)
+        # The same holds for the fields (b, h) carried from step to step.
+        return accept_exactly(self.physics, self.beta, state, proposal, state.e_eff + delta, rng, trial)
