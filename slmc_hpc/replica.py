@@ -84,14 +84,18 @@ class Replica:
         else:
             self.sampler, self.state = self.sampler.with_model(model, self.state)
 
+    def configuration(self) -> dict:
+        """What another slot takes in a swap (take_configuration): spins, eigenvalues and
+        energies, without the inner chain's fields, which belong to this slot's model."""
+        s = self.state
+        return {"spins": s.spins.copy(), "eigenvalues": np.asarray(s.eigenvalues).copy(),
+                "classical_energy": s.classical_energy, "e_eff": s.e_eff}
+
     def state_dict(self) -> dict:
         """The chain's part of a checkpoint: random stream, β, steps taken and chain state."""
-        s = self.state
-        b, h = (None, None) if s.fields is None else (x.copy() for x in s.fields)
+        b, h = (None, None) if self.state.fields is None else (x.copy() for x in self.state.fields)
         return {"rng": json.dumps(self.rng.bit_generator.state), "beta": self.beta, "steps_done": self.steps_done,
-                "chain": {"spins": s.spins.copy(), "eigenvalues": np.asarray(s.eigenvalues).copy(),
-                          "classical_energy": s.classical_energy, "e_eff": s.e_eff,
-                          "bond_values": b, "bond_field": h}}
+                "chain": self.configuration() | {"bond_values": b, "bond_field": h}}
 
     def load_state_dict(self, tree: dict, model=None, inner=None) -> None:
         """Continue from ``state_dict``'s tree at the saved β, sampling with ``model`` (taken
@@ -105,11 +109,11 @@ class Replica:
         self.restore_chain(tree["chain"])
 
     def take_configuration(self, chain: dict) -> None:
-        """Continue from another chain's configuration (``state_dict()["chain"]``): a swap of
-        configurations between temperature slots, where the slot, its β, models and random
-        stream stay. E_eff is evaluated under this replica's model."""
+        """Continue from another chain's ``configuration()``: a swap of configurations between
+        temperature slots, where the slot, its β, models and random stream stay. E_eff is
+        evaluated under this replica's model, and the inner chain's fields are set up at the
+        next step."""
         e_eff = float(self.model.energy(chain["spins"])) if self.model is not None else float("nan")
-        # the other slot's inner model may differ: this one's fields are set up at the next step
         self.restore_chain(dict(chain, e_eff=e_eff, bond_values=None, bond_field=None))
 
     def restore_chain(self, chain: dict) -> None:

@@ -172,7 +172,7 @@ class TemperingRun:
         if np.array_equal(new_slots, identity):
             return
         chains = {}
-        for part in self.comm.allgather({r: rep.state_dict()["chain"] for r, rep in self.replicas.items()
+        for part in self.comm.allgather({r: rep.configuration() for r, rep in self.replicas.items()
                                          if new_slots[r] != r}):
             chains.update(part)
         for source, slot in enumerate(new_slots):

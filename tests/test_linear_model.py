@@ -1,10 +1,11 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
 from slmc_hpc.lattice import Lattice
 from slmc_hpc.models import LinearModel
-from slmc_hpc.models.bond_pairs import (BondPairTables, bond_matrix, bond_pair_energy, bond_pair_kernel,
-                                       bond_pair_tables)
+from slmc_hpc.models.bond_pairs import bond_matrix, bond_pair_energy, bond_pair_kernel, bond_pair_tables
 from slmc_hpc.observables import random_spins
 from slmc_hpc.testing import assert_invariant, permutations, rotations
 
@@ -114,8 +115,9 @@ def test_bond_pair_energy_by_half_spectrum_equals_the_bond_matrix(kind, L, shell
     energy = bond_pair_energy(b, tables, bond_pair_kernel(couplings, tables))
     assert energy.shape == (3,) and np.allclose(energy, expected, rtol=0, atol=1e-11 * np.abs(expected).max())
     assert bond_pair_energy(b[0], tables, bond_pair_kernel(couplings, tables)) == pytest.approx(expected[0], abs=1e-11)
+    assert bond_pair_energy(b[:0], tables, bond_pair_kernel(couplings, tables)).shape == (0,)
     columns, weight = tables.half_spectrum
-    once = BondPairTables(**{**{f: getattr(tables, f) for f in ("bonds", "pair_class", "slots", "orbit", "weight", "shape")}})
+    once = dataclasses.replace(tables)
     once.__dict__["half_spectrum"] = (columns, np.ones_like(weight))
     assert not np.allclose(bond_pair_energy(b, once, bond_pair_kernel(couplings, once)), expected, rtol=1e-6)
 

@@ -186,6 +186,8 @@ def test_a_chain_continued_from_its_state_carries_the_inner_fields_bit_for_bit()
     assert resumed[0] == uninterrupted[0] and np.array_equal(resumed[1], uninterrupted[1])
     afresh = continued(tree | {"chain": tree["chain"] | {"bond_values": None, "bond_field": None}})
     assert afresh[0] != uninterrupted[0]
+    rep.take_configuration(rep.configuration())  # a swapped-in configuration: fields of this slot's model, anew
+    assert rep.state.fields is None and "bond_values" not in rep.configuration()
 
 
 def test_rounds_wait_for_twice_the_head_size_in_training_samples():

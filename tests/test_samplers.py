@@ -270,9 +270,9 @@ def test_nested_outer_test_with_the_inner_energy_is_caught():
 
 
 def test_nested_step_hands_the_inner_fields_on_as_if_set_up_anew():
-    """A nested step sets up the inner model's (b, h = G b) once and hands them from one middle
-    test to the next (samplers/nested.py): its decisions are those of a step whose every inner
-    chain sets them up anew, on the same random numbers. Negative control: a step that hands on
+    """A nested step hands the inner model's (b, h = G b) from one middle test to the next and
+    on to the next step (samplers/nested.py, ChainState.fields): its decisions are those of a
+    step whose every inner chain sets them up anew, on the same random numbers. Negative control: a step that hands on
     a rejected chain's end fields (no copy) decides otherwise."""
     physics = DoubleExchange(Lattice.from_kind("square", 4), t=1.0, J=4.0, mu=-2.5)
     lat = physics.lattice
@@ -336,6 +336,14 @@ def test_slmc_keeps_e_eff_equal_to_the_model_energy(bond_shells, bond_range):
         moved += info.accepted
     assert moved > 100
     assert state.e_eff == pytest.approx(model.energy(state.spins), abs=1e-10)
+    if bond_shells:  # a new model: the carried fields (ChainState.fields) are set up for it, not kept
+        other = model.with_parameters(model.parameters()[0] * 1.5)
+        sampler, state = sampler.with_model(other, state)
+        for _ in range(200):
+            state, info = sampler.step(state, rng)
+        b, h = other.bond_form.fields(state.spins)
+        np.testing.assert_allclose(state.fields[1], h, rtol=0, atol=1e-10)
+        assert state.e_eff == pytest.approx(other.energy(state.spins), abs=1e-10)
 
 
 def test_two_site_distribution_with_the_default_tuned_sampler(tmp_path):

@@ -226,7 +226,7 @@ class TransformerModel:
     mask: np.ndarray  # (N, N): 0 inside the attention window, -inf outside
     bond_tables: BondPairTables  # of the net's lattice and bond_shells
     pair_matrix: np.ndarray  # (N, N): C(β)
-    bond_kernel: np.ndarray  # (T, T, N) complex, see bond_pair_kernel; T = 0 without bond-pair terms
+    bond_kernel: np.ndarray  # (H, 2T, 2T) real, see bond_pair_kernel; T = 0 without bond-pair terms
     e0: float  # E_0(β)
 
     @classmethod

@@ -23,7 +23,7 @@ import numpy as np
 from ..hamiltonian import DoubleExchange
 from .slmc import effective_chain
 from .exact_acceptance import accept_exactly, exact_state, free_energy
-from .state import ChainState, StepInfo, bond_fields
+from .state import ChainState, StepInfo, trial_fields, with_fields
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,11 @@ class NestedSLMCSampler:
         # the inner model's bond values and field at the state's spins (carried from the step
         # before: ChainState.fields), handed from one middle test to the next: a chain updates
         # its copy to its end, kept if the test passes
-        state = replace(state, fields=bond_fields(self.inner, state))
+        state = with_fields(self.inner, state)
         spins, e_mid, fields = state.spins, state.e_eff, state.fields
         n_mid = 0
         for _ in range(self.middle_steps):
-            trial = None if fields is None else tuple(x.copy() for x in fields)
+            trial = trial_fields(fields)
             # the inner chain reports ΔE_in itself: two fewer model evaluations per step
             proposal, d_in = effective_chain(self.inner, spins, self.beta, self.n_local, self.step_size, rng,
                                             self.overrelax, self.move, trial)

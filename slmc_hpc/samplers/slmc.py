@@ -18,7 +18,7 @@ import numpy as np
 from ..hamiltonian import DoubleExchange
 from .moves import draw_moves, draw_reflections, perturb
 from .exact_acceptance import accept_exactly, exact_state, free_energy
-from .state import ChainState, StepInfo, bond_fields
+from .state import ChainState, StepInfo, trial_fields, with_fields
 
 
 def effective_chain(model, spins: np.ndarray, beta: float, n_local: int, step_size: float,
@@ -79,9 +79,8 @@ class SLMCSampler:
         return free_energy(self.physics, state, self.beta)
 
     def step(self, state: ChainState, rng: np.random.Generator) -> tuple[ChainState, StepInfo]:
-        fields = bond_fields(self.model, state)
-        state = replace(state, fields=fields)
-        trial = None if fields is None else tuple(x.copy() for x in fields)  # updated to the proposal's
+        state = with_fields(self.model, state)
+        trial = trial_fields(state.fields)  # updated to the proposal's
         proposal, delta = effective_chain(self.model, state.spins, self.beta, self.n_local, self.step_size, rng,
                                           self.overrelax, self.move, trial)
         # E_eff of the proposal from the chain's own ΔE: no second model evaluation. Round-off

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -27,12 +27,17 @@ class ChainState:
     fields: tuple[np.ndarray, np.ndarray] | None = None
 
 
-def bond_fields(model, state: ChainState):
-    """The inner chain's (b, h) at state.spins: the state's own, else set up now; None for a
-    model without a bond form."""
-    if state.fields is not None:
-        return state.fields
-    return model.bond_form.fields(state.spins) if hasattr(type(model), "bond_form") else None
+def with_fields(model, state: ChainState) -> ChainState:
+    """The state with the inner chain's (b, h) at its spins: its own, else set up now for
+    ``model`` (None for a model without a bond form). A chain takes a copy (``trial_fields``)."""
+    if state.fields is not None or not hasattr(type(model), "bond_form"):
+        return state
+    return replace(state, fields=model.bond_form.fields(state.spins))
+
+
+def trial_fields(fields):
+    """A copy of (b, h) for a chain to update to its end (None stays None)."""
+    return None if fields is None else tuple(x.copy() for x in fields)
 
 
 @dataclass(frozen=True, eq=False)
