@@ -338,15 +338,14 @@ def _chain(spins, b, h, site_bonds, partner, w, local, reach, coupling, sites, n
         if drew_heat_bath:
             for k in range(3):
                 linear_part += (new[k] - spins[i, k]) * field[k]
+        dx, dy, dz = new[0] - spins[i, 0], new[1] - spins[i, 1], new[2] - spins[i, 2]
         de = 0.0
-        for c in range(z):
+        for c in range(z):  # G's bonds (c < zp) first: the bond-pair field h acts on them
             j = partner[i, c]
-            d = 0.0
-            for k in range(3):
-                d += (new[k] - spins[i, k]) * spins[j, k]
+            d = dx * spins[j, 0] + dy * spins[j, 1] + dz * spins[j, 2]
             delta[c] = d
             a = site_bonds[i, c]
-            de -= d * (w[a] + (h[a] if c < zp else 0.0))
+            de -= d * (w[a] + h[a] if c < zp else w[a])
         de -= 0.5 * _quadratic(local, delta)
         if log_u[m] < -beta * (de + linear_part):
             total += de
