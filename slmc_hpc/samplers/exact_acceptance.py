@@ -3,17 +3,15 @@ state, and the exact Metropolis test that ends an SLMC step."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from ..hamiltonian import DoubleExchange
 from .state import ChainState, StepInfo
 
 
-def exact_state(physics: DoubleExchange, spins: np.ndarray, e_eff: float = float("nan")) -> ChainState:
+def exact_state(physics: DoubleExchange, spins: np.ndarray, e_eff: float = float("nan"), fields=None) -> ChainState:
     spins = np.array(spins, dtype=np.float64)
-    return ChainState(spins, physics.eigenvalues(spins), float(physics.classical_energy(spins)), e_eff)
+    return ChainState(spins, physics.eigenvalues(spins), float(physics.classical_energy(spins)), e_eff, fields)
 
 
 def free_energy(physics: DoubleExchange, state: ChainState, beta: float) -> float:
@@ -27,7 +25,7 @@ def accept_exactly(physics: DoubleExchange, beta: float, state: ChainState, prop
     min(1, exp(-β[(F[S'] - F[S]) - (E_eff[S'] - E_eff[S])])): one diagonalization.
     ``fields``: the inner chain's (b, h) at the proposal (ChainState.fields), kept if it is
     accepted."""
-    new = replace(exact_state(physics, proposal, e_proposal), fields=fields)
+    new = exact_state(physics, proposal, e_proposal, fields)
     f_new = free_energy(physics, new, beta)
     log_ratio = -beta * ((f_new - free_energy(physics, state, beta)) - (e_proposal - state.e_eff))
     accepted = bool(np.log(rng.random()) < log_ratio)
